@@ -1,0 +1,153 @@
+//! `orderflow`: one binary, one subcommand per role.
+
+use std::io::BufRead as _;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use platform::config::{CommonSettings, ProcessEnv, Reader};
+
+#[derive(Parser)]
+#[command(name = "orderflow", version, about = "orderflow: an online shop for Chile, as microservices", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Every role in one process (gateway on GATEWAY_ADDR, default 0.0.0.0:8080), with
+    /// migrations applied at start. The local default.
+    All,
+    /// The REST/JSON gateway alone.
+    Gateway,
+    /// IAM: users, roles, tokens (gRPC on IAM_GRPC_ADDR).
+    Iam {
+        #[command(subcommand)]
+        command: Option<IamCommand>,
+    },
+    /// Applies a service's migrations to its schema and exits (the Helm pre-upgrade Job).
+    Migrate {
+        /// The service: `iam`, or `all`.
+        service: String,
+    },
+    /// Exits 0 when the readiness endpoint answers 200 (for Docker HEALTHCHECK).
+    Healthcheck {
+        /// The endpoint to probe.
+        #[arg(
+            long,
+            env = "HEALTHCHECK_URL",
+            default_value = "http://127.0.0.1:8080/health/ready"
+        )]
+        url: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum IamCommand {
+    /// Creates the first admin (or grants admin to an existing account).
+    CreateAdmin {
+        /// The admin's email.
+        #[arg(long)]
+        email: String,
+        /// Read the password from standard input (one line) instead of asking.
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("orderflow: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("orderflow: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    if let Command::Healthcheck { url } = &cli.command {
+        return Ok(match healthcheck_status(url).await {
+            Ok(200) => std::process::ExitCode::SUCCESS,
+            Ok(status) => {
+                eprintln!("not ready: {url} answered {status}");
+                std::process::ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("not ready: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        });
+    }
+    let env = ProcessEnv;
+    let r = Reader::new(&env);
+    let common = CommonSettings::from_source(&r)?;
+    let role = match &cli.command {
+        Command::All => "orderflow",
+        Command::Gateway => "gateway",
+        Command::Iam { .. } | Command::Migrate { .. } => "iam",
+        Command::Healthcheck { .. } => unreachable!("handled above"),
+    };
+    let _telemetry = platform::telemetry::init(role, &common)?;
+
+    match cli.command {
+        Command::All => {
+            let shutdown = platform::shutdown::on_signal();
+            let suite = cli::suite::Suite::start(&env, shutdown).await?;
+            tracing::info!(gateway = %suite.gateway_addr, "orderflow is up: try curl http://127.0.0.1:{}/health/ready", suite.gateway_addr.port());
+            suite.wait().await?;
+        }
+        Command::Gateway => {
+            let settings = gateway::GatewaySettings::from_source(&r)?;
+            gateway::Gateway::build(settings)
+                .await?
+                .run_until_stopped(platform::shutdown::on_signal())
+                .await?;
+        }
+        Command::Iam { command: None } => {
+            let settings = iam::IamSettings::from_source(&r)?;
+            iam::IamApp::build(&common, settings)
+                .await?
+                .run_until_stopped(platform::shutdown::on_signal())
+                .await?;
+        }
+        Command::Iam {
+            command: Some(IamCommand::CreateAdmin { email, .. }),
+        } => {
+            let mut password = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut password)
+                .context("reading the password from standard input")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            let pool = iam::open_database(&common).await?;
+            let id = iam::create_admin(&pool, &email, password).await?;
+            println!("admin {email} ready (user id {id})");
+        }
+        Command::Migrate { service } => match service.as_str() {
+            "iam" | "all" => {
+                platform::db::create_database_if_missing(common.database_url.expose()).await?;
+                iam::open_database(&common).await?;
+                println!("iam: migrations applied");
+            }
+            other => anyhow::bail!("unknown service {other:?}: expected iam or all"),
+        },
+        Command::Healthcheck { .. } => unreachable!("handled above"),
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn healthcheck_status(url: &str) -> anyhow::Result<u16> {
+    cli::healthcheck::probe(url).await
+}

@@ -1,0 +1,118 @@
+//! `orderflow all`: every role in one process, each on its own port, still talking real
+//! gRPC between them. The end-to-end tests start exactly this.
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use gateway::{Gateway, GatewaySettings};
+use iam::{IamApp, IamSettings};
+use platform::{
+    CancellationToken,
+    config::{CommonSettings, Reader, Source},
+};
+use tokio::task::JoinHandle;
+
+/// A running suite.
+pub struct Suite {
+    /// Where the REST gateway listens.
+    pub gateway_addr: SocketAddr,
+    /// Where IAM's gRPC API listens.
+    pub iam_addr: SocketAddr,
+    /// IAM's pool (tests inspect and seed through it).
+    pub iam_pool: sqlx::PgPool,
+    shutdown: CancellationToken,
+    tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
+}
+
+/// `http://127.0.0.1:port` for a listener bound to any interface.
+fn loopback_url(addr: SocketAddr) -> String {
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    format!("http://{host}:{}", addr.port())
+}
+
+impl Suite {
+    /// Creates the database if missing, migrates, and starts every role. Stops when
+    /// `shutdown` fires.
+    pub async fn start(source: &dyn Source, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let r = Reader::new(source);
+        let common = CommonSettings::from_source(&r)?;
+        let iam_settings = IamSettings::from_source(&r)?;
+        let mut gateway_settings = GatewaySettings::from_source(&r)?;
+
+        platform::db::create_database_if_missing(common.database_url.expose()).await?;
+        let iam = IamApp::build(&common, iam_settings)
+            .await
+            .context("starting iam")?;
+        if let (Some(email), Some(password)) = (
+            r.optional("IAM_BOOTSTRAP_ADMIN_EMAIL"),
+            r.optional("IAM_BOOTSTRAP_ADMIN_PASSWORD"),
+        ) {
+            iam::create_admin(iam.pool(), &email, &password)
+                .await
+                .context("setting IAM_BOOTSTRAP_ADMIN_EMAIL")?;
+            tracing::info!(%email, "bootstrap admin ensured");
+        }
+        let iam_addr = iam.grpc_addr();
+        if r.optional("GATEWAY_IAM_URL").is_none() {
+            gateway_settings
+                .upstreams
+                .insert("iam".into(), loopback_url(iam_addr));
+        }
+        let iam_pool = iam.pool().clone();
+        let gateway = Gateway::build(gateway_settings)
+            .await
+            .context("starting the gateway")?;
+        let gateway_addr = gateway.local_addr();
+
+        let tasks = vec![
+            ("iam", tokio::spawn(iam.run_until_stopped(shutdown.clone()))),
+            (
+                "gateway",
+                tokio::spawn(gateway.run_until_stopped(shutdown.clone())),
+            ),
+        ];
+        Ok(Self {
+            gateway_addr,
+            iam_addr,
+            iam_pool,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Runs until shutdown; if any role fails, stops the others and reports it.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let mut first_error = None;
+        let (names, handles): (Vec<_>, Vec<_>) = self.tasks.into_iter().unzip();
+        let mut pending: Vec<_> = handles
+            .into_iter()
+            .zip(names)
+            .map(|(h, n)| Box::pin(async move { (n, h.await) }))
+            .collect();
+        while !pending.is_empty() {
+            let ((name, result), _, rest) = futures::future::select_all(pending).await;
+            pending = rest;
+            let outcome = match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.context(format!("{name} stopped"))),
+                Err(e) => Err(anyhow::anyhow!("{name} panicked: {e}")),
+            };
+            if let Err(e) = outcome {
+                tracing::error!(error = format!("{e:#}"), "role failed: stopping the suite");
+                self.shutdown.cancel();
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Stops every role and waits for them to drain.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+}

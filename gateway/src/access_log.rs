@@ -1,0 +1,76 @@
+//! Access log and per-route metrics: one line and one sample per response.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use http::{Request, Response};
+
+/// The route template that served a response, set by the router as a response extension
+/// so metrics are labelled by template (bounded) rather than by raw path (unbounded).
+#[derive(Clone, Debug)]
+pub struct RouteLabel(pub String);
+
+/// Logs and measures every request.
+#[derive(Clone, Copy, Default)]
+pub struct AccessLogLayer;
+
+impl<S> tower::Layer<S> for AccessLogLayer {
+    type Service = AccessLog<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        AccessLog { inner }
+    }
+}
+
+/// The service made by [`AccessLogLayer`].
+#[derive(Clone)]
+pub struct AccessLog<S> {
+    inner: S,
+}
+
+impl<S, B, RB> tower::Service<Request<B>> for AccessLog<S>
+where
+    S: tower::Service<Request<B>, Response = Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let request_id = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let future = self.inner.call(req);
+        Box::pin(async move {
+            let result = future.await;
+            if let Ok(response) = &result {
+                let elapsed = started.elapsed();
+                let status = response.status().as_u16();
+                let route = response
+                    .extensions()
+                    .get::<RouteLabel>()
+                    .map(|r| r.0.clone())
+                    .unwrap_or_else(|| "unmatched".into());
+                metrics::counter!("http_requests_total", "route" => route.clone(), "method" => method.to_string(), "status" => status.to_string()).increment(1);
+                metrics::histogram!("http_request_duration_seconds", "route" => route.clone())
+                    .record(elapsed.as_secs_f64());
+                tracing::info!(target: "access", %method, %path, %route, status, latency_ms = elapsed.as_secs_f64() * 1e3, request_id, "request");
+            }
+            result
+        })
+    }
+}

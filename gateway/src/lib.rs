@@ -1,0 +1,491 @@
+//! The public REST/JSON edge of orderflow.
+//!
+//! Routes come from the `google.api.http` annotations in the descriptor set
+//! ([`routes`]); requests are transcoded JSON ⇄ protobuf ([`transcode`]) and forwarded
+//! over gRPC; access tokens are verified locally against IAM's JWKS ([`auth`]); gRPC
+//! status becomes RFC 9457 problem+json ([`problem`]). Built on hyper + tower only.
+#![forbid(unsafe_code)]
+
+pub mod access_log;
+pub mod auth;
+pub mod problem;
+pub mod routes;
+pub mod transcode;
+
+use std::{collections::HashMap, convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::graceful::GracefulShutdown,
+    service::TowerToHyperService,
+};
+use platform::{
+    CancellationToken,
+    admin::Readiness,
+    config::{ConfigError, Reader},
+    grpc::Caller,
+};
+use tokio::net::TcpListener;
+use tonic::transport::{Channel, Endpoint};
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use uuid::Uuid;
+
+use crate::{
+    access_log::{AccessLogLayer, RouteLabel},
+    auth::Jwks,
+    problem::Problem,
+    routes::{Access, Lookup, Route, RouteTable},
+    transcode::{DynamicCodec, RequestError, build_request, render_response},
+};
+
+/// The upstream services and their default gRPC addresses (the ports `orderflow all` uses).
+pub const UPSTREAMS: &[(&str, u16)] = &[
+    ("iam", 50051),
+    ("catalog", 50052),
+    ("order", 50053),
+    ("payment", 50054),
+    ("dte", 50055),
+];
+
+/// Gateway settings.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// `GATEWAY_ADDR`: where the REST API listens.
+    pub addr: SocketAddr,
+    /// `GATEWAY_<SERVICE>_URL` (e.g. `GATEWAY_IAM_URL`): each upstream's gRPC URL.
+    pub upstreams: HashMap<String, String>,
+    /// `GATEWAY_UPSTREAM_TIMEOUT`: deadline for one upstream call (sent as `grpc-timeout`).
+    pub upstream_timeout: Duration,
+    /// `GATEWAY_MAX_BODY_BYTES`: larger request bodies get 413.
+    pub max_body_bytes: usize,
+    /// `GATEWAY_TRUST_FORWARDED_FOR`: take the client address from `X-Forwarded-For`
+    /// (only behind a proxy that sets it).
+    pub trust_forwarded_for: bool,
+}
+
+impl GatewaySettings {
+    /// Reads the gateway's settings.
+    pub fn from_source(r: &Reader<'_>) -> Result<Self, ConfigError> {
+        let mut upstreams = HashMap::new();
+        for (name, port) in UPSTREAMS {
+            let key = format!("GATEWAY_{}_URL", name.to_uppercase());
+            let url = r.string(&key, &format!("http://127.0.0.1:{port}"));
+            if Endpoint::from_shared(url.clone()).is_err()
+                || !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return Err(ConfigError {
+                    key,
+                    problem: format!("is malformed ({url:?}): expected an http:// URL"),
+                });
+            }
+            upstreams.insert(name.to_string(), url);
+        }
+        Ok(Self {
+            addr: r.parse("GATEWAY_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)))?,
+            upstreams,
+            upstream_timeout: r.duration("GATEWAY_UPSTREAM_TIMEOUT", Duration::from_secs(15))?,
+            max_body_bytes: r.parse("GATEWAY_MAX_BODY_BYTES", 1024 * 1024)?,
+            trust_forwarded_for: r.parse("GATEWAY_TRUST_FORWARDED_FOR", false)?,
+        })
+    }
+}
+
+/// What every request handler shares.
+struct GatewayState {
+    routes: RouteTable,
+    channels: HashMap<String, Channel>,
+    jwks: Jwks,
+    readiness: Readiness,
+    settings: GatewaySettings,
+}
+
+/// The gateway, bound and ready to run.
+pub struct Gateway {
+    listener: TcpListener,
+    state: Arc<GatewayState>,
+}
+
+impl Gateway {
+    /// Builds the route table, prepares upstream channels (connected lazily) and binds.
+    pub async fn build(settings: GatewaySettings) -> anyhow::Result<Self> {
+        let routes = RouteTable::from_descriptor_set(proto::FILE_DESCRIPTOR_SET)?;
+        let mut channels = HashMap::new();
+        for (name, url) in &settings.upstreams {
+            let channel = Endpoint::from_shared(url.clone())?
+                .connect_timeout(Duration::from_secs(2))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .connect_lazy();
+            channels.insert(name.clone(), channel);
+        }
+        let jwks = Jwks::new(channels["iam"].clone());
+        jwks.load_in_background();
+        let readiness = {
+            let jwks = jwks.clone();
+            Readiness::new().with_check("gateway.jwks", move || {
+                let jwks = jwks.clone();
+                async move {
+                    if jwks.is_loaded().await {
+                        Ok(())
+                    } else {
+                        Err("JWKS not loaded from IAM yet".into())
+                    }
+                }
+            })
+        };
+        let listener = TcpListener::bind(settings.addr)
+            .await
+            .with_context(|| format!("setting GATEWAY_ADDR: cannot bind {}", settings.addr))?;
+        Ok(Self {
+            listener,
+            state: Arc::new(GatewayState {
+                routes,
+                channels,
+                jwks,
+                readiness,
+                settings,
+            }),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` fires, then stops accepting and drains open connections
+    /// (at most 30 s).
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        platform::admin::prometheus();
+        tracing::info!(addr = %self.local_addr(), routes = self.state.routes.routes().len(), "gateway listening");
+        let graceful = GracefulShutdown::new();
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                },
+                _ = shutdown.cancelled() => break,
+            };
+            let _ = stream.set_nodelay(true);
+            // Layer order, outermost first: a request id exists before anything logs;
+            // it is echoed on every response; the access log sees the final status.
+            let service = ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(AccessLogLayer)
+                .service(Edge {
+                    state: self.state.clone(),
+                    peer,
+                });
+            let connection = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(
+                    TokioIo::new(stream),
+                    TowerToHyperService::new(service),
+                )
+                .into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            });
+        }
+        tracing::info!("gateway draining");
+        if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after 30s; closing them");
+        }
+        Ok(())
+    }
+}
+
+/// The innermost service: admin paths, then REST routes.
+#[derive(Clone)]
+struct Edge {
+    state: Arc<GatewayState>,
+    peer: SocketAddr,
+}
+
+impl tower::Service<Request<Incoming>> for Edge {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let state = self.state.clone();
+        let peer = self.peer;
+        Box::pin(async move { Ok(route_request(state, req, peer).await) })
+    }
+}
+
+async fn route_request(
+    state: Arc<GatewayState>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    if let Some(mut resp) = platform::admin::respond(req.method(), &path, &state.readiness).await {
+        resp.extensions_mut().insert(RouteLabel(path));
+        return resp;
+    }
+    let (route, values) = match state.routes.lookup(req.method(), &path) {
+        Lookup::Found(route, values) => (route, values),
+        Lookup::MethodNotAllowed(allowed) => {
+            let allow = allowed
+                .iter()
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{} is not allowed here; use {allow}", req.method()),
+            )
+            .header(header::ALLOW, &allow)
+            .into_response(&path);
+        }
+        Lookup::NotFound => {
+            return Problem::new(StatusCode::NOT_FOUND, "no such route").into_response(&path);
+        }
+    };
+    let mut response = forward(&state, route, values, req, peer)
+        .await
+        .unwrap_or_else(|p| p.into_response(&path));
+    response
+        .extensions_mut()
+        .insert(RouteLabel(route.template.clone()));
+    response
+}
+
+/// Checks access, transcodes and calls the RPC. `Err` is an answer already decided.
+async fn forward(
+    state: &GatewayState,
+    route: &Route,
+    values: Vec<String>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<Full<Bytes>>, Problem> {
+    let caller = authenticate(state, route, req.headers(), peer).await?;
+    let (parts, body) = req.into_parts();
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = match Limited::new(body, state.settings.max_body_bytes)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body exceeds {} bytes", state.settings.max_body_bytes),
+            ));
+        }
+        Err(_) => {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read",
+            ));
+        }
+    };
+    let message = build_request(
+        route,
+        &values,
+        parts.uri.query(),
+        content_type.as_deref(),
+        body,
+    )
+    .map_err(|e| match e {
+        RequestError::UnsupportedMediaType(_) => {
+            Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string())
+        }
+        RequestError::Body {
+            field: Some(field),
+            detail,
+        } => {
+            let field = problem::json_name(&field);
+            Problem::new(StatusCode::BAD_REQUEST, format!("{field}: {detail}"))
+                .field(&field, detail)
+        }
+        RequestError::Body {
+            field: None,
+            detail,
+        } => Problem::new(StatusCode::BAD_REQUEST, detail),
+        RequestError::Parameter { field, detail } => {
+            Problem::new(StatusCode::BAD_REQUEST, format!("{field} {detail}")).field(&field, detail)
+        }
+    })?;
+
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(state.settings.upstream_timeout);
+    caller.write_to(request.metadata_mut());
+    for name in ["x-request-id", "idempotency-key"] {
+        if let Some(v) = parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+        {
+            request.metadata_mut().insert(name, v);
+        }
+    }
+    let mut trace_headers = http::HeaderMap::new();
+    platform::telemetry::inject_context(&mut trace_headers);
+    for (name, value) in &trace_headers {
+        if let Ok(v) = value.to_str().unwrap_or_default().parse() {
+            request.metadata_mut().insert(
+                name.as_str()
+                    .to_string()
+                    .parse::<tonic::metadata::MetadataKey<_>>()
+                    .expect("propagator keys are valid"),
+                v,
+            );
+        }
+    }
+
+    let channel = state
+        .channels
+        .get(&route.upstream)
+        .cloned()
+        .ok_or_else(|| Problem::new(StatusCode::NOT_IMPLEMENTED, "no upstream for this route"))?;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.map_err(|e| {
+        tracing::warn!(upstream = %route.upstream, error = %e, "upstream not ready");
+        Problem::from_status(&tonic::Status::unavailable("upstream unavailable"))
+    })?;
+    let started = std::time::Instant::now();
+    let path = http::uri::PathAndQuery::from_maybe_shared(route.grpc_path.clone())
+        .expect("gRPC paths are valid");
+    let result = grpc
+        .unary(request, path, DynamicCodec::new(route.rpc.output()))
+        .await;
+    metrics::histogram!("gateway_upstream_duration_seconds", "service" => route.upstream.clone())
+        .record(started.elapsed().as_secs_f64());
+    let reply = result.map_err(|status| {
+        if problem::http_status(status.code()).is_server_error() {
+            tracing::warn!(rpc = %route.grpc_path, code = ?status.code(), message = status.message(), "upstream error");
+        }
+        Problem::from_status(&status)
+    })?;
+    let rendered = render_response(reply.get_ref());
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(
+            header::CONTENT_TYPE,
+            HeaderValue::from_str(&rendered.content_type)
+                .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+        )
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Full::new(rendered.body))
+        .expect("static response parts are valid"))
+}
+
+/// Establishes the caller from the bearer token and enforces the route's access rule.
+async fn authenticate(
+    state: &GatewayState,
+    route: &Route,
+    headers: &http::HeaderMap,
+    peer: SocketAddr,
+) -> Result<Caller, Problem> {
+    let client_ip = if state.settings.trust_forwarded_for {
+        headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(|s| s.trim().to_string())
+    } else {
+        None
+    }
+    .unwrap_or_else(|| peer.ip().to_string());
+    let mut caller = Caller {
+        user_id: None,
+        roles: Vec::new(),
+        client_ip: Some(client_ip),
+    };
+
+    let challenge = |error: &str, detail: &str| {
+        Problem::new(StatusCode::UNAUTHORIZED, detail).header(
+            header::WWW_AUTHENTICATE,
+            &format!(r#"Bearer realm="orderflow", error="{error}""#),
+        )
+    };
+    let token = match headers.get(header::AUTHORIZATION) {
+        None => None,
+        Some(value) => {
+            let value = value.to_str().map_err(|_| {
+                challenge("invalid_request", "the Authorization header is malformed")
+            })?;
+            match value.split_once(' ') {
+                Some((scheme, token))
+                    if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+                {
+                    Some(token.trim().to_string())
+                }
+                _ => {
+                    return Err(challenge(
+                        "invalid_request",
+                        "expected Authorization: Bearer <token>",
+                    ));
+                }
+            }
+        }
+    };
+    if let Some(token) = token {
+        let claims = state.jwks.verify(&token).await.map_err(|e| {
+            tracing::debug!(error = %e, "token refused");
+            metrics::counter!("gateway_tokens_refused_total").increment(1);
+            let detail = match e {
+                platform::jwt::TokenError::Expired => "the access token has expired",
+                _ => "the access token is invalid",
+            };
+            challenge("invalid_token", detail)
+        })?;
+        caller.user_id = Some(
+            Uuid::parse_str(&claims.sub)
+                .map_err(|_| challenge("invalid_token", "the access token is invalid"))?,
+        );
+        caller.roles = claims.roles;
+    }
+    match route.access {
+        Access::Public => {}
+        Access::Authenticated | Access::Admin if caller.user_id.is_none() => {
+            return Err(Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "sign in first: this route needs an access token",
+            )
+            .header(header::WWW_AUTHENTICATE, r#"Bearer realm="orderflow""#));
+        }
+        Access::Admin if !caller.has_role("admin") => {
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "this route needs the admin role",
+            ));
+        }
+        _ => {}
+    }
+    Ok(caller)
+}

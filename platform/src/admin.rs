@@ -1,0 +1,195 @@
+//! The admin HTTP endpoint every role exposes: `/health/live`, `/health/ready` with named
+//! checks, and `/metrics` in the Prometheus text format.
+
+use std::{
+    convert::Infallible, future::Future, pin::Pin, sync::Arc, sync::OnceLock, time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// The outcome of one readiness check: `Err` carries a short reason for operators.
+pub type CheckResult = Result<(), String>;
+
+type CheckFn = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = CheckResult> + Send>> + Send + Sync>;
+
+/// Named readiness checks; the role is ready when every one passes.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    checks: Vec<(String, CheckFn)>,
+}
+
+impl Readiness {
+    /// No checks yet (ready).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a check, e.g. `("postgres", || async { pool ping })`.
+    pub fn with_check<F, Fut>(mut self, name: &str, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = CheckResult> + Send + 'static,
+    {
+        self.checks
+            .push((name.to_string(), Arc::new(move || Box::pin(check()))));
+        self
+    }
+
+    /// Adds every check of `other` (the `all` role merges its parts' checks).
+    pub fn merge(mut self, other: Readiness) -> Self {
+        self.checks.extend(other.checks);
+        self
+    }
+
+    /// Runs every check (each bounded by a timeout) and reports them by name.
+    pub async fn report(&self) -> (bool, serde_json::Value) {
+        let results = futures_join_all(self.checks.iter().map(|(name, check)| {
+            let fut = check();
+            let name = name.clone();
+            async move {
+                let outcome = match tokio::time::timeout(Duration::from_secs(3), fut).await {
+                    Ok(r) => r,
+                    Err(_) => Err("timed out after 3s".to_string()),
+                };
+                (name, outcome)
+            }
+        }))
+        .await;
+        let ready = results.iter().all(|(_, r)| r.is_ok());
+        let checks: serde_json::Map<String, serde_json::Value> = results
+            .into_iter()
+            .map(|(name, r)| {
+                (
+                    name,
+                    serde_json::Value::String(r.err().unwrap_or_else(|| "ok".to_string())),
+                )
+            })
+            .collect();
+        (
+            ready,
+            serde_json::json!({ "status": if ready { "ready" } else { "not_ready" }, "checks": checks }),
+        )
+    }
+}
+
+async fn futures_join_all<F: Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let handles: Vec<_> = futs.collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for f in handles {
+        out.push(f.await);
+    }
+    out
+}
+
+/// The process-wide Prometheus recorder (installed on first use).
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&[
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
+            .expect("static buckets are valid")
+            .build_recorder();
+        let handle = recorder.handle();
+        // In tests another recorder may already be global; the handle still renders ours.
+        let _ = metrics::set_global_recorder(recorder);
+        let upkeep = handle.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    upkeep.run_upkeep();
+                }
+            });
+        }
+        handle
+    })
+}
+
+/// Answers the admin paths; `None` for any other path so callers (the gateway) can route on.
+pub async fn respond(
+    method: &Method,
+    path: &str,
+    readiness: &Readiness,
+) -> Option<Response<Full<Bytes>>> {
+    if method != Method::GET && method != Method::HEAD {
+        return None;
+    }
+    let (status, content_type, body) = match path {
+        "/health/live" => (
+            StatusCode::OK,
+            "application/json",
+            r#"{"status":"live"}"#.to_string(),
+        ),
+        "/health/ready" => {
+            let (ready, report) = readiness.report().await;
+            let status = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            (status, "application/json", report.to_string())
+        }
+        "/metrics" => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            prometheus().render(),
+        ),
+        _ => return None,
+    };
+    Some(
+        Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, content_type)
+            .header(header::CACHE_CONTROL, "no-store")
+            .body(Full::new(Bytes::from(body)))
+            .expect("static response parts are valid"),
+    )
+}
+
+/// Serves the admin endpoint on `listener` until `shutdown` fires.
+pub async fn serve(
+    listener: TcpListener,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    prometheus();
+    let readiness = Arc::new(readiness);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            _ = shutdown.cancelled() => return Ok(()),
+        };
+        let readiness = readiness.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let readiness = readiness.clone();
+                async move {
+                    let resp = match respond(req.method(), req.uri().path(), &readiness).await {
+                        Some(r) => r,
+                        None => Response::builder()
+                            .status(StatusCode::NOT_FOUND)
+                            .body(Full::new(Bytes::from_static(b"not found")))
+                            .expect("static response parts are valid"),
+                    };
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(e) = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+}

@@ -1,0 +1,25 @@
+//! The shared runtime every orderflow service and the gateway stand on.
+//!
+//! Layout:
+//! - [`config`]: typed settings read from the environment (or a map, in tests); a missing
+//!   or malformed variable is an error that names it.
+//! - [`telemetry`]: `tracing` with text or JSON logs, optional OTLP export, and W3C trace
+//!   context carried on HTTP/gRPC headers.
+//! - [`db`]: a Postgres pool confined to the service's own schema, plus migrations.
+//! - [`redis`]: a reconnecting Redis connection with a key prefix.
+//! - [`admin`]: `/health/live`, `/health/ready` (named checks) and `/metrics`.
+//! - [`grpc`]: caller identity from metadata, errors with details, the health service.
+//! - [`jwt`]: access-token claims and verification against a JWK set.
+//! - [`shutdown`]: the signal every server drains on.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod db;
+pub mod grpc;
+pub mod jwt;
+pub mod redis;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use tokio_util::sync::CancellationToken;
