@@ -21,5 +21,6 @@ pub mod jwt;
 pub mod redis;
 pub mod shutdown;
 pub mod telemetry;
+pub mod testing;
 
 pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,123 @@
+//! `spawn_app()`: IAM on port 0 against a fresh database and a private Redis prefix.
+
+use std::collections::HashMap;
+
+use iam::{IamApp, IamSettings};
+use platform::{
+    CancellationToken,
+    config::{CommonSettings, Reader},
+    grpc::{CLIENT_IP_HEADER, ROLES_HEADER, USER_ID_HEADER},
+};
+use proto::iam::v1::{
+    LoginRequest, RegisterRequest, TokenPair, User, iam_service_client::IamServiceClient,
+};
+use sqlx::PgPool;
+use tonic::transport::Channel;
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+pub struct TestApp {
+    pub client: IamServiceClient<Channel>,
+    pub pool: PgPool,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
+    let database_url = platform::testing::fresh_database()
+        .await
+        .expect("a fresh database");
+    let prefix = platform::testing::unique_redis_prefix();
+    let redis_url = platform::testing::redis_url();
+    let mut env: HashMap<&str, &str> = HashMap::from([
+        ("DATABASE_URL", database_url.as_str()),
+        ("REDIS_URL", redis_url.as_str()),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+        ("IAM_GRPC_ADDR", "127.0.0.1:0"),
+        ("IAM_ADMIN_ADDR", "127.0.0.1:0"),
+    ]);
+    env.extend(extra.iter().copied());
+    let r = Reader::new(&env);
+    let common = CommonSettings::from_source(&r).unwrap();
+    let app = IamApp::build(&common, IamSettings::from_source(&r).unwrap())
+        .await
+        .expect("iam builds");
+    let addr = app.grpc_addr();
+    let pool = app.pool().clone();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("iam answers");
+    TestApp {
+        client: IamServiceClient::new(channel),
+        pool,
+        shutdown,
+    }
+}
+
+/// A request made as `user` with `roles` (what the gateway sets after checking a token).
+pub fn as_user<T>(message: T, user: &str, roles: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert(USER_ID_HEADER, user.parse().unwrap());
+    if !roles.is_empty() {
+        request
+            .metadata_mut()
+            .insert(ROLES_HEADER, roles.parse().unwrap());
+    }
+    request
+}
+
+/// A request from client address `ip`.
+pub fn from_address<T>(message: T, ip: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert(CLIENT_IP_HEADER, ip.parse().unwrap());
+    request
+}
+
+impl TestApp {
+    pub async fn register(&self, email: &str) -> User {
+        self.client
+            .clone()
+            .register(RegisterRequest {
+                email: email.into(),
+                password: PASSWORD.into(),
+            })
+            .await
+            .expect("registration succeeds")
+            .into_inner()
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Result<TokenPair, tonic::Status> {
+        self.client
+            .clone()
+            .login(LoginRequest {
+                email: email.into(),
+                password: password.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn admin(&self, email: &str) -> String {
+        iam::create_admin(&self.pool, email, PASSWORD)
+            .await
+            .expect("admin created")
+            .to_string()
+    }
+}
