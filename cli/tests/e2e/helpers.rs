@@ -1,0 +1,194 @@
+//! The whole suite in-process (exactly what `orderflow all` runs), on port 0, against a
+//! fresh database and a private Redis prefix, driven over HTTP like a real frontend.
+
+use std::collections::HashMap;
+
+use cli::suite::Suite;
+use platform::CancellationToken;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+pub struct TestSuite {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub iam_pool: sqlx::PgPool,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TestSuite {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A response, read whole.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// Asserts an RFC 9457 problem with `status`.
+    pub fn assert_problem(&self, status: u16) -> &Self {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
+        assert_eq!(self.header("content-type"), "application/problem+json");
+        assert_eq!(self.body["status"], status);
+        assert!(
+            self.body["title"].is_string() && self.body["type"].is_string(),
+            "{}",
+            self.body
+        );
+        self
+    }
+}
+
+pub async fn spawn_suite() -> TestSuite {
+    spawn_suite_with(&[]).await
+}
+
+pub async fn spawn_suite_with(extra: &[(&str, &str)]) -> TestSuite {
+    let database_url = platform::testing::fresh_database()
+        .await
+        .expect("a fresh database");
+    let prefix = platform::testing::unique_redis_prefix();
+    let redis_url = platform::testing::redis_url();
+    let mut env: HashMap<String, String> = [
+        ("DATABASE_URL", database_url.as_str()),
+        ("REDIS_URL", redis_url.as_str()),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+        ("GATEWAY_ADDR", "127.0.0.1:0"),
+        ("IAM_GRPC_ADDR", "127.0.0.1:0"),
+        ("IAM_ADMIN_ADDR", "127.0.0.1:0"),
+    ]
+    .into_iter()
+    .chain(extra.iter().copied())
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    env.entry("RUST_LOG".into())
+        .or_insert_with(|| "warn".into());
+    let shutdown = CancellationToken::new();
+    let suite = Suite::start(&env, shutdown.clone())
+        .await
+        .expect("the suite starts");
+    let base = format!("http://{}", suite.gateway_addr);
+    let iam_pool = suite.iam_pool.clone();
+    tokio::spawn(suite.wait());
+    let this = TestSuite {
+        base,
+        http: reqwest::Client::new(),
+        iam_pool,
+        shutdown,
+    };
+    this.wait_until_ready().await;
+    this
+}
+
+impl TestSuite {
+    async fn wait_until_ready(&self) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Ok(r) = self
+                .http
+                .get(format!("{}/health/ready", self.base))
+                .send()
+                .await
+                && r.status() == StatusCode::OK
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the gateway did not become ready"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        read(req.send().await.expect("the gateway answers")).await
+    }
+
+    pub async fn raw(&self, req: reqwest::RequestBuilder) -> Reply {
+        read(req.send().await.expect("the gateway answers")).await
+    }
+
+    pub async fn register(&self, email: &str) -> Reply {
+        self.call(
+            Method::POST,
+            "/v1/auth/register",
+            None,
+            Some(json!({"email": email, "password": PASSWORD})),
+        )
+        .await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Reply {
+        self.call(
+            Method::POST,
+            "/v1/auth/login",
+            None,
+            Some(json!({"email": email, "password": password})),
+        )
+        .await
+    }
+
+    /// Registers and signs in; returns the access token.
+    pub async fn customer(&self, email: &str) -> String {
+        assert_eq!(self.register(email).await.status, StatusCode::OK);
+        self.login(email, PASSWORD).await.body["accessToken"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Creates an admin the way `orderflow iam create-admin` does and signs in.
+    pub async fn admin(&self, email: &str) -> String {
+        iam::create_admin(&self.iam_pool, email, PASSWORD)
+            .await
+            .unwrap();
+        self.login(email, PASSWORD).await.body["accessToken"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+}
+
+async fn read(resp: reqwest::Response) -> Reply {
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.unwrap();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+    };
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
