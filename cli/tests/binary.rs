@@ -1,0 +1,180 @@
+//! The `orderflow` binary as an operator uses it.
+
+use std::{
+    io::Write,
+    process::{Command, Stdio},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_orderflow");
+
+#[test]
+fn a_malformed_setting_stops_start_up_naming_the_variable() {
+    let out = Command::new(BIN)
+        .arg("all")
+        .env("LOG_FORMAT", "yaml")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("LOG_FORMAT"), "{stderr}");
+
+    let out = Command::new(BIN)
+        .arg("gateway")
+        .env("GATEWAY_ADDR", "port eighty")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("GATEWAY_ADDR"));
+}
+
+#[tokio::test]
+async fn create_admin_reads_the_password_from_stdin_and_the_admin_can_sign_in() {
+    let database_url = platform::testing::fresh_database().await.unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "iam",
+            "create-admin",
+            "--email",
+            "Root@Example.cl",
+            "--password-stdin",
+        ])
+        .env("DATABASE_URL", &database_url)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a long admin passphrase\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let pool = platform::db::connect(&database_url, iam::SCHEMA, 2)
+        .await
+        .unwrap();
+    let roles: Vec<String> = sqlx::query_scalar("SELECT r.role FROM user_roles r JOIN users u ON u.id = r.user_id WHERE u.email = 'root@example.cl' ORDER BY r.role")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(roles, vec!["admin".to_string(), "customer".to_string()]);
+    let hash: String = sqlx::query_scalar("SELECT password_hash FROM users")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(
+        iam::domain::verify_password("a long admin passphrase", &hash),
+        "the newline is not part of the password"
+    );
+
+    // A short password is refused with a clear message.
+    let mut child = Command::new(BIN)
+        .args([
+            "iam",
+            "create-admin",
+            "--email",
+            "other@example.cl",
+            "--password-stdin",
+        ])
+        .env("DATABASE_URL", &database_url)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"short\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("password must be at least 12 characters")
+    );
+}
+
+// The probe is a child process calling the in-process server: the server needs a worker
+// thread of its own while this test blocks on the child.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_exits_zero_only_when_ready() {
+    let s = helpers::spawn_suite().await;
+    let ready = Command::new(BIN)
+        .args(["healthcheck", "--url", &format!("{}/health/ready", s.base)])
+        .output()
+        .unwrap();
+    assert!(
+        ready.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ready.stderr)
+    );
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = listener.local_addr().unwrap();
+    drop(listener);
+    let down = Command::new(BIN)
+        .args([
+            "healthcheck",
+            "--url",
+            &format!("http://{closed}/health/ready"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!down.status.success());
+}
+
+#[tokio::test]
+async fn migrate_applies_the_iam_schema_and_is_repeatable() {
+    let database_url = platform::testing::fresh_database().await.unwrap();
+    for _ in 0..2 {
+        let out = Command::new(BIN)
+            .args(["migrate", "iam"])
+            .env("DATABASE_URL", &database_url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = Command::new(BIN)
+        .args(["migrate", "nonsense"])
+        .env("DATABASE_URL", &database_url)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[tokio::test]
+async fn the_suite_stops_cleanly_when_asked_and_frees_its_port() {
+    let database_url = platform::testing::fresh_database().await.unwrap();
+    let prefix = platform::testing::unique_redis_prefix();
+    let env: std::collections::HashMap<&str, &str> = [
+        ("DATABASE_URL", database_url.as_str()),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+        ("GATEWAY_ADDR", "127.0.0.1:0"),
+        ("IAM_GRPC_ADDR", "127.0.0.1:0"),
+        ("IAM_ADMIN_ADDR", "127.0.0.1:0"),
+    ]
+    .into();
+    let shutdown = platform::CancellationToken::new();
+    let suite = cli::suite::Suite::start(&env, shutdown).await.unwrap();
+    let addr = suite.gateway_addr;
+    tokio::time::timeout(std::time::Duration::from_secs(35), suite.stop())
+        .await
+        .expect("drains in time")
+        .expect("stops without error");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "nothing listens after shutdown"
+    );
+}
+
+#[path = "e2e/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
