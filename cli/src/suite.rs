@@ -65,7 +65,8 @@ impl Suite {
         let iam_pool = iam.pool().clone();
         let gateway = Gateway::build(gateway_settings)
             .await
-            .context("starting the gateway")?;
+            .context("starting the gateway")?
+            .with_readiness(iam.readiness());
         let gateway_addr = gateway.local_addr();
 
         let tasks = vec![

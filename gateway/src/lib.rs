@@ -154,6 +154,14 @@ impl Gateway {
         })
     }
 
+    /// Adds readiness checks of roles running in the same process (`orderflow all`), so
+    /// the gateway's `/health/ready` speaks for the whole suite.
+    pub fn with_readiness(mut self, extra: Readiness) -> Self {
+        let state = Arc::get_mut(&mut self.state).expect("not running yet");
+        state.readiness = std::mem::take(&mut state.readiness).merge(extra);
+        self
+    }
+
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener

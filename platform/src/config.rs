@@ -129,13 +129,15 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A duration written as whole seconds (`900`) or with a unit (`15m`, `30s`, `2h`, `500ms`).
+    /// A duration written as whole seconds (`900`) or with a unit (`500ms`, `30s`, `15m`, `2h`, `30d`).
     pub fn duration(&self, key: &str, default: Duration) -> Result<Duration, ConfigError> {
         match self.raw(key) {
             None => Ok(default),
             Some(raw) => parse_duration(&raw).ok_or_else(|| ConfigError {
                 key: key.into(),
-                problem: format!("is malformed ({raw:?}): expected e.g. 900, 30s, 15m, 2h, 500ms"),
+                problem: format!(
+                    "is malformed ({raw:?}): expected e.g. 900, 30s, 15m, 2h, 30d, 500ms"
+                ),
             }),
         }
     }
@@ -150,6 +152,7 @@ fn parse_duration(raw: &str) -> Option<Duration> {
         "ms" => Some(Duration::from_millis(n)),
         "m" => Some(Duration::from_secs(n * 60)),
         "h" => Some(Duration::from_secs(n * 3600)),
+        "d" => Some(Duration::from_secs(n * 86_400)),
         _ => None,
     }
 }
@@ -276,7 +279,13 @@ mod tests {
 
     #[test]
     fn durations_accept_units() {
-        let src = map(&[("A", "15m"), ("B", "900"), ("C", "250ms"), ("D", "soon")]);
+        let src = map(&[
+            ("A", "15m"),
+            ("B", "900"),
+            ("C", "250ms"),
+            ("D", "soon"),
+            ("F", "30d"),
+        ]);
         let r = Reader::new(&src);
         assert_eq!(
             r.duration("A", Duration::ZERO).unwrap(),

@@ -336,7 +336,9 @@ async fn health_and_metrics_are_served_by_the_gateway() {
     assert_eq!(live.status, StatusCode::OK);
     let ready = s.call(Method::GET, "/health/ready", None, None).await;
     assert_eq!(ready.status, StatusCode::OK);
-    assert_eq!(ready.body["checks"]["gateway.jwks"], "ok");
+    for check in ["gateway.jwks", "iam.postgres", "iam.redis"] {
+        assert_eq!(ready.body["checks"][check], "ok", "{}", ready.body);
+    }
     s.register("metrics@example.cl").await;
     let metrics = s.raw(s.http.get(format!("{}/metrics", s.base))).await;
     let text = metrics.body.as_str().unwrap();

@@ -2,7 +2,7 @@
 //! request; issuing happens on every login and refresh.
 
 use chrono::Utc;
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{Criterion, criterion_group, criterion_main};
 use iam::keys::{KeyRing, SigningKey};
 use uuid::Uuid;
 
@@ -11,11 +11,28 @@ fn tokens(c: &mut Criterion) {
     let ring = KeyRing::new(SigningKey::generate(), vec![SigningKey::generate()]);
     let keys = ring.key_set();
     let roles = vec!["customer".to_string(), "admin".to_string()];
-    let token = ring.issue_access_token(Uuid::now_v7(), &roles, Utc::now(), chrono::Duration::minutes(15)).unwrap();
+    let token = ring
+        .issue_access_token(
+            Uuid::now_v7(),
+            &roles,
+            Utc::now(),
+            chrono::Duration::minutes(15),
+        )
+        .unwrap();
 
-    c.bench_function("access_token_verify", |b| b.iter(|| keys.verify(&token).unwrap()));
+    c.bench_function("access_token_verify", |b| {
+        b.iter(|| keys.verify(&token).unwrap())
+    });
     c.bench_function("access_token_issue", |b| {
-        b.iter(|| ring.issue_access_token(Uuid::now_v7(), &roles, Utc::now(), chrono::Duration::minutes(15)).unwrap())
+        b.iter(|| {
+            ring.issue_access_token(
+                Uuid::now_v7(),
+                &roles,
+                Utc::now(),
+                chrono::Duration::minutes(15),
+            )
+            .unwrap()
+        })
     });
 }
 
