@@ -33,6 +33,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         // No `connect()` helpers: they would tie this crate to tonic's transport feature.
         .build_transport(false)
-        .compile_fds(fds)?;
+        // Type names (prost::Name) let event payloads pack into google.protobuf.Any.
+        .compile_fds_with_config(fds, {
+            let mut config = prost_build::Config::new();
+            config.enable_type_names();
+            config
+        })?;
     Ok(())
 }

@@ -184,6 +184,8 @@ pub struct CommonSettings {
     pub database_url: Secret,
     /// `AMQP_URL`: RabbitMQ.
     pub amqp_url: Secret,
+    /// `AMQP_EXCHANGE`: the topic exchange events travel on.
+    pub amqp_exchange: String,
     /// `REDIS_URL`: Redis.
     pub redis_url: Secret,
     /// `REDIS_KEY_PREFIX`: prefixed to every Redis key (tests isolate with it).
@@ -223,6 +225,7 @@ impl CommonSettings {
         Ok(Self {
             database_url,
             amqp_url: r.secret("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+            amqp_exchange: r.string("AMQP_EXCHANGE", "orderflow.events"),
             redis_url: r.secret("REDIS_URL", "redis://127.0.0.1:6379/"),
             redis_key_prefix: r.string("REDIS_KEY_PREFIX", "orderflow:"),
             log_format: r.parse("LOG_FORMAT", LogFormat::Text)?,

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod amqp;
 pub mod config;
 pub mod db;
 pub mod grpc;

@@ -1,0 +1,355 @@
+//! A service's durable queue on the events exchange, with inbox de-duplication, bounded
+//! retries with back-off and a dead-letter queue.
+//!
+//! Topology for a queue `Q` bound to the events exchange:
+//! - `Q`: durable, bound by the subscribed routing keys.
+//! - `Q.retry`: holds failed messages for their back-off (per-message TTL), then
+//!   dead-letters them back into `Q` through the default exchange.
+//! - `Q.dead`: messages that failed `max_attempts` times, or cannot be decoded, wait
+//!   here for a person (`amqp_dead_lettered_total{queue}` counts them).
+
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use futures_lite::StreamExt as _;
+use lapin::{
+    BasicProperties, Channel,
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
+        BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
+    },
+    types::{AMQPValue, FieldTable},
+};
+use prost::Message as _;
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use super::Broker;
+use proto::events::v1::EventEnvelope;
+
+const ATTEMPT_HEADER: &str = "x-orderflow-attempt";
+
+/// Handles one event inside the transaction that also records it in the inbox.
+pub trait EventHandler: Send + Sync + 'static {
+    /// Applies the event. An error rolls the transaction back and schedules a retry.
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        event: &'a EventEnvelope,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
+}
+
+/// What a consumer listens to and how hard it tries.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    /// The queue, named after the consuming service (e.g. `catalog`).
+    pub queue: String,
+    /// Routing keys to bind (event types, or topic patterns like `order.*`).
+    pub routing_keys: Vec<String>,
+    /// Attempts before a message is dead-lettered.
+    pub max_attempts: u32,
+    /// Back-off before the second attempt; doubles each time after.
+    pub first_backoff: Duration,
+    /// Unacknowledged messages in flight.
+    pub prefetch: u16,
+}
+
+impl Subscription {
+    /// A subscription with the default bounds: 5 attempts, 500 ms doubling back-off.
+    pub fn new(queue: &str, routing_keys: &[&str]) -> Self {
+        Self {
+            queue: queue.to_string(),
+            routing_keys: routing_keys.iter().map(|k| k.to_string()).collect(),
+            max_attempts: 5,
+            first_backoff: Duration::from_millis(500),
+            prefetch: 16,
+        }
+    }
+
+    fn retry_queue(&self) -> String {
+        format!("{}.retry", self.queue)
+    }
+
+    /// The dead-letter queue's name.
+    pub fn dead_queue(&self) -> String {
+        format!("{}.dead", self.queue)
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        self.first_backoff
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(16)))
+    }
+}
+
+/// Consumes until `shutdown` fires, reconnecting after any broker failure. Each message
+/// is acknowledged only after its effect committed (or it was parked), so nothing is lost.
+pub async fn run(
+    pool: PgPool,
+    broker: Broker,
+    subscription: Subscription,
+    handler: Arc<dyn EventHandler>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut backoff = Duration::from_millis(200);
+    while !shutdown.is_cancelled() {
+        match consume(&pool, &broker, &subscription, handler.as_ref(), &shutdown).await {
+            Ok(()) => backoff = Duration::from_millis(200),
+            Err(e) => {
+                tracing::warn!(queue = %subscription.queue, error = format!("{e:#}"), retry_in = ?backoff, "consumer lost its channel");
+                tokio::select! { _ = tokio::time::sleep(backoff) => {}, _ = shutdown.cancelled() => {} }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Declares the queues and bindings (idempotent).
+pub async fn declare_topology(
+    channel: &Channel,
+    broker: &Broker,
+    sub: &Subscription,
+) -> anyhow::Result<()> {
+    broker.declare_exchange(channel).await?;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(sub.queue.as_str().into(), durable, FieldTable::default())
+        .await?;
+    let mut retry_args = FieldTable::default();
+    retry_args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    retry_args.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(sub.queue.as_str().into()),
+    );
+    channel
+        .queue_declare(sub.retry_queue().as_str().into(), durable, retry_args)
+        .await?;
+    channel
+        .queue_declare(
+            sub.dead_queue().as_str().into(),
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+    for key in &sub.routing_keys {
+        channel
+            .queue_bind(
+                sub.queue.as_str().into(),
+                broker.exchange().into(),
+                key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+async fn consume(
+    pool: &PgPool,
+    broker: &Broker,
+    sub: &Subscription,
+    handler: &dyn EventHandler,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    // Confirm mode: moving a message to the retry or dead queue is confirmed by the
+    // broker before the original is acknowledged.
+    let channel = broker.confirm_channel().await?;
+    declare_topology(&channel, broker, sub).await?;
+    channel
+        .basic_qos(sub.prefetch, BasicQosOptions::default())
+        .await?;
+    let mut deliveries = channel
+        .basic_consume(
+            sub.queue.as_str().into(),
+            format!("{}-{}", sub.queue, uuid::Uuid::new_v4().simple()).into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    loop {
+        let delivery = tokio::select! {
+            next = deliveries.next() => match next {
+                Some(delivery) => delivery?,
+                None => anyhow::bail!("the broker closed the consumer"),
+            },
+            _ = shutdown.cancelled() => return Ok(()),
+        };
+        process(pool, &channel, sub, handler, delivery).await?;
+    }
+}
+
+fn header_string(props: &BasicProperties, key: &str) -> Option<String> {
+    props
+        .headers()
+        .as_ref()?
+        .inner()
+        .get(key)
+        .and_then(|v| match v {
+            AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+            AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+            _ => None,
+        })
+}
+
+fn attempt_of(props: &BasicProperties) -> u32 {
+    props
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(ATTEMPT_HEADER))
+        .and_then(|v| match v {
+            AMQPValue::LongInt(n) => u32::try_from(*n).ok(),
+            AMQPValue::LongLongInt(n) => u32::try_from(*n).ok(),
+            _ => None,
+        })
+        .unwrap_or(1)
+}
+
+async fn process(
+    pool: &PgPool,
+    channel: &Channel,
+    sub: &Subscription,
+    handler: &dyn EventHandler,
+    delivery: lapin::message::Delivery,
+) -> anyhow::Result<()> {
+    let span = tracing::info_span!("amqp.consume", queue = %sub.queue, event = %delivery.routing_key.as_str(), otel.kind = "consumer");
+    let mut trace = http::HeaderMap::new();
+    for key in ["traceparent", "tracestate"] {
+        if let Some(v) = header_string(&delivery.properties, key).and_then(|v| v.parse().ok()) {
+            trace.insert(key, v);
+        }
+    }
+    crate::telemetry::adopt_remote_parent(&span, &trace);
+    async {
+        let envelope = match EventEnvelope::decode(delivery.data.as_slice()) {
+            Ok(envelope) if !envelope.id.is_empty() => envelope,
+            _ => {
+                tracing::error!("undecodable message: dead-lettering it");
+                return park(channel, sub, &delivery, 1, "undecodable envelope").await;
+            }
+        };
+        let attempt = attempt_of(&delivery.properties);
+        match apply(pool, sub, handler, &envelope).await {
+            Ok(applied) => {
+                metrics::counter!("amqp_consumed_total", "queue" => sub.queue.clone(), "outcome" => if applied { "applied" } else { "duplicate" }).increment(1);
+                delivery.acker.ack(BasicAckOptions::default()).await?;
+                Ok(())
+            }
+            Err(e) if attempt >= sub.max_attempts => {
+                tracing::error!(id = %envelope.id, attempt, error = format!("{e:#}"), "giving up on the message: dead-lettering it");
+                park(channel, sub, &delivery, attempt, &format!("{e:#}")).await
+            }
+            Err(e) => {
+                let wait = sub.backoff(attempt);
+                tracing::warn!(id = %envelope.id, attempt, retry_in = ?wait, error = format!("{e:#}"), "handler failed: will retry");
+                let mut properties = delivery.properties.clone().with_expiration(wait.as_millis().to_string().into());
+                properties = with_header(properties, ATTEMPT_HEADER, AMQPValue::LongLongInt(i64::from(attempt) + 1));
+                republish(channel, &sub.retry_queue(), &delivery, properties).await
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Records the message in the inbox and applies it, in one transaction. `Ok(false)` when
+/// it had been applied before.
+async fn apply(
+    pool: &PgPool,
+    sub: &Subscription,
+    handler: &dyn EventHandler,
+    envelope: &EventEnvelope,
+) -> anyhow::Result<bool> {
+    let mut tx = pool.begin().await?;
+    let fresh = sqlx::query(
+        "INSERT INTO inbox (message_id, consumer) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(&envelope.id)
+    .bind(&sub.queue)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !fresh {
+        return Ok(false);
+    }
+    handler.handle(&mut tx, envelope).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+fn with_header(properties: BasicProperties, key: &str, value: AMQPValue) -> BasicProperties {
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    headers.insert(key.into(), value);
+    properties.with_headers(headers)
+}
+
+async fn park(
+    channel: &Channel,
+    sub: &Subscription,
+    delivery: &lapin::message::Delivery,
+    attempt: u32,
+    reason: &str,
+) -> anyhow::Result<()> {
+    metrics::counter!("amqp_dead_lettered_total", "queue" => sub.queue.clone()).increment(1);
+    let mut properties = with_header(
+        delivery.properties.clone(),
+        "x-orderflow-error",
+        AMQPValue::LongString(reason.chars().take(1000).collect::<String>().into()),
+    );
+    properties = with_header(
+        properties,
+        ATTEMPT_HEADER,
+        AMQPValue::LongLongInt(i64::from(attempt)),
+    );
+    republish(channel, &sub.dead_queue(), delivery, properties).await
+}
+
+/// Moves a delivery to `queue` (confirmed), then acknowledges the original; when moving
+/// fails the original is returned to its queue, never dropped.
+async fn republish(
+    channel: &Channel,
+    queue: &str,
+    delivery: &lapin::message::Delivery,
+    properties: BasicProperties,
+) -> anyhow::Result<()> {
+    let moved = async {
+        let confirm = channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                &delivery.data,
+                properties,
+            )
+            .await?;
+        anyhow::ensure!(
+            confirm.await?.is_ack(),
+            "RabbitMQ refused the moved message (nack)"
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    match moved {
+        Ok(()) => {
+            delivery.acker.ack(BasicAckOptions::default()).await?;
+            Ok(())
+        }
+        Err(e) => {
+            delivery
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await?;
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! RabbitMQ, the way DESIGN.md's messaging rules want it.
+//!
+//! - [`Broker`]: one connection per role, re-established on demand after a failure.
+//! - [`outbox`]: events are written to an `outbox` table in the same transaction as the
+//!   state change; a relay publishes them in order with publisher confirms and only then
+//!   marks them sent, so a crash or an outage never loses one (it may send one twice).
+//! - [`consumer`]: each service's durable queue; the message id is recorded in an `inbox`
+//!   table in the same transaction as the handler's effect, so redelivery changes nothing;
+//!   failures are retried with back-off and, past a bound, parked in a dead-letter queue.
+//!
+//! Messages are `orderflow.events.v1.EventEnvelope` protobufs on one durable topic
+//! exchange (default `orderflow.events`); the routing key is the event type; W3C
+//! `traceparent` travels in the AMQP headers.
+
+pub mod consumer;
+pub mod outbox;
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use lapin::{
+    Channel, Connection, ConnectionProperties, ExchangeKind,
+    options::{ConfirmSelectOptions, ExchangeDeclareOptions},
+    types::FieldTable,
+};
+use tokio::sync::Mutex;
+
+/// A RabbitMQ connection shared by a role's publishers and consumers.
+#[derive(Clone)]
+pub struct Broker {
+    url: String,
+    exchange: String,
+    connection: Arc<Mutex<Option<Connection>>>,
+}
+
+impl Broker {
+    /// A broker for `url`, publishing to the topic exchange `exchange`. Nothing connects
+    /// until first use, so a role can start while RabbitMQ is still coming up.
+    pub fn new(url: &str, exchange: &str) -> Self {
+        Self {
+            url: url.to_string(),
+            exchange: exchange.to_string(),
+            connection: Arc::default(),
+        }
+    }
+
+    /// The events exchange.
+    pub fn exchange(&self) -> &str {
+        &self.exchange
+    }
+
+    /// A fresh channel, reconnecting first when the connection is gone.
+    pub async fn channel(&self) -> anyhow::Result<Channel> {
+        let mut guard = self.connection.lock().await;
+        if let Some(conn) = guard.as_ref()
+            && conn.status().connected()
+            && let Ok(channel) = conn.create_channel().await
+        {
+            return Ok(channel);
+        }
+        let conn = tokio::time::timeout(
+            Duration::from_secs(10),
+            Connection::connect(&self.url, ConnectionProperties::default()),
+        )
+        .await
+        .context("connecting to RabbitMQ timed out")?
+        .with_context(|| {
+            format!(
+                "cannot connect to RabbitMQ at {}",
+                crate::db::redact(&self.url)
+            )
+        })?;
+        let channel = conn.create_channel().await?;
+        *guard = Some(conn);
+        tracing::info!("connected to RabbitMQ");
+        Ok(channel)
+    }
+
+    /// A channel in publisher-confirm mode, with the exchange declared.
+    pub async fn confirm_channel(&self) -> anyhow::Result<Channel> {
+        let channel = self.channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        self.declare_exchange(&channel).await?;
+        Ok(channel)
+    }
+
+    /// Declares the durable topic exchange (idempotent).
+    pub async fn declare_exchange(&self, channel: &Channel) -> anyhow::Result<()> {
+        channel
+            .exchange_declare(
+                self.exchange.as_str().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("declaring exchange {}", self.exchange))
+    }
+
+    /// Whether the connection is up (readiness).
+    pub async fn is_connected(&self) -> bool {
+        self.connection
+            .lock()
+            .await
+            .as_ref()
+            .is_some_and(|c| c.status().connected())
+    }
+}
+
+/// `traceparent`/`tracestate` of the current span, as a string map for AMQP headers.
+pub(crate) fn current_trace_headers() -> std::collections::BTreeMap<String, String> {
+    let mut headers = http::HeaderMap::new();
+    crate::telemetry::inject_context(&mut headers);
+    headers
+        .iter()
+        .filter_map(|(k, v)| {
+            v.to_str()
+                .ok()
+                .map(|v| (k.as_str().to_string(), v.to_string()))
+        })
+        .collect()
+}

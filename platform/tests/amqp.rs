@@ -1,0 +1,366 @@
+//! The outbox, relay and consumer against the real RabbitMQ and Postgres. Each test has
+//! its own database, exchange and queues.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
+
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ExchangeDeleteOptions, QueueDeleteOptions,
+};
+use platform::amqp::{
+    Broker,
+    consumer::{self, EventHandler, Subscription},
+    outbox::{self, NewEvent, OutboxRelay},
+};
+use prost::Message as _;
+use proto::events::v1::{EventEnvelope, OrderCancelled};
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+fn amqp_url() -> String {
+    std::env::var("TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+struct Fixture {
+    pool: PgPool,
+    broker: Broker,
+    subscription: Subscription,
+    shutdown: CancellationToken,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        let url = platform::testing::fresh_database().await.unwrap();
+        let pool = platform::db::connect(&url, "svc", 5).await.unwrap();
+        outbox::install(&pool).await.unwrap();
+        sqlx::query(
+            "CREATE TABLE effects (seq serial, event_id text NOT NULL, reason text NOT NULL)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let broker = Broker::new(&amqp_url(), &format!("test.{tag}.events"));
+        let mut subscription = Subscription::new(&format!("test.{tag}.svc"), &["order.cancelled"]);
+        subscription.first_backoff = Duration::from_millis(20);
+        subscription.max_attempts = 3;
+        // One message at a time: the tests rely on the queue's order.
+        subscription.prefetch = 1;
+        Self {
+            pool,
+            broker,
+            subscription,
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    fn start_consumer(&self, handler: Arc<Recorder>) {
+        tokio::spawn(consumer::run(
+            self.pool.clone(),
+            self.broker.clone(),
+            self.subscription.clone(),
+            handler,
+            self.shutdown.clone(),
+        ));
+    }
+
+    fn start_relay(&self) {
+        tokio::spawn(
+            OutboxRelay::new(self.pool.clone(), self.broker.clone()).run(self.shutdown.clone()),
+        );
+    }
+
+    async fn enqueue(&self, order: &str, commit: bool) {
+        let mut tx = self.pool.begin().await.unwrap();
+        let payload = OrderCancelled {
+            order_id: order.into(),
+            reason: "customer".into(),
+        };
+        outbox::enqueue(
+            &mut tx,
+            NewEvent {
+                event_type: "order.cancelled",
+                aggregate_id: order,
+                payload: &payload,
+                correlation_id: Some(order),
+                causation_id: None,
+            },
+        )
+        .await
+        .unwrap();
+        if commit {
+            tx.commit().await.unwrap();
+        } else {
+            tx.rollback().await.unwrap();
+        }
+    }
+
+    /// Effects in the order they were applied.
+    async fn effects(&self) -> Vec<String> {
+        sqlx::query_scalar("SELECT reason FROM effects ORDER BY seq")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    async fn wait_for_effect(&self, reason: &str) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let effects = self.effects().await;
+            if effects.iter().any(|e| e == reason) {
+                return effects;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{reason} never applied; have {effects:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn declare(&self) {
+        let ch = self.broker.channel().await.unwrap();
+        consumer::declare_topology(&ch, &self.broker, &self.subscription)
+            .await
+            .unwrap();
+    }
+
+    async fn cleanup(self) {
+        self.shutdown.cancel();
+        if let Ok(ch) = self.broker.channel().await {
+            for q in [
+                self.subscription.queue.clone(),
+                format!("{}.retry", self.subscription.queue),
+                self.subscription.dead_queue(),
+            ] {
+                let _ = ch
+                    .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
+            let _ = ch
+                .exchange_delete(
+                    self.broker.exchange().into(),
+                    ExchangeDeleteOptions::default(),
+                )
+                .await;
+        }
+    }
+}
+
+/// Records each event as `order:reason`; can be told to fail.
+#[derive(Default)]
+struct Recorder {
+    calls: AtomicU32,
+    failures_left: AtomicU32,
+}
+
+impl EventHandler for Recorder {
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        event: &'a EventEnvelope,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
+        Box::pin(async move {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let payload: OrderCancelled = event.payload.as_ref().unwrap().to_msg()?;
+            // Written before failing, to prove that a failure rolls the effect back.
+            sqlx::query("INSERT INTO effects (event_id, reason) VALUES ($1, $2)")
+                .bind(&event.id)
+                .bind(format!("{}:{}", payload.order_id, payload.reason))
+                .execute(&mut *tx)
+                .await?;
+            if self.failures_left.load(Ordering::SeqCst) > 0 {
+                self.failures_left.fetch_sub(1, Ordering::SeqCst);
+                anyhow::bail!("simulated failure");
+            }
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn committed_events_are_delivered_in_order_and_rolled_back_ones_never_leave() {
+    let f = Fixture::new().await;
+    f.enqueue("o-1", true).await;
+    f.enqueue("o-rolled-back", false).await;
+    f.enqueue("o-2", true).await;
+    f.start_consumer(Arc::new(Recorder::default()));
+    f.declare().await;
+    f.start_relay();
+    assert_eq!(
+        f.wait_for_effect("o-2:customer").await,
+        vec!["o-1:customer", "o-2:customer"]
+    );
+    let unpublished: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(&f.pool)
+            .await
+            .unwrap();
+    assert_eq!(unpublished, 0);
+    f.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_redelivered_message_changes_nothing() {
+    let f = Fixture::new().await;
+    f.declare().await;
+    f.start_consumer(Arc::new(Recorder::default()));
+    let envelope = |order: &str| EventEnvelope {
+        id: uuid::Uuid::now_v7().to_string(),
+        r#type: "order.cancelled".into(),
+        payload: Some(
+            prost_types::Any::from_msg(&OrderCancelled {
+                order_id: order.into(),
+                reason: "payment_failed".into(),
+            })
+            .unwrap(),
+        ),
+        ..Default::default()
+    };
+    let duplicate = envelope("o-dup").encode_to_vec();
+    let sentinel = envelope("o-sentinel").encode_to_vec();
+    let ch = f.broker.confirm_channel().await.unwrap();
+    for body in [&duplicate, &duplicate, &duplicate, &sentinel] {
+        ch.basic_publish(
+            f.broker.exchange().into(),
+            "order.cancelled".into(),
+            BasicPublishOptions::default(),
+            body,
+            Default::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    // The queue is ordered: once the sentinel is applied, every duplicate was handled.
+    assert_eq!(
+        f.wait_for_effect("o-sentinel:payment_failed").await,
+        vec!["o-dup:payment_failed", "o-sentinel:payment_failed"]
+    );
+    let inbox: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox")
+        .fetch_one(&f.pool)
+        .await
+        .unwrap();
+    assert_eq!(inbox, 2);
+    f.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_failed_attempt_is_rolled_back_and_retried() {
+    let f = Fixture::new().await;
+    let recorder = Arc::new(Recorder {
+        failures_left: AtomicU32::new(2),
+        ..Default::default()
+    });
+    f.start_consumer(recorder.clone());
+    f.declare().await;
+    f.enqueue("o-flaky", true).await;
+    f.start_relay();
+    assert_eq!(
+        f.wait_for_effect("o-flaky:customer").await,
+        vec!["o-flaky:customer"],
+        "failed attempts left nothing behind"
+    );
+    assert_eq!(
+        recorder.calls.load(Ordering::SeqCst),
+        3,
+        "two failures, then success"
+    );
+    f.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_message_that_keeps_failing_is_dead_lettered_after_the_bound() {
+    let f = Fixture::new().await;
+    let recorder = Arc::new(Recorder {
+        failures_left: AtomicU32::new(u32::MAX),
+        ..Default::default()
+    });
+    f.start_consumer(recorder.clone());
+    f.declare().await;
+    f.enqueue("o-poison", true).await;
+    f.start_relay();
+    let ch = f.broker.channel().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let parked = loop {
+        if let Some(msg) = ch
+            .basic_get(
+                f.subscription.dead_queue().as_str().into(),
+                BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap()
+        {
+            break msg;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing was dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let envelope = EventEnvelope::decode(parked.delivery.data.as_slice()).unwrap();
+    assert_eq!(envelope.aggregate_id, "o-poison");
+    assert_eq!(
+        recorder.calls.load(Ordering::SeqCst),
+        f.subscription.max_attempts
+    );
+    assert!(
+        f.effects().await.is_empty(),
+        "failed attempts left no effect"
+    );
+    f.cleanup().await;
+}
+
+#[tokio::test]
+async fn events_wait_in_the_outbox_while_rabbitmq_is_unreachable() {
+    let f = Fixture::new().await;
+    for i in 0..5 {
+        f.enqueue(&format!("o-{i}"), true).await;
+    }
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let unreachable = Broker::new(
+        &format!("amqp://guest:guest@{closed}/%2f"),
+        f.broker.exchange(),
+    );
+    assert!(
+        OutboxRelay::new(f.pool.clone(), unreachable)
+            .publish_batch(&mut None)
+            .await
+            .is_err()
+    );
+    let unpublished: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(&f.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        unpublished, 5,
+        "nothing is marked sent that was not confirmed"
+    );
+
+    f.start_consumer(Arc::new(Recorder::default()));
+    f.declare().await;
+    f.start_relay();
+    let effects = f.wait_for_effect("o-4:customer").await;
+    assert_eq!(
+        effects,
+        (0..5)
+            .map(|i| format!("o-{i}:customer"))
+            .collect::<Vec<_>>(),
+        "all delivered, in order"
+    );
+    f.cleanup().await;
+}
