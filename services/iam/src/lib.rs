@@ -169,8 +169,7 @@ impl IamApp {
     pub async fn build(common: &CommonSettings, settings: IamSettings) -> anyhow::Result<Self> {
         let pool = open_database(common).await?;
         let keys = load_keys(&settings, &pool).await?;
-        let redis =
-            RedisHandle::connect(common.redis_url.expose(), &common.redis_key_prefix).await?;
+        let redis = RedisHandle::new(common.redis_url.expose(), &common.redis_key_prefix)?;
         let throttle = LoginThrottle::new(redis.clone(), settings.throttle.clone());
         let decoy_hash = tokio::task::spawn_blocking(|| {
             domain::hash_password(

@@ -47,7 +47,13 @@ impl LoginThrottle {
 
     /// `Some(wait)` when either counter is at its limit.
     pub async fn blocked_for(&self, email: &str, address: Option<&str>) -> Option<Duration> {
-        let mut conn = self.redis.conn();
+        let mut conn = match self.redis.conn().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                degraded(&e);
+                return None;
+            }
+        };
         let mut longest: Option<Duration> = None;
         for (key, limit) in self.keys(email, address) {
             let result: redis::RedisResult<(Option<u32>, i64)> = redis::pipe()
@@ -72,7 +78,10 @@ impl LoginThrottle {
 
     /// Counts one failure against the email and the address.
     pub async fn record_failure(&self, email: &str, address: Option<&str>) {
-        let mut conn = self.redis.conn();
+        let mut conn = match self.redis.conn().await {
+            Ok(conn) => conn,
+            Err(e) => return degraded(&e),
+        };
         let window = self.limits.window.as_secs().max(1) as i64;
         let mut pipe = redis::pipe();
         for (key, _) in self.keys(email, address) {
@@ -93,7 +102,10 @@ impl LoginThrottle {
     /// Clears the email's failures after a successful login (the address keeps its count:
     /// one success must not unlock guessing at other accounts).
     pub async fn record_success(&self, email: &str) {
-        let mut conn = self.redis.conn();
+        let mut conn = match self.redis.conn().await {
+            Ok(conn) => conn,
+            Err(e) => return degraded(&e),
+        };
         let key = self.redis.key(&format!("iam:login-fail:email:{email}"));
         if let Err(e) = redis::cmd("DEL")
             .arg(key)

@@ -514,3 +514,24 @@ async fn the_development_signing_key_is_generated_once_and_kept() {
     let jwks = app.client.clone().get_jwks(()).await.unwrap().into_inner();
     assert_eq!(jwks.keys[0].kid, kid, "the published key is the kept one");
 }
+
+#[tokio::test]
+async fn sign_in_keeps_working_when_redis_is_unreachable() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("redis://{closed}/");
+    let app = spawn_app_with(&[("REDIS_URL", url.as_str())]).await;
+    app.register("resilient@example.cl").await;
+    for _ in 0..3 {
+        assert_eq!(
+            app.login("resilient@example.cl", "not the password")
+                .await
+                .unwrap_err()
+                .code(),
+            Code::Unauthenticated
+        );
+    }
+    assert!(app.login("resilient@example.cl", PASSWORD).await.is_ok());
+}
