@@ -186,6 +186,11 @@ pub struct CommonSettings {
     pub amqp_url: Secret,
     /// `AMQP_EXCHANGE`: the topic exchange events travel on.
     pub amqp_exchange: String,
+    /// `AMQP_QUEUE_PREFIX`: prefixed to every queue a role declares (tests isolate with it).
+    pub amqp_queue_prefix: String,
+    /// `AMQP_QUEUE_EXPIRES`: when set, queues a role declares are deleted by RabbitMQ after
+    /// being unused this long (tests; never in production).
+    pub amqp_queue_expires: Option<Duration>,
     /// `REDIS_URL`: Redis.
     pub redis_url: Secret,
     /// `REDIS_KEY_PREFIX`: prefixed to every Redis key (tests isolate with it).
@@ -226,6 +231,11 @@ impl CommonSettings {
             database_url,
             amqp_url: r.secret("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
             amqp_exchange: r.string("AMQP_EXCHANGE", "orderflow.events"),
+            amqp_queue_prefix: r.string("AMQP_QUEUE_PREFIX", ""),
+            amqp_queue_expires: match r.optional("AMQP_QUEUE_EXPIRES") {
+                Some(_) => Some(r.duration("AMQP_QUEUE_EXPIRES", Duration::ZERO)?),
+                None => None,
+            },
             redis_url: r.secret("REDIS_URL", "redis://127.0.0.1:6379/"),
             redis_key_prefix: r.string("REDIS_KEY_PREFIX", "orderflow:"),
             log_format: r.parse("LOG_FORMAT", LogFormat::Text)?,

@@ -52,6 +52,8 @@ pub struct Subscription {
     pub first_backoff: Duration,
     /// Unacknowledged messages in flight.
     pub prefetch: u16,
+    /// Let RabbitMQ delete the queues after this long unused (tests only).
+    pub expires: Option<Duration>,
 }
 
 impl Subscription {
@@ -63,6 +65,7 @@ impl Subscription {
             max_attempts: 5,
             first_backoff: Duration::from_millis(500),
             prefetch: 16,
+            expires: None,
         }
     }
 
@@ -115,27 +118,18 @@ pub async fn declare_topology(
         durable: true,
         ..Default::default()
     };
+    let base_args = || {
+        let mut args = FieldTable::default();
+        if let Some(expires) = sub.expires {
+            args.insert(
+                "x-expires".into(),
+                AMQPValue::LongLongInt(expires.as_millis() as i64),
+            );
+        }
+        args
+    };
     channel
-        .queue_declare(sub.queue.as_str().into(), durable, FieldTable::default())
-        .await?;
-    let mut retry_args = FieldTable::default();
-    retry_args.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString("".into()),
-    );
-    retry_args.insert(
-        "x-dead-letter-routing-key".into(),
-        AMQPValue::LongString(sub.queue.as_str().into()),
-    );
-    channel
-        .queue_declare(sub.retry_queue().as_str().into(), durable, retry_args)
-        .await?;
-    channel
-        .queue_declare(
-            sub.dead_queue().as_str().into(),
-            durable,
-            FieldTable::default(),
-        )
+        .queue_declare(sub.queue.as_str().into(), durable, base_args())
         .await?;
     for key in &sub.routing_keys {
         channel
@@ -148,6 +142,22 @@ pub async fn declare_topology(
             )
             .await?;
     }
+    let mut retry_args = base_args();
+    retry_args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    retry_args.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(sub.queue.as_str().into()),
+    );
+    channel
+        .queue_declare(sub.retry_queue().as_str().into(), durable, retry_args)
+        .await?;
+    // Declared last: once the dead-letter queue exists, the bindings above are in place.
+    channel
+        .queue_declare(sub.dead_queue().as_str().into(), durable, base_args())
+        .await?;
     Ok(())
 }
 

@@ -1,0 +1,203 @@
+//! Catalog: products, stock and reservations.
+//!
+//! Owns the `catalog` schema: products (SKU, name, description, category, net price in
+//! CLP, exempt flag, stock on hand and reserved), and reservations per order. Product
+//! reads are cached in Redis; reservations are all-or-nothing guarded updates that never
+//! oversell; `order.paid` / `order.cancelled` events settle them.
+//!
+//! Layout: [`domain`] (rules) → [`store`] (SQL) → [`cache`] (Redis) → [`grpc`] (adapter)
+//! and [`events`] (consumer); [`seed`] is the demo catalog; this file wires and runs.
+#![forbid(unsafe_code)]
+
+pub mod cache;
+pub mod domain;
+pub mod events;
+pub mod grpc;
+pub mod seed;
+pub mod store;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use platform::{
+    CancellationToken,
+    admin::Readiness,
+    amqp::{Broker, consumer::Subscription, outbox},
+    config::{CommonSettings, ConfigError, Reader},
+    redis::RedisHandle,
+    telemetry::GrpcTraceLayer,
+};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+/// The embedded migrations of the `catalog` schema.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The Postgres schema the catalog owns.
+pub const SCHEMA: &str = "catalog";
+
+/// The catalog's own settings.
+#[derive(Debug, Clone)]
+pub struct CatalogSettings {
+    /// `CATALOG_GRPC_ADDR`: where the gRPC API listens.
+    pub grpc_addr: SocketAddr,
+    /// `CATALOG_ADMIN_ADDR`: health and metrics.
+    pub admin_addr: SocketAddr,
+    /// `CATALOG_CACHE_TTL`: how long a cached product or first page may live.
+    pub cache_ttl: Duration,
+    /// `SEED_DEMO_DATA`: load the demo catalog when the catalog is empty at start.
+    pub seed_demo_data: bool,
+}
+
+impl CatalogSettings {
+    /// Reads the catalog's settings.
+    pub fn from_source(r: &Reader<'_>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            grpc_addr: r.parse("CATALOG_GRPC_ADDR", SocketAddr::from(([0, 0, 0, 0], 50052)))?,
+            admin_addr: r.parse("CATALOG_ADMIN_ADDR", SocketAddr::from(([0, 0, 0, 0], 9102)))?,
+            cache_ttl: r.duration("CATALOG_CACHE_TTL", Duration::from_secs(60))?,
+            seed_demo_data: r.parse("SEED_DEMO_DATA", true)?,
+        })
+    }
+}
+
+/// What the handlers share.
+pub struct CatalogState {
+    /// The catalog schema.
+    pub pool: PgPool,
+    /// Product cache.
+    pub cache: cache::ProductCache,
+}
+
+/// Opens the catalog schema, migrated, with the inbox table the consumer needs.
+pub async fn open_database(common: &CommonSettings) -> anyhow::Result<PgPool> {
+    let pool = platform::db::connect(common.database_url.expose(), SCHEMA, 10).await?;
+    platform::db::migrate(&pool, &MIGRATOR, "catalog").await?;
+    outbox::install(&pool).await?;
+    Ok(pool)
+}
+
+/// The catalog, built and bound.
+pub struct CatalogApp {
+    state: Arc<CatalogState>,
+    broker: Broker,
+    subscription: Subscription,
+    grpc_listener: TcpListener,
+    admin_listener: TcpListener,
+}
+
+impl CatalogApp {
+    /// Connects, migrates, seeds an empty catalog when asked, and binds.
+    pub async fn build(common: &CommonSettings, settings: CatalogSettings) -> anyhow::Result<Self> {
+        let pool = open_database(common).await?;
+        if settings.seed_demo_data && store::is_empty(&pool).await? {
+            let added = seed::seed_demo(&pool).await?;
+            tracing::info!(
+                added,
+                "empty catalog: loaded the demo products (SEED_DEMO_DATA=false to skip)"
+            );
+        }
+        let redis = RedisHandle::new(common.redis_url.expose(), &common.redis_key_prefix)?;
+        let cache = cache::ProductCache::new(redis, settings.cache_ttl);
+        let broker = Broker::new(common.amqp_url.expose(), &common.amqp_exchange);
+        let mut subscription = Subscription::new(
+            &format!("{}catalog", common.amqp_queue_prefix),
+            events::SUBSCRIBED,
+        );
+        subscription.expires = common.amqp_queue_expires;
+        let grpc_listener = TcpListener::bind(settings.grpc_addr)
+            .await
+            .with_context(|| {
+                format!(
+                    "setting CATALOG_GRPC_ADDR: cannot bind {}",
+                    settings.grpc_addr
+                )
+            })?;
+        let admin_listener = TcpListener::bind(settings.admin_addr)
+            .await
+            .with_context(|| {
+                format!(
+                    "setting CATALOG_ADMIN_ADDR: cannot bind {}",
+                    settings.admin_addr
+                )
+            })?;
+        Ok(Self {
+            state: Arc::new(CatalogState { pool, cache }),
+            broker,
+            subscription,
+            grpc_listener,
+            admin_listener,
+        })
+    }
+
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The pool, for tests and tooling.
+    pub fn pool(&self) -> &PgPool {
+        &self.state.pool
+    }
+
+    /// Readiness: Postgres answers. (Redis is optional: reads fall back to Postgres.)
+    pub fn readiness(&self) -> Readiness {
+        let pool = self.state.pool.clone();
+        Readiness::new().with_check("catalog.postgres", move || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query("SELECT 1")
+                    .execute(&pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        })
+    }
+
+    /// Serves gRPC and admin, and consumes order events, until `shutdown`.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter.set_serving::<proto::catalog::v1::catalog_service_server::CatalogServiceServer<grpc::CatalogGrpc>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let readiness = self.readiness();
+        let admin = tokio::spawn(platform::admin::serve(
+            self.admin_listener,
+            readiness,
+            shutdown.clone(),
+        ));
+        let settler = Arc::new(events::ReservationSettler {
+            cache: self.state.cache.clone(),
+        });
+        let consumer = tokio::spawn(platform::amqp::consumer::run(
+            self.state.pool.clone(),
+            self.broker,
+            self.subscription,
+            settler,
+            shutdown.clone(),
+        ));
+        tracing::info!(grpc = %self.grpc_listener.local_addr()?, "catalog listening");
+        tonic::transport::Server::builder()
+            .layer(GrpcTraceLayer)
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(
+                proto::catalog::v1::catalog_service_server::CatalogServiceServer::new(
+                    grpc::CatalogGrpc::new(self.state),
+                ),
+            )
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(self.grpc_listener),
+                shutdown.cancelled_owned(),
+            )
+            .await
+            .context("catalog gRPC server")?;
+        admin.await??;
+        consumer.await??;
+        Ok(())
+    }
+}
