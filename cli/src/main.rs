@@ -25,9 +25,14 @@ enum Command {
         #[command(subcommand)]
         command: Option<IamCommand>,
     },
+    /// The catalog: products, stock, reservations (gRPC on CATALOG_GRPC_ADDR).
+    Catalog {
+        #[command(subcommand)]
+        command: Option<CatalogCommand>,
+    },
     /// Applies a service's migrations to its schema and exits (the Helm pre-upgrade Job).
     Migrate {
-        /// The service: `iam`, or `all`.
+        /// The service: `iam`, `catalog`, or `all`.
         service: String,
     },
     /// Exits 0 when the readiness endpoint answers 200 (for Docker HEALTHCHECK).
@@ -40,6 +45,12 @@ enum Command {
         )]
         url: String,
     },
+}
+
+#[derive(Subcommand)]
+enum CatalogCommand {
+    /// Loads the demo catalog (55 products a Chilean shop sells); existing SKUs are kept.
+    Seed,
 }
 
 #[derive(Subcommand)]
@@ -96,7 +107,9 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let role = match &cli.command {
         Command::All => "orderflow",
         Command::Gateway => "gateway",
-        Command::Iam { .. } | Command::Migrate { .. } => "iam",
+        Command::Iam { .. } => "iam",
+        Command::Catalog { .. } => "catalog",
+        Command::Migrate { .. } => "migrate",
         Command::Healthcheck { .. } => unreachable!("handled above"),
     };
     let _telemetry = platform::telemetry::init(role, &common)?;
@@ -135,14 +148,39 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let id = iam::create_admin(&pool, &email, password).await?;
             println!("admin {email} ready (user id {id})");
         }
-        Command::Migrate { service } => match service.as_str() {
-            "iam" | "all" => {
-                platform::db::create_database_if_missing(common.database_url.expose()).await?;
-                iam::open_database(&common).await?;
-                println!("iam: migrations applied");
+        Command::Catalog { command: None } => {
+            let settings = catalog::CatalogSettings::from_source(&r)?;
+            catalog::CatalogApp::build(&common, settings)
+                .await?
+                .run_until_stopped(platform::shutdown::on_signal())
+                .await?;
+        }
+        Command::Catalog {
+            command: Some(CatalogCommand::Seed),
+        } => {
+            let pool = catalog::open_database(&common).await?;
+            let added = catalog::seed::seed_demo(&pool).await?;
+            println!(
+                "catalog: {added} demo products added ({} in the demo set)",
+                catalog::seed::DEMO_PRODUCTS.len()
+            );
+        }
+        Command::Migrate { service } => {
+            let services: &[&str] = match service.as_str() {
+                "all" => &["iam", "catalog"],
+                "iam" => &["iam"],
+                "catalog" => &["catalog"],
+                other => anyhow::bail!("unknown service {other:?}: expected iam, catalog or all"),
+            };
+            platform::db::create_database_if_missing(common.database_url.expose()).await?;
+            for name in services {
+                match *name {
+                    "iam" => drop(iam::open_database(&common).await?),
+                    _ => drop(catalog::open_database(&common).await?),
+                }
+                println!("{name}: migrations applied");
             }
-            other => anyhow::bail!("unknown service {other:?}: expected iam or all"),
-        },
+        }
         Command::Healthcheck { .. } => unreachable!("handled above"),
     }
     Ok(std::process::ExitCode::SUCCESS)

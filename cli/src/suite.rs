@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
+use catalog::{CatalogApp, CatalogSettings};
 use gateway::{Gateway, GatewaySettings};
 use iam::{IamApp, IamSettings};
 use platform::{
@@ -20,6 +21,8 @@ pub struct Suite {
     pub iam_addr: SocketAddr,
     /// IAM's pool (tests inspect and seed through it).
     pub iam_pool: sqlx::PgPool,
+    /// The catalog's pool.
+    pub catalog_pool: sqlx::PgPool,
     shutdown: CancellationToken,
     tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
 }
@@ -41,6 +44,7 @@ impl Suite {
         let r = Reader::new(source);
         let common = CommonSettings::from_source(&r)?;
         let iam_settings = IamSettings::from_source(&r)?;
+        let catalog_settings = CatalogSettings::from_source(&r)?;
         let mut gateway_settings = GatewaySettings::from_source(&r)?;
 
         platform::db::create_database_if_missing(common.database_url.expose()).await?;
@@ -62,15 +66,29 @@ impl Suite {
                 .upstreams
                 .insert("iam".into(), loopback_url(iam_addr));
         }
+        let catalog = CatalogApp::build(&common, catalog_settings)
+            .await
+            .context("starting the catalog")?;
+        if r.optional("GATEWAY_CATALOG_URL").is_none() {
+            gateway_settings
+                .upstreams
+                .insert("catalog".into(), loopback_url(catalog.grpc_addr()));
+        }
+        let catalog_pool = catalog.pool().clone();
         let iam_pool = iam.pool().clone();
         let gateway = Gateway::build(gateway_settings)
             .await
             .context("starting the gateway")?
-            .with_readiness(iam.readiness());
+            .with_readiness(iam.readiness())
+            .with_readiness(catalog.readiness());
         let gateway_addr = gateway.local_addr();
 
         let tasks = vec![
             ("iam", tokio::spawn(iam.run_until_stopped(shutdown.clone()))),
+            (
+                "catalog",
+                tokio::spawn(catalog.run_until_stopped(shutdown.clone())),
+            ),
             (
                 "gateway",
                 tokio::spawn(gateway.run_until_stopped(shutdown.clone())),
@@ -80,6 +98,7 @@ impl Suite {
             gateway_addr,
             iam_addr,
             iam_pool,
+            catalog_pool,
             shutdown,
             tasks,
         })

@@ -160,6 +160,10 @@ async fn the_suite_stops_cleanly_when_asked_and_frees_its_port() {
         ("GATEWAY_ADDR", "127.0.0.1:0"),
         ("IAM_GRPC_ADDR", "127.0.0.1:0"),
         ("IAM_ADMIN_ADDR", "127.0.0.1:0"),
+        ("CATALOG_GRPC_ADDR", "127.0.0.1:0"),
+        ("CATALOG_ADMIN_ADDR", "127.0.0.1:0"),
+        ("AMQP_QUEUE_PREFIX", prefix.as_str()),
+        ("AMQP_QUEUE_EXPIRES", "10s"),
     ]
     .into();
     let shutdown = platform::CancellationToken::new();

@@ -22,7 +22,8 @@ type CheckFn = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = CheckResult> + Send>>
 /// Named readiness checks; the role is ready when every one passes.
 #[derive(Clone, Default)]
 pub struct Readiness {
-    checks: Vec<(String, CheckFn)>,
+    /// (name, gates readiness, check)
+    checks: Vec<(String, bool, CheckFn)>,
 }
 
 impl Readiness {
@@ -38,7 +39,20 @@ impl Readiness {
         Fut: Future<Output = CheckResult> + Send + 'static,
     {
         self.checks
-            .push((name.to_string(), Arc::new(move || Box::pin(check()))));
+            .push((name.to_string(), true, Arc::new(move || Box::pin(check()))));
+        self
+    }
+
+    /// Adds a check that is reported but does not gate readiness: for dependencies the
+    /// role can serve without (Redis), where going unready would turn a degradation into
+    /// an outage. A failure shows as `degraded: …`.
+    pub fn with_optional_check<F, Fut>(mut self, name: &str, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = CheckResult> + Send + 'static,
+    {
+        self.checks
+            .push((name.to_string(), false, Arc::new(move || Box::pin(check()))));
         self
     }
 
@@ -50,26 +64,29 @@ impl Readiness {
 
     /// Runs every check (each bounded by a timeout) and reports them by name.
     pub async fn report(&self) -> (bool, serde_json::Value) {
-        let results = futures_join_all(self.checks.iter().map(|(name, check)| {
+        let results = futures_join_all(self.checks.iter().map(|(name, gating, check)| {
             let fut = check();
             let name = name.clone();
+            let gating = *gating;
             async move {
                 let outcome = match tokio::time::timeout(Duration::from_secs(3), fut).await {
                     Ok(r) => r,
                     Err(_) => Err("timed out after 3s".to_string()),
                 };
-                (name, outcome)
+                (name, gating, outcome)
             }
         }))
         .await;
-        let ready = results.iter().all(|(_, r)| r.is_ok());
+        let ready = results.iter().all(|(_, gating, r)| r.is_ok() || !gating);
         let checks: serde_json::Map<String, serde_json::Value> = results
             .into_iter()
-            .map(|(name, r)| {
-                (
-                    name,
-                    serde_json::Value::String(r.err().unwrap_or_else(|| "ok".to_string())),
-                )
+            .map(|(name, gating, r)| {
+                let text = match r {
+                    Ok(()) => "ok".to_string(),
+                    Err(e) if gating => e,
+                    Err(e) => format!("degraded: {e}"),
+                };
+                (name, serde_json::Value::String(text))
             })
             .collect();
         (
@@ -191,5 +208,26 @@ pub async fn serve(
                 tracing::debug!(error = %e, "admin connection ended with an error");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn optional_checks_are_reported_but_do_not_gate_readiness() {
+        let readiness = Readiness::new()
+            .with_check("db", || async { Ok(()) })
+            .with_optional_check("cache", || async { Err("connection refused".to_string()) });
+        let (ready, report) = readiness.report().await;
+        assert!(ready);
+        assert_eq!(report["checks"]["cache"], "degraded: connection refused");
+
+        let failing = readiness.with_check("broker", || async { Err("down".to_string()) });
+        let (ready, report) = failing.report().await;
+        assert!(!ready);
+        assert_eq!(report["status"], "not_ready");
+        assert_eq!(report["checks"]["broker"], "down");
     }
 }

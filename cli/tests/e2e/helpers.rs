@@ -62,6 +62,9 @@ pub async fn spawn_suite_with(extra: &[(&str, &str)]) -> TestSuite {
         .expect("a fresh database");
     let prefix = platform::testing::unique_redis_prefix();
     let redis_url = platform::testing::redis_url();
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let exchange = format!("test.{tag}.events");
+    let queue_prefix = format!("test.{tag}.");
     let mut env: HashMap<String, String> = [
         ("DATABASE_URL", database_url.as_str()),
         ("REDIS_URL", redis_url.as_str()),
@@ -69,6 +72,12 @@ pub async fn spawn_suite_with(extra: &[(&str, &str)]) -> TestSuite {
         ("GATEWAY_ADDR", "127.0.0.1:0"),
         ("IAM_GRPC_ADDR", "127.0.0.1:0"),
         ("IAM_ADMIN_ADDR", "127.0.0.1:0"),
+        ("CATALOG_GRPC_ADDR", "127.0.0.1:0"),
+        ("CATALOG_ADMIN_ADDR", "127.0.0.1:0"),
+        ("SEED_DEMO_DATA", "false"),
+        ("AMQP_EXCHANGE", exchange.as_str()),
+        ("AMQP_QUEUE_PREFIX", queue_prefix.as_str()),
+        ("AMQP_QUEUE_EXPIRES", "60s"),
     ]
     .into_iter()
     .chain(extra.iter().copied())

@@ -1,5 +1,6 @@
 //! End to end through the gateway: the README's curl walkthrough and the edge's refusals.
 
+mod catalog;
 mod helpers;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};

@@ -239,7 +239,7 @@ impl IamApp {
                         .map_err(|e| e.to_string())
                 }
             })
-            .with_check("iam.redis", move || {
+            .with_optional_check("iam.redis", move || {
                 let redis = redis.clone();
                 async move { redis.ping().await }
             })
