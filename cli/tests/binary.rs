@@ -152,22 +152,12 @@ async fn migrate_applies_the_iam_schema_and_is_repeatable() {
 
 #[tokio::test]
 async fn the_suite_stops_cleanly_when_asked_and_frees_its_port() {
-    let database_url = platform::testing::fresh_database().await.unwrap();
-    let prefix = platform::testing::unique_redis_prefix();
-    let env: std::collections::HashMap<&str, &str> = [
-        ("DATABASE_URL", database_url.as_str()),
-        ("REDIS_KEY_PREFIX", prefix.as_str()),
-        ("GATEWAY_ADDR", "127.0.0.1:0"),
-        ("IAM_GRPC_ADDR", "127.0.0.1:0"),
-        ("IAM_ADMIN_ADDR", "127.0.0.1:0"),
-        ("CATALOG_GRPC_ADDR", "127.0.0.1:0"),
-        ("CATALOG_ADMIN_ADDR", "127.0.0.1:0"),
-        ("AMQP_QUEUE_PREFIX", prefix.as_str()),
-        ("AMQP_QUEUE_EXPIRES", "10s"),
-    ]
-    .into();
+    let env = platform::testing::TestEnv::isolated()
+        .await
+        .unwrap()
+        .with(&[("SEED_DEMO_DATA", "false")]);
     let shutdown = platform::CancellationToken::new();
-    let suite = cli::suite::Suite::start(&env, shutdown).await.unwrap();
+    let suite = cli::suite::Suite::start(&env.vars, shutdown).await.unwrap();
     let addr = suite.gateway_addr;
     tokio::time::timeout(std::time::Duration::from_secs(35), suite.stop())
         .await

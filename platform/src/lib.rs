@@ -18,6 +18,8 @@ pub mod amqp;
 pub mod config;
 pub mod db;
 pub mod grpc;
+#[cfg(feature = "grpc-server")]
+pub mod grpc_server;
 pub mod jwt;
 pub mod redis;
 pub mod shutdown;

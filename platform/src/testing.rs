@@ -34,3 +34,81 @@ pub fn unique_redis_prefix() -> String {
 pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
 }
+
+/// Settings for one test: a fresh database, its own Redis key prefix, exchange and queue
+/// names (queues expire once unused), and every listener on a free loopback port.
+pub struct TestEnv {
+    /// The variables, as a [`crate::config::Source`].
+    pub vars: std::collections::HashMap<String, String>,
+}
+
+impl TestEnv {
+    /// Builds an isolated environment (creates the database).
+    pub async fn isolated() -> anyhow::Result<Self> {
+        let tag = Uuid::new_v4().simple().to_string();
+        let mut vars = std::collections::HashMap::new();
+        vars.insert("DATABASE_URL".to_string(), fresh_database().await?);
+        vars.insert("REDIS_URL".to_string(), redis_url());
+        vars.insert("REDIS_KEY_PREFIX".to_string(), format!("test:{tag}:"));
+        vars.insert("AMQP_URL".to_string(), amqp_url());
+        vars.insert("AMQP_EXCHANGE".to_string(), format!("test.{tag}.events"));
+        vars.insert("AMQP_QUEUE_PREFIX".to_string(), format!("test.{tag}."));
+        vars.insert("AMQP_QUEUE_EXPIRES".to_string(), "60s".to_string());
+        vars.insert("RUST_LOG".to_string(), "warn".to_string());
+        for key in [
+            "GATEWAY_ADDR",
+            "IAM_GRPC_ADDR",
+            "IAM_ADMIN_ADDR",
+            "CATALOG_GRPC_ADDR",
+            "CATALOG_ADMIN_ADDR",
+        ] {
+            vars.insert(key.to_string(), "127.0.0.1:0".to_string());
+        }
+        Ok(Self { vars })
+    }
+
+    /// Overrides (or adds) settings.
+    pub fn with(mut self, overrides: &[(&str, &str)]) -> Self {
+        for (k, v) in overrides {
+            self.vars.insert(k.to_string(), v.to_string());
+        }
+        self
+    }
+
+    /// One setting's value.
+    pub fn get(&self, key: &str) -> &str {
+        self.vars.get(key).map(String::as_str).unwrap_or_default()
+    }
+}
+
+/// The RabbitMQ server tests use: `TEST_AMQP_URL`, else localhost.
+pub fn amqp_url() -> String {
+    std::env::var("TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// A gRPC request made on behalf of `user` holding `roles` (comma separated), as the
+/// gateway sends it after checking a token.
+pub fn as_caller<T>(message: T, user: &str, roles: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let caller = crate::grpc::Caller {
+        user_id: Uuid::parse_str(user).ok(),
+        roles: roles
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_string)
+            .collect(),
+        client_ip: None,
+    };
+    caller.write_to(request.metadata_mut());
+    request
+}
+
+/// A unique closed local port's URL (nothing listens there), for outage tests.
+pub fn closed_port_url(scheme: &str) -> String {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    format!("{scheme}://{addr}/")
+}

@@ -222,11 +222,7 @@ async fn bad_catalog_input_is_400_naming_the_field() {
 
 #[tokio::test]
 async fn product_reads_keep_working_through_the_gateway_when_redis_is_unreachable() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let url = format!("redis://{closed}/");
+    let url = platform::testing::closed_port_url("redis");
     let s = spawn_suite_with(&[("SEED_DEMO_DATA", "true"), ("REDIS_URL", url.as_str())]).await;
     for _ in 0..2 {
         assert_eq!(

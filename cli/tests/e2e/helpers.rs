@@ -1,8 +1,6 @@
 //! The whole suite in-process (exactly what `orderflow all` runs), on port 0, against a
 //! fresh database and a private Redis prefix, driven over HTTP like a real frontend.
 
-use std::collections::HashMap;
-
 use cli::suite::Suite;
 use platform::CancellationToken;
 use reqwest::{Method, StatusCode};
@@ -56,37 +54,14 @@ pub async fn spawn_suite() -> TestSuite {
     spawn_suite_with(&[]).await
 }
 
-pub async fn spawn_suite_with(extra: &[(&str, &str)]) -> TestSuite {
-    let database_url = platform::testing::fresh_database()
+pub async fn spawn_suite_with(overrides: &[(&str, &str)]) -> TestSuite {
+    let env = platform::testing::TestEnv::isolated()
         .await
-        .expect("a fresh database");
-    let prefix = platform::testing::unique_redis_prefix();
-    let redis_url = platform::testing::redis_url();
-    let tag = uuid::Uuid::new_v4().simple().to_string();
-    let exchange = format!("test.{tag}.events");
-    let queue_prefix = format!("test.{tag}.");
-    let mut env: HashMap<String, String> = [
-        ("DATABASE_URL", database_url.as_str()),
-        ("REDIS_URL", redis_url.as_str()),
-        ("REDIS_KEY_PREFIX", prefix.as_str()),
-        ("GATEWAY_ADDR", "127.0.0.1:0"),
-        ("IAM_GRPC_ADDR", "127.0.0.1:0"),
-        ("IAM_ADMIN_ADDR", "127.0.0.1:0"),
-        ("CATALOG_GRPC_ADDR", "127.0.0.1:0"),
-        ("CATALOG_ADMIN_ADDR", "127.0.0.1:0"),
-        ("SEED_DEMO_DATA", "false"),
-        ("AMQP_EXCHANGE", exchange.as_str()),
-        ("AMQP_QUEUE_PREFIX", queue_prefix.as_str()),
-        ("AMQP_QUEUE_EXPIRES", "60s"),
-    ]
-    .into_iter()
-    .chain(extra.iter().copied())
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    env.entry("RUST_LOG".into())
-        .or_insert_with(|| "warn".into());
+        .expect("an isolated environment")
+        .with(&[("SEED_DEMO_DATA", "false")])
+        .with(overrides);
     let shutdown = CancellationToken::new();
-    let suite = Suite::start(&env, shutdown.clone())
+    let suite = Suite::start(&env.vars, shutdown.clone())
         .await
         .expect("the suite starts");
     let base = format!("http://{}", suite.gateway_addr);

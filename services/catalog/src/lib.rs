@@ -24,8 +24,8 @@ use platform::{
     admin::Readiness,
     amqp::{Broker, consumer::Subscription, outbox},
     config::{CommonSettings, ConfigError, Reader},
+    grpc_server::GrpcServer,
     redis::RedisHandle,
-    telemetry::GrpcTraceLayer,
 };
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -159,17 +159,7 @@ impl CatalogApp {
 
     /// Serves gRPC and admin, and consumes order events, until `shutdown`.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter.set_serving::<proto::catalog::v1::catalog_service_server::CatalogServiceServer<grpc::CatalogGrpc>>().await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
         let readiness = self.readiness();
-        let admin = tokio::spawn(platform::admin::serve(
-            self.admin_listener,
-            readiness,
-            shutdown.clone(),
-        ));
         let settler = Arc::new(events::ReservationSettler {
             cache: self.state.cache.clone(),
         });
@@ -180,24 +170,18 @@ impl CatalogApp {
             settler,
             shutdown.clone(),
         ));
-        tracing::info!(grpc = %self.grpc_listener.local_addr()?, "catalog listening");
-        tonic::transport::Server::builder()
-            .layer(GrpcTraceLayer)
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(
-                proto::catalog::v1::catalog_service_server::CatalogServiceServer::new(
-                    grpc::CatalogGrpc::new(self.state),
-                ),
-            )
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(self.grpc_listener),
-                shutdown.cancelled_owned(),
-            )
+        let server = GrpcServer {
+            readiness,
+            grpc: self.grpc_listener,
+            admin: self.admin_listener,
+        };
+        let service = proto::catalog::v1::catalog_service_server::CatalogServiceServer::new(
+            grpc::CatalogGrpc::new(self.state),
+        );
+        server
+            .serve(service, shutdown)
             .await
             .context("catalog gRPC server")?;
-        admin.await??;
-        consumer.await??;
-        Ok(())
+        consumer.await?
     }
 }

@@ -22,8 +22,8 @@ use platform::{
     CancellationToken,
     admin::Readiness,
     config::{CommonSettings, ConfigError, Reader},
+    grpc_server::GrpcServer,
     redis::RedisHandle,
-    telemetry::GrpcTraceLayer,
 };
 use rand::RngCore;
 use sqlx::PgPool;
@@ -248,35 +248,18 @@ impl IamApp {
     /// Serves gRPC (with health and reflection) and the admin endpoint until `shutdown`
     /// fires, then drains in-flight calls.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<proto::iam::v1::iam_service_server::IamServiceServer<grpc::IamGrpc>>()
-            .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let readiness = self.readiness();
-        let admin = tokio::spawn(platform::admin::serve(
-            self.admin_listener,
-            readiness,
-            shutdown.clone(),
-        ));
-        tracing::info!(grpc = %self.grpc_listener.local_addr()?, "iam listening");
-        tonic::transport::Server::builder()
-            .layer(GrpcTraceLayer)
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(proto::iam::v1::iam_service_server::IamServiceServer::new(
-                grpc::IamGrpc::new(self.state),
-            ))
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(self.grpc_listener),
-                shutdown.cancelled_owned(),
-            )
+        let server = GrpcServer {
+            readiness: self.readiness(),
+            grpc: self.grpc_listener,
+            admin: self.admin_listener,
+        };
+        let service = proto::iam::v1::iam_service_server::IamServiceServer::new(
+            grpc::IamGrpc::new(self.state),
+        );
+        server
+            .serve(service, shutdown)
             .await
-            .context("iam gRPC server")?;
-        admin.await??;
-        Ok(())
+            .context("iam gRPC server")
     }
 }
 

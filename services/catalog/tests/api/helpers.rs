@@ -1,13 +1,10 @@
-//! `spawn_app()`: the catalog on port 0 with a fresh database, its own Redis prefix, its
-//! own exchange and queue names.
-
-use std::collections::HashMap;
+//! `spawn_app()`: the catalog on port 0 in an isolated test environment.
 
 use catalog::{CatalogApp, CatalogSettings};
 use platform::{
     CancellationToken,
     config::{CommonSettings, Reader},
-    grpc::{ROLES_HEADER, USER_ID_HEADER},
+    testing::TestEnv,
 };
 use proto::catalog::v1::{
     CreateProductRequest, Product, catalog_service_client::CatalogServiceClient,
@@ -29,26 +26,13 @@ impl Drop for TestApp {
     }
 }
 
-pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
-    let database_url = platform::testing::fresh_database().await.unwrap();
-    let tag = uuid::Uuid::new_v4().simple().to_string();
-    let prefix = format!("test:{tag}:");
-    let exchange = format!("test.{tag}.events");
-    let queue_prefix = format!("test.{tag}.");
-    let redis_url = platform::testing::redis_url();
-    let mut env: HashMap<&str, &str> = HashMap::from([
-        ("DATABASE_URL", database_url.as_str()),
-        ("REDIS_URL", redis_url.as_str()),
-        ("REDIS_KEY_PREFIX", prefix.as_str()),
-        ("AMQP_EXCHANGE", exchange.as_str()),
-        ("AMQP_QUEUE_PREFIX", queue_prefix.as_str()),
-        ("CATALOG_GRPC_ADDR", "127.0.0.1:0"),
-        ("CATALOG_ADMIN_ADDR", "127.0.0.1:0"),
-        ("SEED_DEMO_DATA", "false"),
-        ("AMQP_QUEUE_EXPIRES", "60s"),
-    ]);
-    env.extend(extra.iter().copied());
-    let r = Reader::new(&env);
+pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    let env = TestEnv::isolated()
+        .await
+        .unwrap()
+        .with(&[("SEED_DEMO_DATA", "false")])
+        .with(overrides);
+    let r = Reader::new(&env.vars);
     let app = CatalogApp::build(
         &CommonSettings::from_source(&r).unwrap(),
         CatalogSettings::from_source(&r).unwrap(),
@@ -67,22 +51,14 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     TestApp {
         client: CatalogServiceClient::new(channel),
         pool,
-        exchange,
-        queue: format!("{queue_prefix}catalog"),
+        exchange: env.get("AMQP_EXCHANGE").to_string(),
+        queue: format!("{}catalog", env.get("AMQP_QUEUE_PREFIX")),
         shutdown,
     }
 }
 
 pub fn as_admin<T>(message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        USER_ID_HEADER,
-        uuid::Uuid::now_v7().to_string().parse().unwrap(),
-    );
-    request
-        .metadata_mut()
-        .insert(ROLES_HEADER, "customer,admin".parse().unwrap());
-    request
+    platform::testing::as_caller(message, &uuid::Uuid::now_v7().to_string(), "customer,admin")
 }
 
 impl TestApp {

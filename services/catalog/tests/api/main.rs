@@ -390,11 +390,7 @@ async fn filters_by_category_and_price_range() {
 
 #[tokio::test]
 async fn reads_keep_working_when_redis_is_unreachable() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let url = format!("redis://{closed}/");
+    let url = platform::testing::closed_port_url("redis");
     let app = spawn_app_with(&[("REDIS_URL", url.as_str())]).await;
     app.create("OFFLINE-1", "Sin caché", 1000, 3).await;
     for _ in 0..3 {

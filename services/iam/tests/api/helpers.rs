@@ -1,18 +1,19 @@
-//! `spawn_app()`: IAM on port 0 against a fresh database and a private Redis prefix.
-
-use std::collections::HashMap;
+//! `spawn_app()`: IAM on port 0 in an isolated test environment.
 
 use iam::{IamApp, IamSettings};
 use platform::{
     CancellationToken,
     config::{CommonSettings, Reader},
-    grpc::{CLIENT_IP_HEADER, ROLES_HEADER, USER_ID_HEADER},
+    grpc::CLIENT_IP_HEADER,
+    testing::TestEnv,
 };
 use proto::iam::v1::{
     LoginRequest, RegisterRequest, TokenPair, User, iam_service_client::IamServiceClient,
 };
 use sqlx::PgPool;
 use tonic::transport::Channel;
+
+pub use platform::testing::as_caller as as_user;
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -32,21 +33,12 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(&[]).await
 }
 
-pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
-    let database_url = platform::testing::fresh_database()
+pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    let env = TestEnv::isolated()
         .await
-        .expect("a fresh database");
-    let prefix = platform::testing::unique_redis_prefix();
-    let redis_url = platform::testing::redis_url();
-    let mut env: HashMap<&str, &str> = HashMap::from([
-        ("DATABASE_URL", database_url.as_str()),
-        ("REDIS_URL", redis_url.as_str()),
-        ("REDIS_KEY_PREFIX", prefix.as_str()),
-        ("IAM_GRPC_ADDR", "127.0.0.1:0"),
-        ("IAM_ADMIN_ADDR", "127.0.0.1:0"),
-    ]);
-    env.extend(extra.iter().copied());
-    let r = Reader::new(&env);
+        .expect("an isolated environment")
+        .with(overrides);
+    let r = Reader::new(&env.vars);
     let common = CommonSettings::from_source(&r).unwrap();
     let app = IamApp::build(&common, IamSettings::from_source(&r).unwrap())
         .await
@@ -65,20 +57,6 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         pool,
         shutdown,
     }
-}
-
-/// A request made as `user` with `roles` (what the gateway sets after checking a token).
-pub fn as_user<T>(message: T, user: &str, roles: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert(USER_ID_HEADER, user.parse().unwrap());
-    if !roles.is_empty() {
-        request
-            .metadata_mut()
-            .insert(ROLES_HEADER, roles.parse().unwrap());
-    }
-    request
 }
 
 /// A request from client address `ip`.

@@ -517,11 +517,7 @@ async fn the_development_signing_key_is_generated_once_and_kept() {
 
 #[tokio::test]
 async fn sign_in_keeps_working_when_redis_is_unreachable() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let url = format!("redis://{closed}/");
+    let url = platform::testing::closed_port_url("redis");
     let app = spawn_app_with(&[("REDIS_URL", url.as_str())]).await;
     app.register("resilient@example.cl").await;
     for _ in 0..3 {

@@ -1,0 +1,73 @@
+//! Serving a service's gRPC API the same way everywhere: the standard health service,
+//! reflection over every orderflow proto, one trace span per call, and the admin
+//! endpoint beside it; all of it drains when `shutdown` fires.
+//!
+//! Behind the `grpc-server` feature, which pulls tonic's server (and axum through its
+//! router): services enable it, the gateway does not.
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::{server::NamedService, service::Routes};
+
+use crate::{admin::Readiness, telemetry::GrpcTraceLayer};
+
+/// A service's listeners and its API, ready to serve.
+pub struct GrpcServer {
+    /// The gRPC port.
+    pub grpc: TcpListener,
+    /// The admin port (`/health/*`, `/metrics`).
+    pub admin: TcpListener,
+    /// What `/health/ready` checks.
+    pub readiness: Readiness,
+}
+
+impl GrpcServer {
+    /// Serves `service` (reported SERVING to `grpc.health.v1` under its name) plus
+    /// health and reflection until `shutdown`, then drains in-flight calls.
+    pub async fn serve<S>(self, service: S, shutdown: CancellationToken) -> anyhow::Result<()>
+    where
+        S: tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_service_status(S::NAME, tonic_health::ServingStatus::Serving)
+            .await;
+        health_reporter
+            .set_service_status(
+                crate::grpc::OVERALL_HEALTH_SERVICE,
+                tonic_health::ServingStatus::Serving,
+            )
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let admin = tokio::spawn(crate::admin::serve(
+            self.admin,
+            self.readiness,
+            shutdown.clone(),
+        ));
+        tracing::info!(service = S::NAME, grpc = %self.grpc.local_addr()?, "listening");
+        let routes = Routes::new(service)
+            .add_service(health_service)
+            .add_service(reflection);
+        tonic::transport::Server::builder()
+            .layer(GrpcTraceLayer)
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(self.grpc),
+                shutdown.cancelled_owned(),
+            )
+            .await?;
+        admin.await??;
+        Ok(())
+    }
+}
