@@ -1,0 +1,21 @@
+//! Orders, event-sourced.
+//!
+//! Owns the `orders` schema. So far: the [`event_store`] (optimistic-concurrency
+//! appends, snapshots, and a global reader that never skips a late-committing event).
+//! The order aggregate, its gRPC API, the projector and the relay build on it next.
+#![forbid(unsafe_code)]
+
+pub mod event_store;
+
+/// The embedded migrations of the `orders` schema.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The Postgres schema the order service owns.
+pub const SCHEMA: &str = "orders";
+
+/// Opens the `orders` schema, migrated.
+pub async fn open_database(database_url: &str) -> anyhow::Result<sqlx::PgPool> {
+    let pool = platform::db::connect(database_url, SCHEMA, 10).await?;
+    platform::db::migrate(&pool, &MIGRATOR, "order").await?;
+    Ok(pool)
+}
