@@ -15,6 +15,7 @@
 
 pub mod admin;
 pub mod amqp;
+pub mod chile;
 pub mod config;
 pub mod db;
 pub mod grpc;

@@ -3,23 +3,7 @@
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
 
-/// IVA, in percent.
-pub const IVA_PERCENT: i64 = 19;
-
-/// IVA of a net amount in pesos: `round(net × 19 / 100)`, half away from zero.
-pub fn iva(net: i64) -> i64 {
-    let scaled = net * IVA_PERCENT;
-    if scaled >= 0 {
-        (scaled + 50) / 100
-    } else {
-        -((-scaled + 50) / 100)
-    }
-}
-
-/// What a unit costs a shopper: net plus IVA, or net alone when exempt.
-pub fn gross(net: i64, exempt: bool) -> i64 {
-    if exempt { net } else { net + iva(net) }
-}
+pub use platform::chile::{gross, iva};
 
 /// Validates a SKU: uppercase letters and digits in dash-separated groups, ≤ 64 chars.
 pub fn parse_sku(raw: &str) -> Result<String, String> {
@@ -153,17 +137,6 @@ impl Cursor {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn iva_rounds_half_away_from_zero() {
-        assert_eq!(iva(100), 19);
-        assert_eq!(iva(571), 108); // 108.49
-        assert_eq!(iva(50), 10); // 9.5 → 10
-        assert_eq!(iva(10), 2); // 1.9 → 2
-        assert_eq!(iva(2), 0); // 0.38
-        assert_eq!(gross(1000, false), 1190);
-        assert_eq!(gross(1000, true), 1000);
-    }
 
     #[test]
     fn skus_are_uppercase_groups() {

@@ -1,10 +1,12 @@
 //! Orders, event-sourced.
 //!
 //! Owns the `orders` schema. So far: the [`event_store`] (optimistic-concurrency
-//! appends, snapshots, and a global reader that never skips a late-committing event).
-//! The order aggregate, its gRPC API, the projector and the relay build on it next.
+//! appends, snapshots, and a global reader that never skips a late-committing event) and
+//! the aggregate's rules in [`domain`] (events, states, legal transitions, totals, factura
+//! buyer validation). The gRPC API, the projector and the relay build on them next.
 #![forbid(unsafe_code)]
 
+pub mod domain;
 pub mod event_store;
 
 /// The embedded migrations of the `orders` schema.
