@@ -195,6 +195,9 @@ pub enum CancelReason {
 }
 
 /// The events of an order stream (stored as JSON, `type` + fields).
+// OrderPlaced is much larger than the others; events are built once and serialised
+// straight away, so boxing it would only add indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum OrderEvent {
