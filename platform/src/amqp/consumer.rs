@@ -37,6 +37,16 @@ pub trait EventHandler: Send + Sync + 'static {
         tx: &'a mut PgConnection,
         event: &'a EventEnvelope,
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
+
+    /// Runs after the effect committed (not for duplicates): for work that must not see,
+    /// or be seen before, the committed state, such as cache invalidation. Best effort:
+    /// the message is already applied, so failures here are the handler's to log.
+    fn after_commit<'a>(
+        &'a self,
+        _event: &'a EventEnvelope,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async {})
+    }
 }
 
 /// What a consumer listens to and how hard it tries.
@@ -291,6 +301,7 @@ async fn apply(
     }
     handler.handle(&mut tx, envelope).await?;
     tx.commit().await?;
+    handler.after_commit(envelope).await;
     Ok(true)
 }
 

@@ -18,8 +18,25 @@ pub const SUBSCRIBED: &[&str] = &["order.paid", "order.cancelled"];
 
 /// Settles reservations from order events.
 pub struct ReservationSettler {
+    /// The catalog schema (to find the SKUs to invalidate after commit).
+    pub pool: sqlx::PgPool,
     /// Invalidated for the SKUs whose stock moved.
     pub cache: ProductCache,
+}
+
+fn settlement_of(event: &EventEnvelope) -> anyhow::Result<Option<(String, Settlement)>> {
+    let payload = event
+        .payload
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("event {} has no payload", event.id))?;
+    Ok(match event.r#type.as_str() {
+        "order.paid" => Some((payload.to_msg::<OrderPaid>()?.order_id, Settlement::Commit)),
+        "order.cancelled" => Some((
+            payload.to_msg::<OrderCancelled>()?.order_id,
+            Settlement::Release,
+        )),
+        _ => None,
+    })
 }
 
 impl EventHandler for ReservationSettler {
@@ -29,27 +46,31 @@ impl EventHandler for ReservationSettler {
         event: &'a EventEnvelope,
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
         Box::pin(async move {
-            let payload = event
-                .payload
-                .as_ref()
-                .ok_or_else(|| anyhow::anyhow!("event {} has no payload", event.id))?;
-            let (order_id, how) = match event.r#type.as_str() {
-                "order.paid" => (payload.to_msg::<OrderPaid>()?.order_id, Settlement::Commit),
-                "order.cancelled" => (
-                    payload.to_msg::<OrderCancelled>()?.order_id,
-                    Settlement::Release,
-                ),
-                other => {
-                    tracing::debug!(event = other, "not for the catalog");
-                    return Ok(());
-                }
+            let Some((order_id, how)) = settlement_of(event)? else {
+                tracing::debug!(event = %event.r#type, "not for the catalog");
+                return Ok(());
             };
             let skus = store::settle(tx, &order_id, how).await?;
             tracing::info!(%order_id, ?how, lines = skus.len(), "reservation settled");
-            // Before commit, so a failure here retries the whole event; the short TTL
-            // bounds what a read racing this commit could cache.
-            self.cache.invalidate(&skus).await;
             Ok(())
+        })
+    }
+
+    fn after_commit<'a>(
+        &'a self,
+        event: &'a EventEnvelope,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            // After commit, so no read can cache the stock as it was before the change.
+            let Ok(Some((order_id, _))) = settlement_of(event) else {
+                return;
+            };
+            match store::reserved_skus(&self.pool, &order_id).await {
+                Ok(skus) => self.cache.invalidate(&skus).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, %order_id, "cannot list the order's SKUs to invalidate; entries expire with CATALOG_CACHE_TTL")
+                }
+            }
         })
     }
 }

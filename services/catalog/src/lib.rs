@@ -161,6 +161,7 @@ impl CatalogApp {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let readiness = self.readiness();
         let settler = Arc::new(events::ReservationSettler {
+            pool: self.state.pool.clone(),
             cache: self.state.cache.clone(),
         });
         let consumer = tokio::spawn(platform::amqp::consumer::run(

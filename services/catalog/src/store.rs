@@ -364,6 +364,16 @@ pub async fn settle(
         .await?)
 }
 
+/// The SKUs an order reserved.
+pub async fn reserved_skus(pool: &PgPool, order_id: &str) -> anyhow::Result<Vec<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT sku FROM reservation_lines WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
 /// Whether the catalog has no products yet (first start).
 pub async fn is_empty(pool: &PgPool) -> anyhow::Result<bool> {
     Ok(

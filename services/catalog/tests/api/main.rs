@@ -190,6 +190,17 @@ async fn order_events_settle_reservations_once_even_when_delivered_twice() {
         .unwrap();
     assert_eq!(app.stock("PISCO-1").await, (10, 7));
 
+    // Warm the cache with the pre-event stock.
+    let before = app
+        .client
+        .clone()
+        .get_product(GetProductRequest {
+            sku: "PISCO-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(before.available, 3);
     let broker =
         platform::amqp::Broker::new("amqp://guest:guest@127.0.0.1:5672/%2f", &app.exchange);
     let cancelled = EventEnvelope {
@@ -269,6 +280,27 @@ async fn order_events_settle_reservations_once_even_when_delivered_twice() {
             app.stock("PISCO-1").await
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The cached product is invalidated once the settlement commits.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let p = app
+            .client
+            .clone()
+            .get_product(GetProductRequest {
+                sku: "PISCO-1".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if (p.on_hand, p.available) == (7, 7) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cache still serves {p:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let inbox: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox")
         .fetch_one(&app.pool)
