@@ -217,7 +217,11 @@ mod tests {
         let started = tokio::time::Instant::now();
         assert!(readiness.report().await.0);
         // Virtual time: sequential checks would take two seconds.
-        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]
