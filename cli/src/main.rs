@@ -89,7 +89,7 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     if let Command::Healthcheck { url } = &cli.command {
-        return Ok(match healthcheck_status(url).await {
+        return Ok(match cli::healthcheck::probe(url).await {
             Ok(200) => std::process::ExitCode::SUCCESS,
             Ok(status) => {
                 eprintln!("not ready: {url} answered {status}");
@@ -184,8 +184,4 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Healthcheck { .. } => unreachable!("handled above"),
     }
     Ok(std::process::ExitCode::SUCCESS)
-}
-
-async fn healthcheck_status(url: &str) -> anyhow::Result<u16> {
-    cli::healthcheck::probe(url).await
 }

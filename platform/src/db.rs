@@ -50,6 +50,13 @@ pub async fn migrate(pool: &PgPool, migrator: &Migrator, service: &str) -> anyho
         .with_context(|| format!("migrating the {service} schema"))
 }
 
+/// Opens a service's schema and brings it up to date: [`connect`] then [`migrate`].
+pub async fn open(url: &str, schema: &str, migrator: &Migrator) -> anyhow::Result<PgPool> {
+    let pool = connect(url, schema, 10).await?;
+    migrate(&pool, migrator, schema).await?;
+    Ok(pool)
+}
+
 /// Creates the database named in `url` when it does not exist yet (development and tests:
 /// trust auth makes this cheap). Connects to the `postgres` maintenance database to do it.
 pub async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {

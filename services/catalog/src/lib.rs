@@ -71,8 +71,7 @@ pub struct CatalogState {
 
 /// Opens the catalog schema, migrated, with the inbox table the consumer needs.
 pub async fn open_database(common: &CommonSettings) -> anyhow::Result<PgPool> {
-    let pool = platform::db::connect(common.database_url.expose(), SCHEMA, 10).await?;
-    platform::db::migrate(&pool, &MIGRATOR, "catalog").await?;
+    let pool = platform::db::open(common.database_url.expose(), SCHEMA, &MIGRATOR).await?;
     outbox::install(&pool).await?;
     Ok(pool)
 }

@@ -56,6 +56,13 @@ fn unauthenticated() -> Status {
 }
 
 impl IamGrpc {
+    async fn existing_user(&self, id: Uuid) -> Result<UserRow, Status> {
+        store::find_user(&self.state.pool, id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found("user not found"))
+    }
+
     async fn token_pair(
         &self,
         user: Uuid,
@@ -271,17 +278,12 @@ impl IamService for IamGrpc {
         let req = request.into_inner();
         let id = parse_user_id(&req.id)?;
         let role = Role::parse(&req.role).map_err(|e| invalid_argument("role", e))?;
-        if !store::grant_role(&self.state.pool, id, role.as_str())
+        store::grant_role(&self.state.pool, id, role.as_str())
             .await
-            .map_err(internal)?
-        {
-            return Err(Status::not_found("user not found"));
-        }
+            .map_err(internal)?;
+        // Granting to an unknown id changes nothing; reading the user back says so.
+        let user = self.existing_user(id).await?;
         tracing::info!(%admin, user = %id, role = role.as_str(), "role granted");
-        let user = store::find_user(&self.state.pool, id)
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| Status::not_found("user not found"))?;
         Ok(Response::new(to_proto(user)))
     }
 
@@ -293,13 +295,6 @@ impl IamService for IamGrpc {
         let req = request.into_inner();
         let id = parse_user_id(&req.id)?;
         let role = Role::parse(&req.role).map_err(|e| invalid_argument("role", e))?;
-        if store::find_user(&self.state.pool, id)
-            .await
-            .map_err(internal)?
-            .is_none()
-        {
-            return Err(Status::not_found("user not found"));
-        }
         if let Revoked::LastAdmin = store::revoke_role(&self.state.pool, id, role.as_str())
             .await
             .map_err(internal)?
@@ -309,11 +304,9 @@ impl IamService for IamGrpc {
                 "cannot revoke the last admin",
             ));
         }
+        // Revoking from an unknown id changes nothing; reading the user back says so.
+        let user = self.existing_user(id).await?;
         tracing::info!(%admin, user = %id, role = role.as_str(), "role revoked");
-        let user = store::find_user(&self.state.pool, id)
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| Status::not_found("user not found"))?;
         Ok(Response::new(to_proto(user)))
     }
 

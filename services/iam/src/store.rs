@@ -97,16 +97,16 @@ pub async fn list_users(
     .await?)
 }
 
-/// Grants `role` (no-op when held). False when the user does not exist.
-pub async fn grant_role(pool: &PgPool, user: Uuid, role: &str) -> anyhow::Result<bool> {
-    let result = sqlx::query(
+/// Grants `role` (no-op when held, or when the user does not exist).
+pub async fn grant_role(pool: &PgPool, user: Uuid, role: &str) -> anyhow::Result<()> {
+    sqlx::query(
         "INSERT INTO user_roles (user_id, role) SELECT id, $2 FROM users WHERE id = $1 ON CONFLICT DO NOTHING",
     )
     .bind(user)
     .bind(role)
     .execute(pool)
     .await?;
-    Ok(result.rows_affected() > 0 || find_user(pool, user).await?.is_some())
+    Ok(())
 }
 
 /// Outcome of revoking a role.

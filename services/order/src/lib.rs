@@ -17,7 +17,5 @@ pub const SCHEMA: &str = "orders";
 
 /// Opens the `orders` schema, migrated.
 pub async fn open_database(database_url: &str) -> anyhow::Result<sqlx::PgPool> {
-    let pool = platform::db::connect(database_url, SCHEMA, 10).await?;
-    platform::db::migrate(&pool, &MIGRATOR, "order").await?;
-    Ok(pool)
+    platform::db::open(database_url, SCHEMA, &MIGRATOR).await
 }

@@ -439,6 +439,20 @@ async fn admins_list_users_page_by_page_and_manage_roles() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
+    let err = app
+        .client
+        .clone()
+        .revoke_role(as_user(
+            RevokeRoleRequest {
+                id: uuid::Uuid::now_v7().to_string(),
+                role: "admin".into(),
+            },
+            &admin,
+            "admin",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "revoking from an unknown user");
 }
 
 #[tokio::test]
