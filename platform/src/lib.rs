@@ -11,11 +11,13 @@
 //! - [`grpc`]: caller identity from metadata, errors with details, the health service.
 //! - [`jwt`]: access-token claims and verification against a JWK set.
 //! - [`shutdown`]: the signal every server drains on.
+//! - [`clock`]: "now" behind a handle that tests can move.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod amqp;
 pub mod chile;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod grpc;

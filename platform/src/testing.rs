@@ -61,6 +61,8 @@ impl TestEnv {
             "IAM_ADMIN_ADDR",
             "CATALOG_GRPC_ADDR",
             "CATALOG_ADMIN_ADDR",
+            "ORDER_GRPC_ADDR",
+            "ORDER_ADMIN_ADDR",
         ] {
             vars.insert(key.to_string(), "127.0.0.1:0".to_string());
         }
@@ -111,4 +113,61 @@ pub fn closed_port_url(scheme: &str) -> String {
         .and_then(|l| l.local_addr())
         .expect("a free port");
     format!("{scheme}://{addr}/")
+}
+
+/// A TCP forwarder in front of a real server, for outage tests: [`TcpProxy::sever`] cuts
+/// every open connection at once (as a network failure or a broker restart would) while
+/// new connections keep working.
+pub struct TcpProxy {
+    addr: std::net::SocketAddr,
+    generation: tokio::sync::watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    /// Starts forwarding a free loopback port to `target` (`host:port`).
+    pub async fn start(target: &str) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (generation, _) = tokio::sync::watch::channel(0u64);
+        let sender = generation.clone();
+        let target = target.to_string();
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut severed = sender.subscribe();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = severed.changed() => {}
+                    }
+                });
+            }
+        });
+        Ok(Self {
+            addr,
+            generation,
+            task,
+        })
+    }
+
+    /// Where clients connect.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Closes every connection open now.
+    pub fn sever(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.sever();
+        self.task.abort();
+    }
 }

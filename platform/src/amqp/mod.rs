@@ -19,9 +19,9 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use lapin::{
-    Channel, Connection, ConnectionProperties, ExchangeKind,
-    options::{ConfirmSelectOptions, ExchangeDeclareOptions},
-    types::FieldTable,
+    BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind,
+    options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions},
+    types::{AMQPValue, FieldTable},
 };
 use tokio::sync::Mutex;
 
@@ -112,8 +112,9 @@ impl Broker {
     }
 }
 
-/// `traceparent`/`tracestate` of the current span, as a string map for AMQP headers.
-pub(crate) fn current_trace_headers() -> std::collections::BTreeMap<String, String> {
+/// `traceparent`/`tracestate` of the current span, as a string map for AMQP headers (and
+/// for event metadata that travels to them later).
+pub fn current_trace_headers() -> std::collections::BTreeMap<String, String> {
     let mut headers = http::HeaderMap::new();
     crate::telemetry::inject_context(&mut headers);
     headers
@@ -124,4 +125,53 @@ pub(crate) fn current_trace_headers() -> std::collections::BTreeMap<String, Stri
                 .map(|v| (k.as_str().to_string(), v.to_string()))
         })
         .collect()
+}
+
+/// A message ready for the events exchange.
+pub struct Outgoing<'a> {
+    /// The envelope id (consumers de-duplicate on it).
+    pub id: &'a str,
+    /// Routing key.
+    pub event_type: &'a str,
+    /// The encoded `EventEnvelope`.
+    pub envelope: &'a [u8],
+    /// AMQP headers (trace context).
+    pub headers: &'a std::collections::BTreeMap<String, String>,
+}
+
+/// Publishes `messages` in order on a confirm-mode `channel` and waits until RabbitMQ has
+/// confirmed every one; an error means some may not have been taken (send them again).
+pub async fn publish_confirmed<'a>(
+    channel: &Channel,
+    exchange: &str,
+    messages: impl IntoIterator<Item = Outgoing<'a>>,
+) -> anyhow::Result<usize> {
+    let mut confirms = Vec::new();
+    for message in messages {
+        let mut headers = FieldTable::default();
+        for (k, v) in message.headers {
+            headers.insert(k.as_str().into(), AMQPValue::LongString(v.as_str().into()));
+        }
+        let properties = BasicProperties::default()
+            .with_message_id(message.id.into())
+            .with_type(message.event_type.into())
+            .with_content_type("application/x-protobuf".into())
+            .with_delivery_mode(2)
+            .with_headers(headers);
+        let confirm = channel
+            .basic_publish(
+                exchange.into(),
+                message.event_type.into(),
+                BasicPublishOptions::default(),
+                message.envelope,
+                properties,
+            )
+            .await?;
+        confirms.push(confirm);
+    }
+    let published = confirms.len();
+    for confirm in confirms {
+        anyhow::ensure!(confirm.await?.is_ack(), "RabbitMQ refused a message (nack)");
+    }
+    Ok(published)
 }

@@ -2,11 +2,6 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use lapin::{
-    BasicProperties,
-    options::BasicPublishOptions,
-    types::{AMQPValue, FieldTable},
-};
 use prost::Message as _;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -188,32 +183,18 @@ impl OutboxRelay {
             Some(ch) if ch.status().connected() => ch,
             _ => channel.insert(self.broker.confirm_channel().await?),
         };
-        let mut confirms = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let mut headers = FieldTable::default();
-            for (k, v) in row.headers.iter() {
-                headers.insert(k.as_str().into(), AMQPValue::LongString(v.as_str().into()));
-            }
-            let properties = BasicProperties::default()
-                .with_message_id(row.id.to_string().into())
-                .with_type(row.event_type.as_str().into())
-                .with_content_type("application/x-protobuf".into())
-                .with_delivery_mode(2)
-                .with_headers(headers);
-            let confirm = ch
-                .basic_publish(
-                    self.broker.exchange().into(),
-                    row.event_type.as_str().into(),
-                    BasicPublishOptions::default(),
-                    &row.envelope,
-                    properties,
-                )
-                .await?;
-            confirms.push(confirm);
-        }
-        for confirm in confirms {
-            anyhow::ensure!(confirm.await?.is_ack(), "RabbitMQ refused a message (nack)");
-        }
+        let ids: Vec<String> = rows.iter().map(|r| r.id.to_string()).collect();
+        super::publish_confirmed(
+            ch,
+            self.broker.exchange(),
+            rows.iter().zip(&ids).map(|(row, id)| super::Outgoing {
+                id,
+                event_type: &row.event_type,
+                envelope: &row.envelope,
+                headers: &row.headers,
+            }),
+        )
+        .await?;
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
         sqlx::query("UPDATE outbox SET published_at = now() WHERE seq = ANY($1)")
             .bind(&seqs)

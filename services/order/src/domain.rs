@@ -279,6 +279,10 @@ pub struct Order {
     pub cancel_reason: Option<CancelReason>,
     /// When an unpaid order expires.
     pub expires_at: DateTime<Utc>,
+    /// When it was placed.
+    pub placed_at: DateTime<Utc>,
+    /// When its last event was recorded (the loader sets it; rules never read it).
+    pub updated_at: DateTime<Utc>,
     /// Stream version: events applied.
     pub version: i64,
 }
@@ -291,6 +295,66 @@ pub struct IllegalTransition {
     pub command: &'static str,
     /// The state it was in.
     pub status: Status,
+}
+
+impl OrderEvent {
+    /// The event's type name, as stored and as serialised in its `type` field.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::OrderPlaced { .. } => "OrderPlaced",
+            Self::OrderPaid { .. } => "OrderPaid",
+            Self::OrderCancelled { .. } => "OrderCancelled",
+            Self::OrderInvoiced { .. } => "OrderInvoiced",
+            Self::OrderRefunded { .. } => "OrderRefunded",
+        }
+    }
+}
+
+impl Status {
+    /// The API's name for it (`pending_payment`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PendingPayment => "pending_payment",
+            Self::Paid => "paid",
+            Self::Invoiced => "invoiced",
+            Self::Cancelled => "cancelled",
+            Self::Refunded => "refunded",
+        }
+    }
+
+    /// Parses an API status name.
+    pub fn parse(raw: &str) -> Option<Self> {
+        [
+            Self::PendingPayment,
+            Self::Paid,
+            Self::Invoiced,
+            Self::Cancelled,
+            Self::Refunded,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == raw)
+    }
+}
+
+impl CancelReason {
+    /// The API's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Customer => "customer",
+            Self::PaymentFailed => "payment_failed",
+            Self::PaymentTimeout => "payment_timeout",
+        }
+    }
+}
+
+impl DocumentType {
+    /// The API's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Boleta => "boleta",
+            Self::Factura => "factura",
+        }
+    }
 }
 
 impl Order {
@@ -307,7 +371,7 @@ impl Order {
             document_type,
             totals,
             expires_at,
-            ..
+            placed_at,
         } = events.next()?
         else {
             return None;
@@ -326,6 +390,8 @@ impl Order {
             document_id: None,
             cancel_reason: None,
             expires_at: *expires_at,
+            placed_at: *placed_at,
+            updated_at: *placed_at,
             version: 1,
         };
         for event in events {
@@ -655,7 +721,15 @@ mod tests {
             total_refunded: 5,
         };
         let json = serde_json::to_value(&event).unwrap();
-        assert_eq!(json["type"], "OrderRefunded");
+        assert_eq!(json["type"], event.type_name());
+        for status in [Status::PendingPayment, Status::Refunded] {
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                status.as_str(),
+                "API names match the stored ones"
+            );
+            assert_eq!(Status::parse(status.as_str()), Some(status));
+        }
         assert_eq!(serde_json::from_value::<OrderEvent>(json).unwrap(), event);
     }
 }

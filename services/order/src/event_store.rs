@@ -18,7 +18,8 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{FromRow, PgConnection, PgPool};
+use sqlx::{FromRow, PgConnection, PgExecutor, PgPool};
+use uuid::Uuid;
 
 /// An event to append.
 #[derive(Debug, Clone)]
@@ -34,6 +35,8 @@ pub struct NewEvent {
 /// A stored event.
 #[derive(Debug, Clone, FromRow, PartialEq)]
 pub struct RecordedEvent {
+    /// Stable id (the published envelope's id).
+    pub event_id: Uuid,
     /// Position in the whole store (assigned at insert).
     pub global_position: i64,
     /// The writing transaction (as a number).
@@ -75,7 +78,7 @@ pub enum AppendError {
     Other(#[from] anyhow::Error),
 }
 
-const EVENT_COLUMNS: &str = "global_position, transaction_id::text::bigint AS transaction_id, stream_id, stream_position, event_type, data, metadata, created_at";
+const EVENT_COLUMNS: &str = "event_id, global_position, transaction_id::text::bigint AS transaction_id, stream_id, stream_position, event_type, data, metadata, created_at";
 
 /// The current version of a stream (0 when it has no events).
 pub async fn stream_version(conn: &mut PgConnection, stream_id: &str) -> anyhow::Result<i64> {
@@ -157,7 +160,7 @@ pub async fn append_committed(
 
 /// A stream's events after `after_position`, in order.
 pub async fn read_stream(
-    pool: &PgPool,
+    db: impl PgExecutor<'_>,
     stream_id: &str,
     after_position: i64,
 ) -> anyhow::Result<Vec<RecordedEvent>> {
@@ -166,7 +169,7 @@ pub async fn read_stream(
     )))
     .bind(stream_id)
     .bind(after_position)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?)
 }
 
@@ -211,21 +214,15 @@ pub async fn read_all(
     .await?)
 }
 
-/// The highest global position written so far (committed or not), for lag metrics.
-pub async fn head_position(conn: &mut PgConnection) -> anyhow::Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT COALESCE(max(global_position), 0) FROM events")
-            .fetch_one(conn)
-            .await?,
-    )
-}
-
 /// A stream's latest snapshot: its version and state.
-pub async fn load_snapshot(pool: &PgPool, stream_id: &str) -> anyhow::Result<Option<(i64, Value)>> {
+pub async fn load_snapshot(
+    db: impl PgExecutor<'_>,
+    stream_id: &str,
+) -> anyhow::Result<Option<(i64, Value)>> {
     Ok(
         sqlx::query_as("SELECT stream_position, data FROM snapshots WHERE stream_id = $1")
             .bind(stream_id)
-            .fetch_optional(pool)
+            .fetch_optional(db)
             .await?,
     )
 }
@@ -249,4 +246,57 @@ pub async fn save_snapshot(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// A global reader's checkpoint (`projector`, `relay`); `lock` holds its row until the
+/// transaction ends, so two readers of one name never move it at once.
+pub async fn load_checkpoint(
+    conn: &mut PgConnection,
+    name: &str,
+    lock: bool,
+) -> anyhow::Result<Checkpoint> {
+    let sql = if lock {
+        "SELECT transaction_id::text::bigint, global_position FROM checkpoints WHERE name = $1 FOR UPDATE"
+    } else {
+        "SELECT transaction_id::text::bigint, global_position FROM checkpoints WHERE name = $1"
+    };
+    let (transaction_id, global_position): (i64, i64) = sqlx::query_as(sql)
+        .bind(name)
+        .fetch_optional(conn)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no checkpoint named {name}"))?;
+    Ok(Checkpoint {
+        transaction_id,
+        global_position,
+    })
+}
+
+/// Moves a checkpoint (inside the reader's transaction).
+pub async fn save_checkpoint(
+    conn: &mut PgConnection,
+    name: &str,
+    checkpoint: Checkpoint,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE checkpoints SET transaction_id = $2::text::xid8, global_position = $3, updated_at = now() WHERE name = $1",
+    )
+    .bind(name)
+    .bind(checkpoint.transaction_id.to_string())
+    .bind(checkpoint.global_position)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// How many events are written but not yet past the reader `name`'s checkpoint (counting
+/// stops at 1 000 000: beyond that the number only says "far behind").
+pub async fn lag(db: impl PgExecutor<'_>, name: &str) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT 1 FROM events \
+           WHERE (transaction_id, global_position) > (SELECT transaction_id, global_position FROM checkpoints WHERE name = $1) \
+           LIMIT 1000000) behind",
+    )
+    .bind(name)
+    .fetch_one(db)
+    .await?)
 }

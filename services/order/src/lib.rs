@@ -1,13 +1,40 @@
 //! Orders, event-sourced.
 //!
-//! Owns the `orders` schema. So far: the [`event_store`] (optimistic-concurrency
-//! appends, snapshots, and a global reader that never skips a late-committing event) and
-//! the aggregate's rules in [`domain`] (events, states, legal transitions, totals, factura
-//! buyer validation). The gRPC API, the projector and the relay build on them next.
+//! Owns the `orders` schema. Layout:
+//! - [`event_store`]: optimistic-concurrency appends, snapshots, and a global reader that
+//!   never skips a late-committing event;
+//! - [`domain`]: the aggregate's rules (events, states, legal transitions, totals,
+//!   factura buyer validation), no I/O;
+//! - [`commands`]: load → decide → append, retried on conflict;
+//! - [`grpc`]: the API (places orders through the catalog's reservation);
+//! - [`events`]: reactions to payment and DTE events; [`expiry`]: unpaid orders expire;
+//! - [`relay`]: the event store is the outbox, published in order with confirms;
+//! - [`projector`]: the singleton read-model projector and its rebuild.
 #![forbid(unsafe_code)]
 
+pub mod commands;
 pub mod domain;
 pub mod event_store;
+pub mod events;
+pub mod expiry;
+pub mod grpc;
+pub mod projector;
+pub mod relay;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use platform::{
+    CancellationToken,
+    admin::Readiness,
+    amqp::{Broker, consumer::Subscription, outbox},
+    clock::Clock,
+    config::{CommonSettings, ConfigError, Reader},
+    grpc_server::GrpcServer,
+};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tonic::transport::Endpoint;
 
 /// The embedded migrations of the `orders` schema.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -15,7 +42,276 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// The Postgres schema the order service owns.
 pub const SCHEMA: &str = "orders";
 
-/// Opens the `orders` schema, migrated.
-pub async fn open_database(database_url: &str) -> anyhow::Result<sqlx::PgPool> {
-    platform::db::open(database_url, SCHEMA, &MIGRATOR).await
+/// Opens the `orders` schema, migrated, with the inbox its consumer needs.
+pub async fn open_database(database_url: &str) -> anyhow::Result<PgPool> {
+    let pool = platform::db::open(database_url, SCHEMA, &MIGRATOR).await?;
+    outbox::install(&pool).await?;
+    Ok(pool)
+}
+
+/// The order service's own settings.
+#[derive(Debug, Clone)]
+pub struct OrderSettings {
+    /// `ORDER_GRPC_ADDR`: where the gRPC API listens.
+    pub grpc_addr: SocketAddr,
+    /// `ORDER_ADMIN_ADDR`: health and metrics.
+    pub admin_addr: SocketAddr,
+    /// `ORDER_CATALOG_URL`: the catalog's gRPC URL (reservations).
+    pub catalog_url: String,
+    /// `ORDER_CATALOG_TIMEOUT`: deadline of one catalog call (retried twice).
+    pub catalog_timeout: Duration,
+    /// `ORDER_PAYMENT_TIMEOUT`: how long an unpaid order keeps its stock.
+    pub payment_timeout: Duration,
+    /// `ORDER_EXPIRY_INTERVAL`: how often unpaid orders past their deadline are looked for.
+    pub expiry_interval: Duration,
+    /// `SNAPSHOT_INTERVAL`: snapshot an order every this many events.
+    pub snapshot_interval: i64,
+    /// `ORDER_MAX_PROJECTION_LAG`: readiness fails while the read model is further behind.
+    pub max_projection_lag: i64,
+    /// `ORDER_PROJECTOR_ADMIN_ADDR`: health and metrics of `orderflow order-projector`.
+    pub projector_admin_addr: SocketAddr,
+}
+
+impl OrderSettings {
+    /// Reads the order service's settings.
+    pub fn from_source(r: &Reader<'_>) -> Result<Self, ConfigError> {
+        let snapshot_interval: i64 = r.parse("SNAPSHOT_INTERVAL", 100)?;
+        if snapshot_interval < 1 {
+            return Err(ConfigError {
+                key: "SNAPSHOT_INTERVAL".into(),
+                problem: "must be at least 1".into(),
+            });
+        }
+        Ok(Self {
+            grpc_addr: r.parse("ORDER_GRPC_ADDR", SocketAddr::from(([0, 0, 0, 0], 50053)))?,
+            admin_addr: r.parse("ORDER_ADMIN_ADDR", SocketAddr::from(([0, 0, 0, 0], 9103)))?,
+            catalog_url: r.string("ORDER_CATALOG_URL", "http://127.0.0.1:50052"),
+            catalog_timeout: r.duration("ORDER_CATALOG_TIMEOUT", Duration::from_secs(3))?,
+            payment_timeout: r.duration("ORDER_PAYMENT_TIMEOUT", Duration::from_secs(15 * 60))?,
+            expiry_interval: r.duration("ORDER_EXPIRY_INTERVAL", Duration::from_secs(5))?,
+            snapshot_interval,
+            max_projection_lag: r.parse("ORDER_MAX_PROJECTION_LAG", 1000)?,
+            projector_admin_addr: r.parse(
+                "ORDER_PROJECTOR_ADMIN_ADDR",
+                SocketAddr::from(([0, 0, 0, 0], 9104)),
+            )?,
+        })
+    }
+}
+
+async fn bind(addr: SocketAddr, setting: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("setting {setting}: cannot bind {addr}"))
+}
+
+/// Readiness of the `orders` schema: Postgres answers and the read model is at most
+/// `max_lag` events behind the store. Also exports the lag and the relay's backlog.
+pub fn readiness(pool: &PgPool, max_lag: i64) -> Readiness {
+    let pool = pool.clone();
+    Readiness::new().with_check("order.projection", move || {
+        let pool = pool.clone();
+        async move {
+            let lag = event_store::lag(&pool, projector::CHECKPOINT)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            let backlog = event_store::lag(&pool, relay::CHECKPOINT)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            metrics::gauge!("order_projection_lag").set(lag as f64);
+            metrics::gauge!("order_outbox_backlog").set(backlog as f64);
+            if lag > max_lag {
+                Err(format!(
+                    "the read model is {lag} events behind (more than {max_lag})"
+                ))
+            } else {
+                Ok(())
+            }
+        }
+    })
+}
+
+/// Samples the lag metrics every few seconds (readiness probes also refresh them).
+async fn sample_lag(pool: PgPool, shutdown: CancellationToken) -> anyhow::Result<()> {
+    while !shutdown.is_cancelled() {
+        for (name, gauge) in [
+            (projector::CHECKPOINT, "order_projection_lag"),
+            (relay::CHECKPOINT, "order_outbox_backlog"),
+        ] {
+            match event_store::lag(&pool, name).await {
+                Ok(lag) => metrics::gauge!(gauge).set(lag as f64),
+                Err(e) => tracing::debug!(error = format!("{e:#}"), "cannot sample {gauge}"),
+            }
+        }
+        tokio::select! { _ = tokio::time::sleep(Duration::from_secs(5)) => {}, _ = shutdown.cancelled() => {} }
+    }
+    Ok(())
+}
+
+/// The order service (API, reactions, expiry, relay), built and bound.
+pub struct OrderApp {
+    state: Arc<grpc::OrderState>,
+    settings: OrderSettings,
+    broker: Broker,
+    subscription: Subscription,
+    grpc_listener: TcpListener,
+    admin_listener: TcpListener,
+}
+
+impl OrderApp {
+    /// Connects, migrates and binds. `clock` is the system clock outside tests.
+    pub async fn build(
+        common: &CommonSettings,
+        settings: OrderSettings,
+        clock: Clock,
+    ) -> anyhow::Result<Self> {
+        let pool = open_database(common.database_url.expose()).await?;
+        let catalog = Endpoint::from_shared(settings.catalog_url.clone())
+            .with_context(|| {
+                format!(
+                    "setting ORDER_CATALOG_URL: {} is not a URL",
+                    settings.catalog_url
+                )
+            })?
+            .connect_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        let broker = Broker::new(common.amqp_url.expose(), &common.amqp_exchange);
+        let mut subscription = Subscription::new(
+            &format!("{}order", common.amqp_queue_prefix),
+            events::SUBSCRIBED,
+        );
+        subscription.expires = common.amqp_queue_expires;
+        let grpc_listener = bind(settings.grpc_addr, "ORDER_GRPC_ADDR").await?;
+        let admin_listener = bind(settings.admin_addr, "ORDER_ADMIN_ADDR").await?;
+        let state = Arc::new(grpc::OrderState {
+            pool,
+            catalog: proto::catalog::v1::catalog_service_client::CatalogServiceClient::new(catalog),
+            catalog_timeout: settings.catalog_timeout,
+            payment_timeout: settings.payment_timeout,
+            snapshot_interval: settings.snapshot_interval,
+            clock,
+        });
+        Ok(Self {
+            state,
+            settings,
+            broker,
+            subscription,
+            grpc_listener,
+            admin_listener,
+        })
+    }
+
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The bound admin address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The pool, for tests and tooling.
+    pub fn pool(&self) -> &PgPool {
+        &self.state.pool
+    }
+
+    /// Readiness: Postgres answers and the read model is not too far behind.
+    pub fn readiness(&self) -> Readiness {
+        readiness(&self.state.pool, self.settings.max_projection_lag)
+    }
+
+    /// Serves gRPC and admin, consumes payment and DTE events, expires unpaid orders and
+    /// relays the event store to RabbitMQ, until `shutdown`.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let pool = self.state.pool.clone();
+        let reactor = Arc::new(events::OrderReactor {
+            snapshot_interval: self.settings.snapshot_interval,
+            clock: self.state.clock.clone(),
+        });
+        let workers = [
+            tokio::spawn(platform::amqp::consumer::run(
+                pool.clone(),
+                self.broker.clone(),
+                self.subscription,
+                reactor,
+                shutdown.clone(),
+            )),
+            tokio::spawn(relay::Relay::new(pool.clone(), self.broker).run(shutdown.clone())),
+            tokio::spawn(
+                expiry::Expirer {
+                    pool: pool.clone(),
+                    clock: self.state.clock.clone(),
+                    snapshot_interval: self.settings.snapshot_interval,
+                    interval: self.settings.expiry_interval,
+                }
+                .run(shutdown.clone()),
+            ),
+            tokio::spawn(sample_lag(pool.clone(), shutdown.clone())),
+        ];
+        let server = GrpcServer {
+            readiness: readiness(&pool, self.settings.max_projection_lag),
+            grpc: self.grpc_listener,
+            admin: self.admin_listener,
+        };
+        let service = proto::order::v1::order_service_server::OrderServiceServer::new(
+            grpc::OrderGrpc::new(self.state),
+        );
+        server
+            .serve(service, shutdown)
+            .await
+            .context("order gRPC server")?;
+        for worker in workers {
+            worker.await??;
+        }
+        Ok(())
+    }
+}
+
+/// `orderflow order-projector`: the read-model projector (one active per database) with
+/// its own admin endpoint.
+pub struct ProjectorApp {
+    projector: projector::Projector,
+    pool: PgPool,
+    admin_listener: TcpListener,
+}
+
+impl ProjectorApp {
+    /// Connects, migrates and binds the admin port.
+    pub async fn build(common: &CommonSettings, settings: &OrderSettings) -> anyhow::Result<Self> {
+        let pool = open_database(common.database_url.expose()).await?;
+        Ok(Self {
+            projector: projector::Projector::new(pool.clone()),
+            pool,
+            admin_listener: bind(settings.projector_admin_addr, "ORDER_PROJECTOR_ADMIN_ADDR")
+                .await?,
+        })
+    }
+
+    /// Projects (or stands by) and serves health until `shutdown`. Ready when Postgres
+    /// answers: a standby is healthy, it is waiting its turn.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let pool = self.pool.clone();
+        let readiness = Readiness::new().with_check("order-projector.postgres", move || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query("SELECT 1")
+                    .execute(&pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        });
+        let admin = tokio::spawn(platform::admin::serve(
+            self.admin_listener,
+            readiness,
+            shutdown.clone(),
+        ));
+        self.projector.run(shutdown).await?;
+        admin.await?
+    }
 }

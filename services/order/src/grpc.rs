@@ -1,0 +1,597 @@
+//! The gRPC adapter: proto ↔ domain, catalog reservation, and every error as a `Status`.
+
+use std::{sync::Arc, time::Duration};
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use platform::{
+    clock::Clock,
+    grpc::{Caller, internal, invalid_argument},
+};
+use proto::{
+    catalog::v1::{
+        ReservationRef, ReserveStockRequest, StockLine,
+        catalog_service_client::CatalogServiceClient,
+    },
+    order::v1::{
+        self as pb, CancelOrderRequest, GetOrderRequest, ListOrderEventsRequest,
+        ListOrderEventsResponse, ListOrdersRequest, ListOrdersResponse, PayableOrder,
+        PlaceOrderRequest, order_service_server::OrderService,
+    },
+};
+use sqlx::{FromRow, PgPool};
+use tonic::{Code, Request, Response, Status, transport::Channel};
+use uuid::Uuid;
+
+use crate::{
+    commands::{self, CommandError, Metadata},
+    domain::{
+        self, Buyer, CancelReason, DocumentType, Line, Order, OrderEvent, Status as OrderStatus,
+    },
+    event_store,
+    projector::LIVE,
+};
+
+/// Lines per order at most.
+pub const MAX_LINES: usize = 100;
+
+/// What the handlers share.
+pub struct OrderState {
+    /// The `orders` schema.
+    pub pool: PgPool,
+    /// The catalog, for reservations.
+    pub catalog: CatalogServiceClient<Channel>,
+    /// Deadline of one catalog call.
+    pub catalog_timeout: Duration,
+    /// How long an unpaid order lives.
+    pub payment_timeout: Duration,
+    /// Snapshot every this many events.
+    pub snapshot_interval: i64,
+    /// What "now" is.
+    pub clock: Clock,
+}
+
+/// The `OrderService` implementation.
+#[derive(Clone)]
+pub struct OrderGrpc {
+    state: Arc<OrderState>,
+}
+
+impl OrderGrpc {
+    /// Serves `state`.
+    pub fn new(state: Arc<OrderState>) -> Self {
+        Self { state }
+    }
+}
+
+fn timestamp(t: DateTime<Utc>) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    })
+}
+
+fn proto_line(l: &Line) -> pb::OrderLine {
+    pb::OrderLine {
+        sku: l.sku.clone(),
+        name: l.name.clone(),
+        quantity: l.quantity,
+        unit_net_price: l.unit_net_price,
+        exempt: l.exempt,
+        line_net: l.line_net(),
+    }
+}
+
+/// The API's view of an order.
+pub fn to_proto(order: &Order) -> pb::Order {
+    pb::Order {
+        id: order.id.clone(),
+        customer_id: order.customer_id.clone(),
+        status: order.status.as_str().into(),
+        lines: order.lines.iter().map(proto_line).collect(),
+        buyer: order.buyer.as_ref().map(|b| pb::Buyer {
+            rut: b.rut.clone().unwrap_or_default(),
+            razon_social: b.razon_social.clone(),
+            giro: b.giro.clone(),
+            address: b.address.clone(),
+            comuna: b.comuna.clone(),
+            email: b.email.clone(),
+        }),
+        document_type: order.document_type.as_str().into(),
+        net: order.totals.net,
+        exempt_total: order.totals.exempt_total,
+        iva: order.totals.iva,
+        total: order.totals.total,
+        refunded_amount: order.refunded,
+        cancel_reason: order
+            .cancel_reason
+            .map(|r| r.as_str().to_string())
+            .unwrap_or_default(),
+        created_at: timestamp(order.placed_at),
+        updated_at: timestamp(order.updated_at),
+        expires_at: timestamp(order.expires_at),
+        version: order.version,
+    }
+}
+
+fn command_status(e: CommandError) -> Status {
+    match e {
+        CommandError::NotFound(id) => not_found(&id),
+        CommandError::Illegal(illegal) => Status::aborted(illegal.to_string()),
+        CommandError::Conflict(_) => Status::aborted(
+            "the order changed while this request was applied; reload it and try again",
+        ),
+        CommandError::Other(e) => internal(e),
+    }
+}
+
+fn not_found(id: &str) -> Status {
+    Status::not_found(format!("no order {id}"))
+}
+
+/// The buyer as sent, or `None` when every field is empty.
+fn buyer_of(buyer: Option<pb::Buyer>) -> Option<Buyer> {
+    let b = buyer?;
+    let rut = Some(b.rut).filter(|r| !r.trim().is_empty());
+    let buyer = Buyer {
+        rut,
+        razon_social: b.razon_social,
+        giro: b.giro,
+        address: b.address,
+        comuna: b.comuna,
+        email: b.email,
+    };
+    (buyer != Buyer::default()).then_some(buyer)
+}
+
+fn retryable(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable | Code::DeadlineExceeded | Code::Aborted | Code::ResourceExhausted
+    )
+}
+
+impl OrderGrpc {
+    /// Reserves the lines for `order_id`. Safe to repeat: the catalog reserves once per
+    /// order id and answers a repeat with the first snapshot.
+    async fn reserve(&self, order_id: &str, lines: &[StockLine]) -> Result<Vec<Line>, Status> {
+        let mut backoff = Duration::from_millis(100);
+        let mut attempt = 1;
+        loop {
+            let mut request = Request::new(ReserveStockRequest {
+                order_id: order_id.to_string(),
+                lines: lines.to_vec(),
+            });
+            let mut trace = http::HeaderMap::new();
+            platform::telemetry::inject_context(&mut trace);
+            *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(trace);
+            request.set_timeout(self.state.catalog_timeout);
+            match self.state.catalog.clone().reserve_stock(request).await {
+                Ok(reply) => {
+                    return Ok(reply
+                        .into_inner()
+                        .lines
+                        .into_iter()
+                        .map(|l| Line {
+                            sku: l.sku,
+                            name: l.name,
+                            quantity: l.quantity,
+                            unit_net_price: l.unit_net_price,
+                            exempt: l.exempt,
+                        })
+                        .collect());
+                }
+                Err(status) if retryable(status.code()) && attempt < 3 => {
+                    tracing::warn!(%order_id, attempt, code = ?status.code(), "catalog reservation failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                    attempt += 1;
+                }
+                Err(status) if retryable(status.code()) || status.code() == Code::Unknown => {
+                    tracing::error!(%order_id, code = ?status.code(), message = status.message(), "catalog unavailable");
+                    return Err(Status::unavailable(
+                        "stock cannot be reserved right now; try again shortly",
+                    ));
+                }
+                // The catalog's verdict on the request (unknown SKU, not enough stock):
+                // passed on with its field details.
+                Err(status) => {
+                    return Err(Status::with_details(
+                        status.code(),
+                        status.message(),
+                        status.details().to_vec().into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Loads an order the caller may see (its owner, or an admin); others get NOT_FOUND,
+    /// so nobody learns which order ids exist.
+    async fn visible_order(&self, caller: &Caller, id: &str) -> Result<Order, Status> {
+        let user = caller.require_user()?;
+        let id = id.trim();
+        if id.is_empty() {
+            return Err(invalid_argument("id", "is required"));
+        }
+        let mut conn = self.state.pool.acquire().await.map_err(internal)?;
+        let order = commands::load(&mut conn, id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| not_found(id))?;
+        if order.customer_id != user.to_string() && !caller.has_role("admin") {
+            return Err(not_found(id));
+        }
+        Ok(order)
+    }
+}
+
+#[derive(FromRow)]
+struct SummaryRow {
+    state: serde_json::Value,
+    created_at: DateTime<Utc>,
+    order_id: String,
+}
+
+#[derive(FromRow)]
+struct LineRow {
+    order_id: String,
+    sku: String,
+    name: String,
+    quantity: i64,
+    unit_net_price: i64,
+    exempt: bool,
+}
+
+fn page_token(created_at: DateTime<Utc>, order_id: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("{}|{order_id}", created_at.timestamp_micros()))
+}
+
+fn parse_page_token(token: &str) -> Result<(DateTime<Utc>, String), Status> {
+    let bad = || invalid_argument("page_token", "is not a token this API issued");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
+    let raw = String::from_utf8(raw).map_err(|_| bad())?;
+    let (micros, id) = raw.split_once('|').ok_or_else(bad)?;
+    let at = micros
+        .parse::<i64>()
+        .ok()
+        .and_then(DateTime::from_timestamp_micros)
+        .ok_or_else(bad)?;
+    Ok((at, id.to_string()))
+}
+
+fn time_of(
+    field: &str,
+    t: &Option<prost_types::Timestamp>,
+) -> Result<Option<DateTime<Utc>>, Status> {
+    t.as_ref()
+        .map(|t| {
+            DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+                .ok_or_else(|| invalid_argument(field, "is out of range"))
+        })
+        .transpose()
+}
+
+/// proto `Struct` from JSON (the event history shows data and metadata as JSON objects).
+fn to_struct(value: serde_json::Value) -> Option<prost_types::Struct> {
+    fn convert(value: serde_json::Value) -> prost_types::Value {
+        use prost_types::value::Kind;
+        let kind = match value {
+            serde_json::Value::Null => Kind::NullValue(0),
+            serde_json::Value::Bool(b) => Kind::BoolValue(b),
+            serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+            serde_json::Value::String(s) => Kind::StringValue(s),
+            serde_json::Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+                values: items.into_iter().map(convert).collect(),
+            }),
+            serde_json::Value::Object(map) => Kind::StructValue(prost_types::Struct {
+                fields: map.into_iter().map(|(k, v)| (k, convert(v))).collect(),
+            }),
+        };
+        prost_types::Value { kind: Some(kind) }
+    }
+    match convert(value).kind {
+        Some(prost_types::value::Kind::StructValue(s)) => Some(s),
+        _ => None,
+    }
+}
+
+#[tonic::async_trait]
+impl OrderService for OrderGrpc {
+    async fn place_order(
+        &self,
+        request: Request<PlaceOrderRequest>,
+    ) -> Result<Response<pb::Order>, Status> {
+        let caller = Caller::from_metadata(request.metadata());
+        let user = caller.require_user()?;
+        let req = request.into_inner();
+        let document_type = DocumentType::parse(&req.document_type)
+            .map_err(|e| invalid_argument("document_type", e))?;
+        if req.lines.is_empty() {
+            return Err(invalid_argument("lines", "at least one line is required"));
+        }
+        if req.lines.len() > MAX_LINES {
+            return Err(invalid_argument(
+                "lines",
+                format!("at most {MAX_LINES} lines per order"),
+            ));
+        }
+        let mut lines: Vec<StockLine> = Vec::with_capacity(req.lines.len());
+        for (i, line) in req.lines.iter().enumerate() {
+            let sku = line.sku.trim().to_ascii_uppercase();
+            if sku.is_empty() || sku.len() > 64 {
+                return Err(invalid_argument(
+                    &format!("lines[{i}].sku"),
+                    "is required (at most 64 characters)",
+                ));
+            }
+            if line.quantity <= 0 || line.quantity > 10_000 {
+                return Err(invalid_argument(
+                    &format!("lines[{i}].quantity"),
+                    "must be between 1 and 10000",
+                ));
+            }
+            lines.push(StockLine {
+                sku,
+                quantity: line.quantity,
+            });
+        }
+        let buyer = domain::validate_buyer(document_type, buyer_of(req.buyer))
+            .map_err(|e| invalid_argument(&e.field, e.problem))?;
+
+        let order_id = Uuid::now_v7().to_string();
+        let reserved = self.reserve(&order_id, &lines).await?;
+        let placed_at = self.state.clock.now();
+        let payment_timeout =
+            chrono::Duration::from_std(self.state.payment_timeout).map_err(internal)?;
+        let placed = OrderEvent::OrderPlaced {
+            customer_id: user.to_string(),
+            totals: domain::totals(&reserved),
+            lines: reserved,
+            buyer,
+            document_type,
+            placed_at,
+            expires_at: placed_at + payment_timeout,
+        };
+        let metadata = Metadata::new(&order_id, &order_id, Some(user.to_string()));
+        let appended = async {
+            let mut tx = self.state.pool.begin().await?;
+            let order = commands::append(
+                &mut tx,
+                self.state.snapshot_interval,
+                &order_id,
+                None,
+                std::slice::from_ref(&placed),
+                &metadata,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok::<_, CommandError>(order)
+        }
+        .await;
+        match appended {
+            Ok(order) => {
+                metrics::counter!("orders_placed_total").increment(1);
+                tracing::info!(%order_id, total = order.totals.total, "order placed");
+                Ok(Response::new(to_proto(&order)))
+            }
+            Err(e) => {
+                // Not recorded: give the stock back (best effort; an unreleased
+                // reservation would otherwise hold it).
+                let mut release = Request::new(ReservationRef {
+                    order_id: order_id.clone(),
+                });
+                release.set_timeout(self.state.catalog_timeout);
+                if let Err(status) = self
+                    .state
+                    .catalog
+                    .clone()
+                    .release_reservation(release)
+                    .await
+                {
+                    tracing::error!(%order_id, ?status, "could not release the reservation of an order that was not recorded");
+                }
+                Err(command_status(e))
+            }
+        }
+    }
+
+    async fn list_orders(
+        &self,
+        request: Request<ListOrdersRequest>,
+    ) -> Result<Response<ListOrdersResponse>, Status> {
+        let caller = Caller::from_metadata(request.metadata());
+        let user = caller.require_user()?;
+        let req = request.into_inner();
+        let customer = match (caller.has_role("admin"), req.customer_id.trim()) {
+            (true, "") => None,
+            (true, id) => Some(id.to_string()),
+            (false, "") => Some(user.to_string()),
+            (false, id) if id == user.to_string() => Some(user.to_string()),
+            (false, _) => {
+                return Err(Status::permission_denied(
+                    "only admins list other customers' orders",
+                ));
+            }
+        };
+        let status = match req.status.trim() {
+            "" => None,
+            raw => Some(
+                OrderStatus::parse(raw)
+                    .ok_or_else(|| {
+                        invalid_argument(
+                            "status",
+                            "use pending_payment, paid, invoiced, cancelled or refunded",
+                        )
+                    })?
+                    .as_str(),
+            ),
+        };
+        let from = time_of("created_from", &req.created_from)?;
+        let to = time_of("created_to", &req.created_to)?;
+        let page_size = match req.page_size {
+            0 => 20,
+            n @ 1..=100 => n as i64,
+            _ => return Err(invalid_argument("page_size", "must be between 1 and 100")),
+        };
+        let after = match req.page_token.trim() {
+            "" => None,
+            token => Some(parse_page_token(token)?),
+        };
+
+        let mut query = sqlx::QueryBuilder::new(format!(
+            "SELECT state, created_at, order_id FROM {} WHERE true",
+            LIVE.summaries
+        ));
+        if let Some(customer) = &customer {
+            query
+                .push(" AND customer_id = ")
+                .push_bind(customer.clone());
+        }
+        if let Some(status) = status {
+            query.push(" AND status = ").push_bind(status);
+        }
+        if let Some(from) = from {
+            query.push(" AND created_at >= ").push_bind(from);
+        }
+        if let Some(to) = to {
+            query.push(" AND created_at < ").push_bind(to);
+        }
+        if let Some((at, id)) = after {
+            query
+                .push(" AND (created_at, order_id) < (")
+                .push_bind(at)
+                .push(", ")
+                .push_bind(id)
+                .push(")");
+        }
+        query
+            .push(" ORDER BY created_at DESC, order_id DESC LIMIT ")
+            .push_bind(page_size + 1);
+        let mut rows: Vec<SummaryRow> = query
+            .build_query_as()
+            .fetch_all(&self.state.pool)
+            .await
+            .map_err(internal)?;
+        let next_page_token = if rows.len() as i64 > page_size {
+            rows.truncate(page_size as usize);
+            rows.last()
+                .map(|r| page_token(r.created_at, &r.order_id))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let ids: Vec<&str> = rows.iter().map(|r| r.order_id.as_str()).collect();
+        let lines: Vec<LineRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT order_id, sku, name, quantity, unit_net_price, exempt FROM {} \
+             WHERE order_id = ANY($1) ORDER BY order_id, line_no",
+            LIVE.lines
+        )))
+        .bind(&ids)
+        .fetch_all(&self.state.pool)
+        .await
+        .map_err(internal)?;
+        let mut orders = Vec::with_capacity(rows.len());
+        for row in rows {
+            let order: Order = serde_json::from_value(row.state).map_err(internal)?;
+            let mut proto = to_proto(&order);
+            proto.lines = lines
+                .iter()
+                .filter(|l| l.order_id == row.order_id)
+                .map(|l| {
+                    proto_line(&Line {
+                        sku: l.sku.clone(),
+                        name: l.name.clone(),
+                        quantity: l.quantity,
+                        unit_net_price: l.unit_net_price,
+                        exempt: l.exempt,
+                    })
+                })
+                .collect();
+            orders.push(proto);
+        }
+        Ok(Response::new(ListOrdersResponse {
+            orders,
+            next_page_token,
+        }))
+    }
+
+    async fn get_order(
+        &self,
+        request: Request<GetOrderRequest>,
+    ) -> Result<Response<pb::Order>, Status> {
+        let caller = Caller::from_metadata(request.metadata());
+        let order = self.visible_order(&caller, &request.get_ref().id).await?;
+        Ok(Response::new(to_proto(&order)))
+    }
+
+    async fn cancel_order(
+        &self,
+        request: Request<CancelOrderRequest>,
+    ) -> Result<Response<pb::Order>, Status> {
+        let caller = Caller::from_metadata(request.metadata());
+        let order = self.visible_order(&caller, &request.get_ref().id).await?;
+        let now = self.state.clock.now();
+        let metadata = Metadata::new(&order.id, &order.id, caller.user_id.map(|u| u.to_string()));
+        let mut conn = self.state.pool.acquire().await.map_err(internal)?;
+        let order = commands::execute(
+            &mut conn,
+            self.state.snapshot_interval,
+            &order.id,
+            &metadata,
+            |o| o.cancel(CancelReason::Customer, now),
+        )
+        .await
+        .map_err(command_status)?;
+        Ok(Response::new(to_proto(&order)))
+    }
+
+    async fn list_order_events(
+        &self,
+        request: Request<ListOrderEventsRequest>,
+    ) -> Result<Response<ListOrderEventsResponse>, Status> {
+        let caller = Caller::from_metadata(request.metadata());
+        let order = self.visible_order(&caller, &request.get_ref().id).await?;
+        let events = event_store::read_stream(&self.state.pool, &order.id, 0)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(ListOrderEventsResponse {
+            events: events
+                .into_iter()
+                .map(|e| pb::OrderEvent {
+                    stream_position: e.stream_position,
+                    global_position: e.global_position,
+                    r#type: e.event_type,
+                    occurred_at: timestamp(e.created_at),
+                    data: to_struct(e.data),
+                    metadata: to_struct(e.metadata),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get_payable_order(
+        &self,
+        request: Request<GetOrderRequest>,
+    ) -> Result<Response<PayableOrder>, Status> {
+        let id = request.get_ref().id.trim();
+        if id.is_empty() {
+            return Err(invalid_argument("id", "is required"));
+        }
+        let mut conn = self.state.pool.acquire().await.map_err(internal)?;
+        let order = commands::load(&mut conn, id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| not_found(id))?;
+        Ok(Response::new(PayableOrder {
+            id: order.id,
+            customer_id: order.customer_id,
+            status: order.status.as_str().into(),
+            total: order.totals.total,
+            refunded_amount: order.refunded,
+        }))
+    }
+}
