@@ -63,6 +63,7 @@ impl TestEnv {
             "CATALOG_ADMIN_ADDR",
             "ORDER_GRPC_ADDR",
             "ORDER_ADMIN_ADDR",
+            "ORDER_PROJECTOR_ADMIN_ADDR",
         ] {
             vars.insert(key.to_string(), "127.0.0.1:0".to_string());
         }
@@ -120,6 +121,7 @@ pub fn closed_port_url(scheme: &str) -> String {
 /// new connections keep working.
 pub struct TcpProxy {
     addr: std::net::SocketAddr,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     generation: tokio::sync::watch::Sender<u64>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -132,8 +134,11 @@ impl TcpProxy {
         let (generation, _) = tokio::sync::watch::channel(0u64);
         let sender = generation.clone();
         let target = target.to_string();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
         let task = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let mut severed = sender.subscribe();
                 let target = target.clone();
                 tokio::spawn(async move {
@@ -149,6 +154,7 @@ impl TcpProxy {
         });
         Ok(Self {
             addr,
+            accepted,
             generation,
             task,
         })
@@ -157,6 +163,11 @@ impl TcpProxy {
     /// Where clients connect.
     pub fn addr(&self) -> std::net::SocketAddr {
         self.addr
+    }
+
+    /// Connections accepted so far (a reconnect shows as one more).
+    pub fn connections(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Closes every connection open now.
@@ -169,5 +180,35 @@ impl Drop for TcpProxy {
     fn drop(&mut self) {
         self.sever();
         self.task.abort();
+    }
+}
+
+/// Waits (up to 20 s) until the consumer of `queue` has declared its topology. The
+/// dead-letter queue is declared last, after the bindings: once it exists, events
+/// published to the exchange reach `queue`.
+pub async fn wait_for_queue(amqp_url: &str, queue: &str) -> anyhow::Result<()> {
+    let broker = crate::amqp::Broker::new(amqp_url, "unused");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        // A failed passive declare closes its channel: probe on a fresh one each time.
+        let probe = broker.channel().await?;
+        let declared = probe
+            .queue_declare(
+                format!("{queue}.dead").as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await;
+        if declared.is_ok() {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "nothing declared the queue {queue} within 20 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }

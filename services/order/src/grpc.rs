@@ -334,16 +334,22 @@ impl OrderService for OrderGrpc {
                     "must be between 1 and 10000",
                 ));
             }
-            lines.push(StockLine {
-                sku,
-                quantity: line.quantity,
-            });
+            // The same SKU twice is one line (as the catalog reserves it).
+            match lines.iter_mut().find(|l| l.sku == sku) {
+                Some(existing) => existing.quantity += line.quantity,
+                None => lines.push(StockLine {
+                    sku,
+                    quantity: line.quantity,
+                }),
+            }
         }
         let buyer = domain::validate_buyer(document_type, buyer_of(req.buyer))
             .map_err(|e| invalid_argument(&e.field, e.problem))?;
 
         let order_id = Uuid::now_v7().to_string();
-        let reserved = self.reserve(&order_id, &lines).await?;
+        let mut reserved = self.reserve(&order_id, &lines).await?;
+        // The customer's order of lines, whatever order the catalog answered in.
+        reserved.sort_by_key(|r| lines.iter().position(|l| l.sku == r.sku));
         let placed_at = self.state.clock.now();
         let payment_timeout =
             chrono::Duration::from_std(self.state.payment_timeout).map_err(internal)?;

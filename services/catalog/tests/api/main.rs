@@ -227,31 +227,9 @@ async fn order_events_settle_reservations_once_even_when_delivered_twice() {
         ),
         ..Default::default()
     };
-    // The consumer declares its queues when it starts, the dead-letter queue last (after
-    // the bindings): once that exists, published events are routed.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        // A failed passive declare closes its channel: probe on a fresh one each time.
-        let probe = broker.channel().await.unwrap();
-        let bound = probe
-            .queue_declare(
-                format!("{}.dead", app.queue).as_str().into(),
-                lapin::options::QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                Default::default(),
-            )
-            .await;
-        if bound.is_ok() {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the catalog never declared its queue"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    platform::testing::wait_for_queue(&platform::testing::amqp_url(), &app.queue)
+        .await
+        .unwrap();
     let channel = broker.confirm_channel().await.unwrap();
     for (envelope, key) in [
         (&cancelled, "order.cancelled"),
