@@ -30,9 +30,17 @@ enum Command {
         #[command(subcommand)]
         command: Option<CatalogCommand>,
     },
+    /// Orders: the API, payment and DTE reactions, expiry, and the event relay (gRPC on
+    /// ORDER_GRPC_ADDR).
+    Order {
+        #[command(subcommand)]
+        command: Option<OrderCommand>,
+    },
+    /// The order read-model projector (one leads per database, others stand by).
+    OrderProjector,
     /// Applies a service's migrations to its schema and exits (the Helm pre-upgrade Job).
     Migrate {
-        /// The service: `iam`, `catalog`, or `all`.
+        /// The service: `iam`, `catalog`, `order`, or `all`.
         service: String,
     },
     /// Exits 0 when the readiness endpoint answers 200 (for Docker HEALTHCHECK).
@@ -51,6 +59,13 @@ enum Command {
 enum CatalogCommand {
     /// Loads the demo catalog (55 products a Chilean shop sells); existing SKUs are kept.
     Seed,
+}
+
+#[derive(Subcommand)]
+enum OrderCommand {
+    /// Rebuilds the order read model from the event store into fresh tables and swaps
+    /// them in (the API keeps serving the old tables meanwhile).
+    RebuildProjections,
 }
 
 #[derive(Subcommand)]
@@ -109,6 +124,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Gateway => "gateway",
         Command::Iam { .. } => "iam",
         Command::Catalog { .. } => "catalog",
+        Command::Order { .. } => "order",
+        Command::OrderProjector => "order-projector",
         Command::Migrate { .. } => "migrate",
         Command::Healthcheck { .. } => unreachable!("handled above"),
     };
@@ -165,18 +182,46 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 catalog::seed::DEMO_PRODUCTS.len()
             );
         }
+        Command::Order { command: None } => {
+            let settings = order::OrderSettings::from_source(&r)?;
+            order::OrderApp::build(&common, settings, platform::clock::Clock::system())
+                .await?
+                .run_until_stopped(platform::shutdown::on_signal())
+                .await?;
+        }
+        Command::Order {
+            command: Some(OrderCommand::RebuildProjections),
+        } => {
+            let pool = order::open_database(common.database_url.expose()).await?;
+            let rebuilt = order::projector::rebuild(&pool).await?;
+            println!(
+                "order read model rebuilt: {} events, {} orders",
+                rebuilt.events, rebuilt.orders
+            );
+        }
+        Command::OrderProjector => {
+            let settings = order::OrderSettings::from_source(&r)?;
+            order::ProjectorApp::build(&common, &settings)
+                .await?
+                .run_until_stopped(platform::shutdown::on_signal())
+                .await?;
+        }
         Command::Migrate { service } => {
             let services: &[&str] = match service.as_str() {
-                "all" => &["iam", "catalog"],
+                "all" => &["iam", "catalog", "order"],
                 "iam" => &["iam"],
                 "catalog" => &["catalog"],
-                other => anyhow::bail!("unknown service {other:?}: expected iam, catalog or all"),
+                "order" => &["order"],
+                other => {
+                    anyhow::bail!("unknown service {other:?}: expected iam, catalog, order or all")
+                }
             };
             platform::db::create_database_if_missing(common.database_url.expose()).await?;
             for name in services {
                 match *name {
                     "iam" => drop(iam::open_database(&common).await?),
-                    _ => drop(catalog::open_database(&common).await?),
+                    "catalog" => drop(catalog::open_database(&common).await?),
+                    _ => drop(order::open_database(common.database_url.expose()).await?),
                 }
                 println!("{name}: migrations applied");
             }

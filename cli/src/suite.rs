@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use catalog::{CatalogApp, CatalogSettings};
 use gateway::{Gateway, GatewaySettings};
 use iam::{IamApp, IamSettings};
+use order::{OrderApp, OrderSettings, ProjectorApp};
 use platform::{
     CancellationToken,
     config::{CommonSettings, Reader, Source},
@@ -23,6 +24,8 @@ pub struct Suite {
     pub iam_pool: sqlx::PgPool,
     /// The catalog's pool.
     pub catalog_pool: sqlx::PgPool,
+    /// The order service's pool.
+    pub order_pool: sqlx::PgPool,
     shutdown: CancellationToken,
     tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
 }
@@ -45,6 +48,7 @@ impl Suite {
         let common = CommonSettings::from_source(&r)?;
         let iam_settings = IamSettings::from_source(&r)?;
         let catalog_settings = CatalogSettings::from_source(&r)?;
+        let mut order_settings = OrderSettings::from_source(&r)?;
         let mut gateway_settings = GatewaySettings::from_source(&r)?;
 
         platform::db::create_database_if_missing(common.database_url.expose()).await?;
@@ -74,13 +78,29 @@ impl Suite {
                 .upstreams
                 .insert("catalog".into(), loopback_url(catalog.grpc_addr()));
         }
+        if r.optional("ORDER_CATALOG_URL").is_none() {
+            order_settings.catalog_url = loopback_url(catalog.grpc_addr());
+        }
+        let projector = ProjectorApp::build(&common, &order_settings)
+            .await
+            .context("starting the order projector")?;
+        let order = OrderApp::build(&common, order_settings, platform::clock::Clock::system())
+            .await
+            .context("starting the order service")?;
+        if r.optional("GATEWAY_ORDER_URL").is_none() {
+            gateway_settings
+                .upstreams
+                .insert("order".into(), loopback_url(order.grpc_addr()));
+        }
         let catalog_pool = catalog.pool().clone();
         let iam_pool = iam.pool().clone();
+        let order_pool = order.pool().clone();
         let gateway = Gateway::build(gateway_settings)
             .await
             .context("starting the gateway")?
             .with_readiness(iam.readiness())
-            .with_readiness(catalog.readiness());
+            .with_readiness(catalog.readiness())
+            .with_readiness(order.readiness());
         let gateway_addr = gateway.local_addr();
 
         let tasks = vec![
@@ -88,6 +108,14 @@ impl Suite {
             (
                 "catalog",
                 tokio::spawn(catalog.run_until_stopped(shutdown.clone())),
+            ),
+            (
+                "order",
+                tokio::spawn(order.run_until_stopped(shutdown.clone())),
+            ),
+            (
+                "order-projector",
+                tokio::spawn(projector.run_until_stopped(shutdown.clone())),
             ),
             (
                 "gateway",
@@ -99,6 +127,7 @@ impl Suite {
             iam_addr,
             iam_pool,
             catalog_pool,
+            order_pool,
             shutdown,
             tasks,
         })

@@ -2,6 +2,7 @@
 
 mod catalog;
 mod helpers;
+mod orders;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use helpers::{PASSWORD, spawn_suite, spawn_suite_with};

@@ -184,17 +184,17 @@ impl OutboxRelay {
             _ => channel.insert(self.broker.confirm_channel().await?),
         };
         let ids: Vec<String> = rows.iter().map(|r| r.id.to_string()).collect();
-        super::publish_confirmed(
-            ch,
-            self.broker.exchange(),
-            rows.iter().zip(&ids).map(|(row, id)| super::Outgoing {
+        let outgoing: Vec<super::Outgoing<'_>> = rows
+            .iter()
+            .zip(&ids)
+            .map(|(row, id)| super::Outgoing {
                 id,
                 event_type: &row.event_type,
                 envelope: &row.envelope,
                 headers: &row.headers,
-            }),
-        )
-        .await?;
+            })
+            .collect();
+        super::publish_confirmed(ch, self.broker.exchange(), outgoing).await?;
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
         sqlx::query("UPDATE outbox SET published_at = now() WHERE seq = ANY($1)")
             .bind(&seqs)
