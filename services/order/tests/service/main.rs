@@ -479,3 +479,40 @@ async fn an_unpaid_order_expires_after_the_payment_timeout_and_releases_its_stoc
     })
     .await;
 }
+
+#[tokio::test]
+async fn snapshots_are_taken_every_interval_and_loading_from_one_equals_the_full_fold() {
+    let t = helpers::spawn_with(&[("SNAPSHOT_INTERVAL", "2")]).await;
+    t.product("SNAP-1", 1000, false, 5).await;
+    let order = t.place(&customer(), vec![line("SNAP-1", 1)]).await;
+    let mut conn = t.pool.acquire().await.unwrap();
+    let pay = |o: &order::domain::Order| o.pay("pay-1", o.totals.total);
+    let paid = commands::execute(&mut conn, 2, &order.id, &Metadata::default(), pay)
+        .await
+        .unwrap();
+    let invoiced = commands::execute(&mut conn, 2, &order.id, &Metadata::default(), |o| {
+        o.invoice("doc-1", 39, 1)
+    })
+    .await
+    .unwrap();
+    assert_eq!((paid.version, invoiced.version), (2, 3));
+    let snapshot = order::event_store::load_snapshot(&t.pool, &order.id)
+        .await
+        .unwrap()
+        .expect("a snapshot at version 2");
+    assert_eq!(snapshot.0, 2);
+    assert_eq!(snapshot.1["status"], "paid");
+    // Loading uses the snapshot plus event 3; a fold of all three events agrees.
+    let loaded = t.load(&order.id).await;
+    let events: Vec<order::domain::OrderEvent> =
+        order::event_store::read_stream(&t.pool, &order.id, 0)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| serde_json::from_value(e.data).unwrap())
+            .collect();
+    let mut folded = order::domain::Order::from_events(&order.id, &events).unwrap();
+    folded.updated_at = loaded.updated_at;
+    assert_eq!(loaded, folded);
+    assert_eq!(loaded.status, Status::Invoiced);
+}
