@@ -38,9 +38,12 @@ enum Command {
     },
     /// The order read-model projector (one leads per database, others stand by).
     OrderProjector,
+    /// Payments: captures and refunds through the card processor (gRPC on
+    /// PAYMENT_GRPC_ADDR).
+    Payment,
     /// Applies a service's migrations to its schema and exits (the Helm pre-upgrade Job).
     Migrate {
-        /// The service: `iam`, `catalog`, `order`, or `all`.
+        /// The service: `iam`, `catalog`, `order`, `payment`, or `all`.
         service: String,
     },
     /// Exits 0 when the readiness endpoint answers 200 (for Docker HEALTHCHECK).
@@ -126,6 +129,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Catalog { .. } => "catalog",
         Command::Order { .. } => "order",
         Command::OrderProjector => "order-projector",
+        Command::Payment => "payment",
         Command::Migrate { .. } => "migrate",
         Command::Healthcheck { .. } => unreachable!("handled above"),
     };
@@ -206,9 +210,16 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 .run_until_stopped(platform::shutdown::on_signal())
                 .await?;
         }
+        Command::Payment => {
+            let settings = payment::PaymentSettings::from_source(&r)?;
+            payment::PaymentApp::build(&common, settings, platform::clock::Clock::system())
+                .await?
+                .run_until_stopped(platform::shutdown::on_signal())
+                .await?;
+        }
         Command::Migrate { service } => {
             let services: &[&str] = match service.as_str() {
-                "all" => &["iam", "catalog", "order"],
+                "all" => &["iam", "catalog", "order", "payment"],
                 "iam" => &["iam"],
                 "catalog" => &["catalog"],
                 "order" => &["order"],
@@ -221,7 +232,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 match *name {
                     "iam" => drop(iam::open_database(&common).await?),
                     "catalog" => drop(catalog::open_database(&common).await?),
-                    _ => drop(order::open_database(common.database_url.expose()).await?),
+                    "order" => drop(order::open_database(common.database_url.expose()).await?),
+                    _ => drop(payment::open_database(common.database_url.expose()).await?),
                 }
                 println!("{name}: migrations applied");
             }

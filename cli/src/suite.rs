@@ -8,6 +8,7 @@ use catalog::{CatalogApp, CatalogSettings};
 use gateway::{Gateway, GatewaySettings};
 use iam::{IamApp, IamSettings};
 use order::{OrderApp, OrderSettings, ProjectorApp};
+use payment::{PaymentApp, PaymentSettings};
 use platform::{
     CancellationToken,
     config::{CommonSettings, Reader, Source},
@@ -26,6 +27,8 @@ pub struct Suite {
     pub catalog_pool: sqlx::PgPool,
     /// The order service's pool.
     pub order_pool: sqlx::PgPool,
+    /// The payment service's pool.
+    pub payment_pool: sqlx::PgPool,
     shutdown: CancellationToken,
     tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
 }
@@ -49,6 +52,7 @@ impl Suite {
         let iam_settings = IamSettings::from_source(&r)?;
         let catalog_settings = CatalogSettings::from_source(&r)?;
         let mut order_settings = OrderSettings::from_source(&r)?;
+        let mut payment_settings = PaymentSettings::from_source(&r)?;
         let mut gateway_settings = GatewaySettings::from_source(&r)?;
 
         platform::db::create_database_if_missing(common.database_url.expose()).await?;
@@ -92,15 +96,29 @@ impl Suite {
                 .upstreams
                 .insert("order".into(), loopback_url(order.grpc_addr()));
         }
+        if r.optional("PAYMENT_ORDER_URL").is_none() {
+            payment_settings.order_url = loopback_url(order.grpc_addr());
+        }
+        let payment =
+            PaymentApp::build(&common, payment_settings, platform::clock::Clock::system())
+                .await
+                .context("starting the payment service")?;
+        if r.optional("GATEWAY_PAYMENT_URL").is_none() {
+            gateway_settings
+                .upstreams
+                .insert("payment".into(), loopback_url(payment.grpc_addr()));
+        }
         let catalog_pool = catalog.pool().clone();
         let iam_pool = iam.pool().clone();
         let order_pool = order.pool().clone();
+        let payment_pool = payment.pool().clone();
         let gateway = Gateway::build(gateway_settings)
             .await
             .context("starting the gateway")?
             .with_readiness(iam.readiness())
             .with_readiness(catalog.readiness())
-            .with_readiness(order.readiness());
+            .with_readiness(order.readiness())
+            .with_readiness(payment.readiness());
         let gateway_addr = gateway.local_addr();
 
         let tasks = vec![
@@ -112,6 +130,10 @@ impl Suite {
             (
                 "order",
                 tokio::spawn(order.run_until_stopped(shutdown.clone())),
+            ),
+            (
+                "payment",
+                tokio::spawn(payment.run_until_stopped(shutdown.clone())),
             ),
             (
                 "order-projector",
@@ -128,6 +150,7 @@ impl Suite {
             iam_pool,
             catalog_pool,
             order_pool,
+            payment_pool,
             shutdown,
             tasks,
         })

@@ -65,7 +65,15 @@ impl Problem {
     /// The problem for a gRPC status from upstream. Details of 5xx answers are never
     /// passed on; field violations and retry delays are.
     pub fn from_status(status: &tonic::Status) -> Self {
-        let http = http_status(status.code());
+        let mut http = http_status(status.code());
+        if status.code() == Code::FailedPrecondition
+            && status
+                .get_error_details()
+                .error_info()
+                .is_some_and(|i| i.reason == platform::grpc::UNPROCESSABLE_REASON)
+        {
+            http = StatusCode::UNPROCESSABLE_ENTITY;
+        }
         let mut problem = if http.is_server_error() {
             let detail = match status.code() {
                 Code::Unavailable => "the service is temporarily unavailable; try again shortly",
@@ -205,6 +213,16 @@ mod tests {
         assert_eq!(resp.status(), 500);
         let body = body_of(resp).await;
         assert_eq!(body["detail"], "internal error");
+    }
+
+    #[test]
+    fn an_unprocessable_request_is_422_naming_the_field() {
+        let problem = Problem::from_status(&platform::grpc::unprocessable(
+            "Idempotency-Key",
+            "was already used for a different request",
+        ));
+        assert_eq!(problem.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(problem.errors[0]["field"], "Idempotency-Key");
     }
 
     #[test]

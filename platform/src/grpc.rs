@@ -115,6 +115,27 @@ pub fn failed_precondition(field: &str, description: impl Into<String>) -> Statu
     )
 }
 
+/// `google.rpc.ErrorInfo` reason that the gateway answers with 422 Unprocessable Content.
+pub const UNPROCESSABLE_REASON: &str = "UNPROCESSABLE_CONTENT";
+
+/// A well-formed request that cannot be processed as sent (e.g. an idempotency key
+/// reused for a different request): FAILED_PRECONDITION naming the field, marked so the
+/// gateway answers 422.
+pub fn unprocessable(field: &str, description: impl Into<String>) -> Status {
+    let description = description.into();
+    let mut details = ErrorDetails::with_bad_request_violation(field, description.clone());
+    details.set_error_info(
+        UNPROCESSABLE_REASON,
+        "orderflow",
+        std::collections::HashMap::new(),
+    );
+    Status::with_error_details(
+        Code::FailedPrecondition,
+        format!("{field}: {description}"),
+        details,
+    )
+}
+
 /// RESOURCE_EXHAUSTED with a `google.rpc.RetryInfo` (the gateway sends `Retry-After`).
 pub fn too_many_requests(message: impl Into<String>, retry_after: Duration) -> Status {
     Status::with_error_details(

@@ -64,6 +64,8 @@ impl TestEnv {
             "ORDER_GRPC_ADDR",
             "ORDER_ADMIN_ADDR",
             "ORDER_PROJECTOR_ADMIN_ADDR",
+            "PAYMENT_GRPC_ADDR",
+            "PAYMENT_ADMIN_ADDR",
         ] {
             vars.insert(key.to_string(), "127.0.0.1:0".to_string());
         }

@@ -1,6 +1,7 @@
 //! End to end through the gateway: the README's curl walkthrough and the edge's refusals.
 
 mod catalog;
+mod checkout;
 mod helpers;
 mod orders;
 

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestSuite, spawn_suite};
 
-async fn product(s: &TestSuite, admin: &str, sku: &str, net_price: i64, on_hand: i64) {
+pub async fn product(s: &TestSuite, admin: &str, sku: &str, net_price: i64, on_hand: i64) {
     let created = s
         .call(
             Method::POST,
@@ -19,7 +19,7 @@ async fn product(s: &TestSuite, admin: &str, sku: &str, net_price: i64, on_hand:
 }
 
 /// Polls `GET path` until `accept` holds (the list reads the projected read model).
-async fn eventually_listed(
+pub async fn eventually_listed(
     s: &TestSuite,
     path: &str,
     token: &str,

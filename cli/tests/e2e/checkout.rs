@@ -1,0 +1,355 @@
+//! The checkout saga end to end through the gateway: pay, decline, idempotency, refunds,
+//! and who may do what. Final states are polled with a deadline, never slept for.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::{
+    helpers::{Reply, TestSuite, spawn_suite, spawn_suite_with},
+    orders::product,
+};
+
+const APPROVE: &str = "4242424242424242";
+const DECLINE: &str = "4000000000000002";
+const PROCESSOR_ERROR: &str = "4000000000000119";
+const SLOW: &str = "4000000000003220";
+
+fn card(number: &str) -> Value {
+    json!({"card": {"number": number, "expMonth": 12, "expYear": 2030, "cvc": "123", "holder": "Ana Pérez"}})
+}
+
+async fn pay(s: &TestSuite, token: &str, order: &str, key: impl ToString, body: Value) -> Reply {
+    let key = key.to_string();
+    let mut req = s
+        .http
+        .post(format!("{}/v1/orders/{order}/payments", s.base))
+        .bearer_auth(token)
+        .json(&body);
+    if !key.is_empty() {
+        req = req.header("idempotency-key", &key);
+    }
+    s.raw(req).await
+}
+
+async fn place(s: &TestSuite, token: &str, sku: &str, quantity: i64) -> Value {
+    let placed = s
+        .call(
+            Method::POST,
+            "/v1/orders",
+            Some(token),
+            Some(json!({"lines": [{"sku": sku, "quantity": quantity}]})),
+        )
+        .await;
+    assert_eq!(placed.status, StatusCode::OK, "{}", placed.body);
+    placed.body
+}
+
+/// Polls the order until its status is `status`.
+pub async fn order_reaches(s: &TestSuite, token: &str, id: &str, status: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let order = s
+            .call(Method::GET, &format!("/v1/orders/{id}"), Some(token), None)
+            .await;
+        if order.body["status"] == status {
+            return order.body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "order {id} never became {status}: {}",
+            order.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls the product until `(onHand, available)` is `want`.
+pub async fn stock_reaches(s: &TestSuite, sku: &str, want: (i64, i64)) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let p = s
+            .call(Method::GET, &format!("/v1/products/{sku}"), None, None)
+            .await
+            .body;
+        if (
+            p["onHand"].as_i64().unwrap(),
+            p["available"].as_i64().unwrap(),
+        ) == want
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{sku} never reached {want:?}: {p}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn pay_with_the_approve_card_then_refund_partially_and_in_full() {
+    let s = spawn_suite().await;
+    let admin = s.admin("admin@tienda.cl").await;
+    product(&s, &admin, "VINO-TINTO-750", 6000, 10).await;
+    let ana = s.customer("ana@example.cl").await;
+    let browse = s.call(Method::GET, "/v1/products?q=vino", None, None).await;
+    assert_eq!(browse.body["products"][0]["sku"], "VINO-TINTO-750");
+    let order = place(&s, &ana, "VINO-TINTO-750", 2).await;
+    let id = order["id"].as_str().unwrap();
+    assert_eq!(order["total"], 14280);
+
+    let paid = pay(&s, &ana, id, "key-1", card(APPROVE)).await;
+    assert_eq!(paid.status, StatusCode::OK, "{}", paid.body);
+    assert_eq!(paid.body["status"], "captured");
+    assert_eq!(
+        paid.body["amount"], 14280,
+        "the amount comes from the order"
+    );
+    assert_eq!(
+        (
+            paid.body["cardBrand"].as_str(),
+            paid.body["cardLast4"].as_str()
+        ),
+        (Some("visa"), Some("4242"))
+    );
+    order_reaches(&s, &ana, id, "paid").await;
+    stock_reaches(&s, "VINO-TINTO-750", (8, 8)).await;
+
+    // The same request again: the first result, no second charge.
+    let again = pay(&s, &ana, id, "key-1", card(APPROVE)).await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.body["id"], paid.body["id"]);
+    // The same key for a different request.
+    let other = pay(&s, &ana, id, "key-1", json!({"card": {"number": "5555555555554444", "expMonth": 1, "expYear": 2031, "cvc": "321"}})).await;
+    other.assert_problem(422);
+    assert_eq!(other.body["errors"][0]["field"], "Idempotency-Key");
+    // A paid order cannot be paid again.
+    pay(&s, &ana, id, "key-2", card(APPROVE))
+        .await
+        .assert_problem(409);
+    let payments = s
+        .call(
+            Method::GET,
+            &format!("/v1/orders/{id}/payments"),
+            Some(&ana),
+            None,
+        )
+        .await;
+    assert_eq!(
+        payments.body["payments"].as_array().unwrap().len(),
+        1,
+        "{}",
+        payments.body
+    );
+
+    // Refunds (admin): partial keeps the order paid, the rest refunds it; never more.
+    let refunds = format!("/v1/orders/{id}/refunds");
+    let refund = |body: Value| s.call(Method::POST, &refunds, Some(&admin), Some(body));
+    let partial = refund(json!({"amount": 4280, "reason": "one bottle broken"})).await;
+    assert_eq!(partial.status, StatusCode::OK, "{}", partial.body);
+    let order = {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let o = s
+                .call(Method::GET, &format!("/v1/orders/{id}"), Some(&ana), None)
+                .await
+                .body;
+            if o["refundedAmount"] == 4280 {
+                break o;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{o}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    assert_eq!(order["status"], "paid");
+    let too_much = refund(json!({"amount": 10001})).await;
+    too_much.assert_problem(400);
+    assert_eq!(too_much.body["errors"][0]["field"], "amount");
+    let rest = refund(json!({})).await;
+    assert_eq!(rest.body["amount"], 10000, "{}", rest.body);
+    order_reaches(&s, &ana, id, "refunded").await;
+    refund(json!({})).await.assert_problem(400);
+    let payments = s
+        .call(
+            Method::GET,
+            &format!("/v1/orders/{id}/payments"),
+            Some(&ana),
+            None,
+        )
+        .await;
+    assert_eq!(payments.body["payments"][0]["refundedAmount"], 14280);
+}
+
+#[tokio::test]
+async fn a_declined_card_cancels_the_order_and_returns_the_stock() {
+    let s = spawn_suite().await;
+    let admin = s.admin("admin@tienda.cl").await;
+    product(&s, &admin, "QUESO-1", 8000, 5).await;
+    let ana = s.customer("ana@example.cl").await;
+    let order = place(&s, &ana, "QUESO-1", 3).await;
+    let id = order["id"].as_str().unwrap();
+    stock_reaches(&s, "QUESO-1", (5, 2)).await;
+    let declined = pay(&s, &ana, id, "k", card(DECLINE)).await;
+    assert_eq!(declined.status, StatusCode::OK, "{}", declined.body);
+    assert_eq!(
+        (
+            declined.body["status"].as_str(),
+            declined.body["failureCode"].as_str()
+        ),
+        (Some("failed"), Some("card_declined"))
+    );
+    let cancelled = order_reaches(&s, &ana, id, "cancelled").await;
+    assert_eq!(cancelled["cancelReason"], "payment_failed");
+    stock_reaches(&s, "QUESO-1", (5, 5)).await;
+    // Paying a cancelled order is refused.
+    pay(&s, &ana, id, "k2", card(APPROVE))
+        .await
+        .assert_problem(409);
+}
+
+#[tokio::test]
+async fn concurrent_payments_with_different_keys_capture_once() {
+    let s = spawn_suite().await;
+    let admin = s.admin("admin@tienda.cl").await;
+    product(&s, &admin, "PAN-1", 1500, 50).await;
+    let ana = s.customer("ana@example.cl").await;
+    let order = place(&s, &ana, "PAN-1", 1).await;
+    let id = order["id"].as_str().unwrap().to_string();
+    let attempts: Vec<_> = (0..6)
+        .map(|i| pay(&s, &ana, &id, format!("race-{i}"), card(APPROVE)))
+        .collect();
+    let replies = futures::future::join_all(attempts).await;
+    let captured = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::OK)
+        .count();
+    let conflicts = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::CONFLICT)
+        .count();
+    assert_eq!(
+        (captured, conflicts),
+        (1, 5),
+        "{:?}",
+        replies.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
+    order_reaches(&s, &ana, &id, "paid").await;
+    let payments = s
+        .call(
+            Method::GET,
+            &format!("/v1/orders/{id}/payments"),
+            Some(&ana),
+            None,
+        )
+        .await;
+    assert_eq!(payments.body["payments"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn bad_cards_and_missing_keys_are_refused_before_any_charge() {
+    let s = spawn_suite_with(&[("PAYMENT_PROVIDER_TIMEOUT", "400ms")]).await;
+    let admin = s.admin("admin@tienda.cl").await;
+    product(&s, &admin, "MIEL-1", 5000, 5).await;
+    let ana = s.customer("ana@example.cl").await;
+    let order = place(&s, &ana, "MIEL-1", 1).await;
+    let id = order["id"].as_str().unwrap();
+    for (body, field) in [
+        (card("4242424242424241"), "card.number"),
+        (
+            json!({"card": {"number": APPROVE, "expMonth": 1, "expYear": 2020, "cvc": "123"}}),
+            "card.expYear",
+        ),
+        (
+            json!({"card": {"number": APPROVE, "expMonth": 12, "expYear": 2030, "cvc": "12"}}),
+            "card.cvc",
+        ),
+        (json!({}), "card"),
+    ] {
+        let r = pay(&s, &ana, id, "k", body).await;
+        r.assert_problem(400);
+        assert_eq!(r.body["errors"][0]["field"], field, "{}", r.body);
+    }
+    let no_key = pay(&s, &ana, id, "", card(APPROVE)).await;
+    no_key.assert_problem(400);
+    assert_eq!(no_key.body["errors"][0]["field"], "Idempotency-Key");
+
+    // Transient processor trouble leaves the order payable and the key reusable.
+    pay(&s, &ana, id, "k", card(PROCESSOR_ERROR))
+        .await
+        .assert_problem(503);
+    pay(&s, &ana, id, "k", card(SLOW)).await.assert_problem(504);
+    let payments = s
+        .call(
+            Method::GET,
+            &format!("/v1/orders/{id}/payments"),
+            Some(&ana),
+            None,
+        )
+        .await;
+    let codes: Vec<&str> = payments.body["payments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["failureCode"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["processor_error", "provider_timeout"]);
+    assert_eq!(
+        s.call(Method::GET, &format!("/v1/orders/{id}"), Some(&ana), None)
+            .await
+            .body["status"],
+        "pending_payment"
+    );
+    let paid = pay(&s, &ana, id, "k", card(APPROVE)).await;
+    assert_eq!(paid.body["status"], "captured", "{}", paid.body);
+}
+
+#[tokio::test]
+async fn a_customer_cannot_pay_read_or_refund_another_customers_order() {
+    let s = spawn_suite().await;
+    let admin = s.admin("admin@tienda.cl").await;
+    product(&s, &admin, "TE-1", 3000, 5).await;
+    let ana = s.customer("ana@example.cl").await;
+    let beto = s.customer("beto@example.cl").await;
+    let order = place(&s, &ana, "TE-1", 1).await;
+    let id = order["id"].as_str().unwrap();
+    pay(&s, &beto, id, "k", card(APPROVE))
+        .await
+        .assert_problem(404);
+    s.call(
+        Method::GET,
+        &format!("/v1/orders/{id}/payments"),
+        Some(&beto),
+        None,
+    )
+    .await
+    .assert_problem(404);
+    assert_eq!(
+        pay(&s, &ana, id, "k", card(APPROVE)).await.status,
+        StatusCode::OK
+    );
+    s.call(
+        Method::POST,
+        &format!("/v1/orders/{id}/refunds"),
+        Some(&ana),
+        Some(json!({})),
+    )
+    .await
+    .assert_problem(403);
+    s.call(
+        Method::POST,
+        &format!("/v1/orders/{id}/refunds"),
+        Some(&beto),
+        Some(json!({})),
+    )
+    .await
+    .assert_problem(403);
+    let admin_view = s
+        .call(
+            Method::GET,
+            &format!("/v1/orders/{id}/payments"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(admin_view.status, StatusCode::OK);
+}

@@ -1,0 +1,216 @@
+//! Payments.
+//!
+//! Owns the `payment` schema. A payment asks the order service for the amount due (a
+//! client-sent amount is never trusted), claims the customer's idempotency key, records a
+//! `pending` payment (at most one pending or captured per order, enforced by a unique
+//! index, so concurrent attempts are refused before any charge), asks the card processor
+//! ([`provider::PaymentProvider`]; the sandbox is built in), and settles the payment and
+//! its outbox event (`payment.captured` / `payment.failed`) in one transaction. Refunds
+//! (admin) never exceed what was captured and publish `payment.refunded`. A capture that
+//! races the order's cancellation is refunded automatically ([`events`]).
+//!
+//! Layout: [`card`] (checks) → [`provider`] → [`ledger`] (SQL + outbox) → [`grpc`];
+//! [`events`] consumes `order.cancelled`; this file wires and runs.
+#![forbid(unsafe_code)]
+
+pub mod card;
+pub mod events;
+pub mod grpc;
+pub mod ledger;
+pub mod provider;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use platform::{
+    CancellationToken,
+    admin::Readiness,
+    amqp::{Broker, consumer::Subscription, outbox},
+    clock::Clock,
+    config::{CommonSettings, ConfigError, Reader},
+    grpc_server::GrpcServer,
+};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tonic::transport::Endpoint;
+
+/// The embedded migrations of the `payment` schema.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The Postgres schema the payment service owns.
+pub const SCHEMA: &str = "payment";
+
+/// Opens the `payment` schema, migrated, with its outbox and inbox.
+pub async fn open_database(database_url: &str) -> anyhow::Result<PgPool> {
+    let pool = platform::db::open(database_url, SCHEMA, &MIGRATOR).await?;
+    outbox::install(&pool).await?;
+    Ok(pool)
+}
+
+/// The payment service's settings.
+#[derive(Debug, Clone)]
+pub struct PaymentSettings {
+    /// `PAYMENT_GRPC_ADDR`.
+    pub grpc_addr: SocketAddr,
+    /// `PAYMENT_ADMIN_ADDR`: health and metrics.
+    pub admin_addr: SocketAddr,
+    /// `PAYMENT_ORDER_URL`: the order service's gRPC URL.
+    pub order_url: String,
+    /// `PAYMENT_ORDER_TIMEOUT`: deadline of one order-service call.
+    pub order_timeout: Duration,
+    /// `PAYMENT_PROVIDER`: `sandbox` (the only built-in processor).
+    pub provider: String,
+    /// `PAYMENT_PROVIDER_TIMEOUT`: how long one charge may take, retries included.
+    pub provider_timeout: Duration,
+    /// `PAYMENT_SANDBOX_SLOW_DELAY`: how long the sandbox's slow card takes.
+    pub sandbox_slow_delay: Duration,
+}
+
+impl PaymentSettings {
+    /// Reads the payment service's settings.
+    pub fn from_source(r: &Reader<'_>) -> Result<Self, ConfigError> {
+        let provider = r.string("PAYMENT_PROVIDER", "sandbox");
+        if provider != "sandbox" {
+            return Err(ConfigError {
+                key: "PAYMENT_PROVIDER".into(),
+                problem: format!("{provider:?} is not a known processor (built in: sandbox)"),
+            });
+        }
+        Ok(Self {
+            grpc_addr: r.parse("PAYMENT_GRPC_ADDR", SocketAddr::from(([0, 0, 0, 0], 50054)))?,
+            admin_addr: r.parse("PAYMENT_ADMIN_ADDR", SocketAddr::from(([0, 0, 0, 0], 9105)))?,
+            order_url: r.string("PAYMENT_ORDER_URL", "http://127.0.0.1:50053"),
+            order_timeout: r.duration("PAYMENT_ORDER_TIMEOUT", Duration::from_secs(3))?,
+            provider,
+            provider_timeout: r.duration("PAYMENT_PROVIDER_TIMEOUT", Duration::from_secs(10))?,
+            sandbox_slow_delay: r
+                .duration("PAYMENT_SANDBOX_SLOW_DELAY", Duration::from_secs(30))?,
+        })
+    }
+}
+
+/// The payment service, built and bound.
+pub struct PaymentApp {
+    state: Arc<grpc::PaymentState>,
+    broker: Broker,
+    subscription: Subscription,
+    grpc_listener: TcpListener,
+    admin_listener: TcpListener,
+}
+
+impl PaymentApp {
+    /// Connects, migrates and binds.
+    pub async fn build(
+        common: &CommonSettings,
+        settings: PaymentSettings,
+        clock: Clock,
+    ) -> anyhow::Result<Self> {
+        let pool = open_database(common.database_url.expose()).await?;
+        let orders = Endpoint::from_shared(settings.order_url.clone())
+            .with_context(|| {
+                format!(
+                    "setting PAYMENT_ORDER_URL: {} is not a URL",
+                    settings.order_url
+                )
+            })?
+            .connect_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        let provider: Arc<dyn provider::PaymentProvider> = Arc::new(provider::SandboxProvider {
+            slow_delay: settings.sandbox_slow_delay,
+        });
+        let broker = Broker::new(common.amqp_url.expose(), &common.amqp_exchange);
+        let mut subscription = Subscription::new(
+            &format!("{}payment", common.amqp_queue_prefix),
+            events::SUBSCRIBED,
+        );
+        subscription.expires = common.amqp_queue_expires;
+        let grpc_listener = TcpListener::bind(settings.grpc_addr)
+            .await
+            .with_context(|| {
+                format!(
+                    "setting PAYMENT_GRPC_ADDR: cannot bind {}",
+                    settings.grpc_addr
+                )
+            })?;
+        let admin_listener = TcpListener::bind(settings.admin_addr)
+            .await
+            .with_context(|| {
+                format!(
+                    "setting PAYMENT_ADMIN_ADDR: cannot bind {}",
+                    settings.admin_addr
+                )
+            })?;
+        Ok(Self {
+            state: Arc::new(grpc::PaymentState {
+                pool,
+                provider,
+                orders: proto::order::v1::order_service_client::OrderServiceClient::new(orders),
+                order_timeout: settings.order_timeout,
+                provider_timeout: settings.provider_timeout,
+                clock,
+            }),
+            broker,
+            subscription,
+            grpc_listener,
+            admin_listener,
+        })
+    }
+
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The pool, for tests and tooling.
+    pub fn pool(&self) -> &PgPool {
+        &self.state.pool
+    }
+
+    /// Readiness: Postgres answers.
+    pub fn readiness(&self) -> Readiness {
+        let pool = self.state.pool.clone();
+        Readiness::new().with_check("payment.postgres", move || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query("SELECT 1")
+                    .execute(&pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        })
+    }
+
+    /// Serves gRPC and admin, relays the outbox and consumes `order.cancelled`, until
+    /// `shutdown`.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let pool = self.state.pool.clone();
+        let readiness = self.readiness();
+        let consumer = tokio::spawn(platform::amqp::consumer::run(
+            pool.clone(),
+            self.broker.clone(),
+            self.subscription,
+            Arc::new(events::CancellationHandler {
+                provider: self.state.provider.clone(),
+            }),
+            shutdown.clone(),
+        ));
+        let relay = tokio::spawn(outbox::OutboxRelay::new(pool, self.broker).run(shutdown.clone()));
+        let server = GrpcServer {
+            readiness,
+            grpc: self.grpc_listener,
+            admin: self.admin_listener,
+        };
+        let service = proto::payment::v1::payment_service_server::PaymentServiceServer::new(
+            grpc::PaymentGrpc::new(self.state),
+        );
+        server
+            .serve(service, shutdown)
+            .await
+            .context("payment gRPC server")?;
+        consumer.await??;
+        relay.await?
+    }
+}

@@ -1,0 +1,121 @@
+//! Where money actually moves. [`PaymentProvider`] is what the service needs from a card
+//! processor; [`SandboxProvider`] is the built-in one, deterministic by card number, for
+//! development and tests. A real processor (a Webpay- or Stripe-style HTTP API) is one
+//! more implementation: it gets the payment id as its idempotency key, so a retried
+//! charge never charges twice.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::card::Card;
+
+/// A charge request.
+#[derive(Debug)]
+pub struct Charge<'a> {
+    /// Our payment id: the provider's idempotency key.
+    pub payment_id: &'a str,
+    /// CLP pesos.
+    pub amount: i64,
+    /// Always `CLP` today.
+    pub currency: &'a str,
+    /// The card.
+    pub card: &'a Card,
+}
+
+/// The processor's verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeOutcome {
+    /// Captured; `reference` is the processor's id for it.
+    Approved {
+        /// Processor reference.
+        reference: String,
+    },
+    /// Refused for good (a retry with the same card will not help).
+    Declined {
+        /// `card_declined`, `insufficient_funds`, …
+        code: String,
+        /// For the customer.
+        message: String,
+    },
+}
+
+/// The processor could not give a verdict.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ProviderError {
+    /// A transient failure; the same request may be sent again.
+    #[error("processor error (retryable): {0}")]
+    Retryable(String),
+}
+
+/// A card processor.
+#[async_trait]
+pub trait PaymentProvider: Send + Sync + 'static {
+    /// Charges (authorises and captures) `charge.amount`.
+    async fn charge(&self, charge: &Charge<'_>) -> Result<ChargeOutcome, ProviderError>;
+
+    /// Returns `amount` of the capture `reference`; `refund_id` is the idempotency key.
+    /// Returns the processor's reference for the refund.
+    async fn refund(
+        &self,
+        reference: &str,
+        refund_id: &str,
+        amount: i64,
+    ) -> Result<String, ProviderError>;
+}
+
+/// Sandbox test cards (all Luhn-valid).
+pub mod test_cards {
+    /// Approved.
+    pub const APPROVE: &str = "4242424242424242";
+    /// Declined.
+    pub const DECLINE: &str = "4000000000000002";
+    /// Insufficient funds.
+    pub const INSUFFICIENT_FUNDS: &str = "4000000000009995";
+    /// A retryable processor error, every time.
+    pub const PROCESSOR_ERROR: &str = "4000000000000119";
+    /// Answers only after the sandbox's slow delay (longer than the provider timeout).
+    pub const SLOW: &str = "4000000000003220";
+}
+
+/// The built-in sandbox processor. Any other valid card number is approved.
+pub struct SandboxProvider {
+    /// How long the [`test_cards::SLOW`] card takes.
+    pub slow_delay: Duration,
+}
+
+#[async_trait]
+impl PaymentProvider for SandboxProvider {
+    async fn charge(&self, charge: &Charge<'_>) -> Result<ChargeOutcome, ProviderError> {
+        match charge.card.number.as_str() {
+            test_cards::DECLINE => Ok(ChargeOutcome::Declined {
+                code: "card_declined".into(),
+                message: "the card was declined".into(),
+            }),
+            test_cards::INSUFFICIENT_FUNDS => Ok(ChargeOutcome::Declined {
+                code: "insufficient_funds".into(),
+                message: "the card has insufficient funds".into(),
+            }),
+            test_cards::PROCESSOR_ERROR => Err(ProviderError::Retryable(
+                "the processor is temporarily unavailable".into(),
+            )),
+            number => {
+                if number == test_cards::SLOW {
+                    tokio::time::sleep(self.slow_delay).await;
+                }
+                Ok(ChargeOutcome::Approved {
+                    reference: format!("sbx_ch_{}", charge.payment_id.replace('-', "")),
+                })
+            }
+        }
+    }
+
+    async fn refund(
+        &self,
+        _reference: &str,
+        refund_id: &str,
+        _amount: i64,
+    ) -> Result<String, ProviderError> {
+        Ok(format!("sbx_re_{}", refund_id.replace('-', "")))
+    }
+}
