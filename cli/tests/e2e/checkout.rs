@@ -5,7 +5,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::{
-    helpers::{Reply, TestSuite, spawn_suite, spawn_suite_with},
+    helpers::{Reply, TestSuite, TestVhost, spawn_suite, spawn_suite_with},
     orders::product,
 };
 
@@ -352,4 +352,100 @@ async fn a_customer_cannot_pay_read_or_refund_another_customers_order() {
         )
         .await;
     assert_eq!(admin_view.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_saga_completes_when_the_broker_closes_every_connection_mid_way() {
+    let vhost = TestVhost::create();
+    let s = spawn_suite_with(&[("AMQP_URL", vhost.url().as_str())]).await;
+    let admin = s.admin("admin@tienda.cl").await;
+    product(&s, &admin, "PISCO-1", 9000, 20).await;
+    let ana = s.customer("ana@example.cl").await;
+    let mut orders = Vec::new();
+    for i in 0..6 {
+        let order = place(&s, &ana, "PISCO-1", 1).await;
+        let id = order["id"].as_str().unwrap().to_string();
+        let number = if i % 2 == 0 { APPROVE } else { DECLINE };
+        let paid = pay(&s, &ana, &id, format!("k-{i}"), card(number)).await;
+        assert_eq!(paid.status, StatusCode::OK, "{}", paid.body);
+        if i == 1 || i == 3 {
+            // Mid-saga: every relay and consumer loses its connection.
+            assert!(
+                vhost.close_connections() > 0,
+                "the suite's connections were closed"
+            );
+        }
+        orders.push((id, if i % 2 == 0 { "paid" } else { "cancelled" }));
+    }
+    for (id, status) in &orders {
+        order_reaches(&s, &ana, id, status).await;
+    }
+    // Three sold, three released.
+    stock_reaches(&s, "PISCO-1", (17, 17)).await;
+    for (id, _) in &orders {
+        let history = s
+            .call(
+                Method::GET,
+                &format!("/v1/orders/{id}/events"),
+                Some(&ana),
+                None,
+            )
+            .await;
+        let finals = history.body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "OrderPaid" || e["type"] == "OrderCancelled")
+            .count();
+        assert_eq!(finals, 1, "exactly one final state: {}", history.body);
+    }
+}
+
+#[tokio::test]
+async fn a_capture_that_lands_after_the_order_expired_is_refunded_automatically() {
+    // The order expires after 1 s; the slow card answers after 3 s.
+    let s = spawn_suite_with(&[
+        ("ORDER_PAYMENT_TIMEOUT", "1s"),
+        ("ORDER_EXPIRY_INTERVAL", "100ms"),
+        ("PAYMENT_SANDBOX_SLOW_DELAY", "3s"),
+        ("PAYMENT_PROVIDER_TIMEOUT", "10s"),
+    ])
+    .await;
+    let admin = s.admin("admin@tienda.cl").await;
+    product(&s, &admin, "ACEITE-1", 7000, 5).await;
+    let ana = s.customer("ana@example.cl").await;
+    let order = place(&s, &ana, "ACEITE-1", 2).await;
+    let id = order["id"].as_str().unwrap();
+    let reply = pay(&s, &ana, id, "k", card(SLOW)).await;
+    // Whichever side saw the other first, the outcome is the same: the order is cancelled
+    // and the capture is refunded in full, on record.
+    assert!(
+        reply.status == StatusCode::CONFLICT || reply.status == StatusCode::OK,
+        "{}",
+        reply.body
+    );
+    order_reaches(&s, &ana, id, "cancelled").await;
+    stock_reaches(&s, "ACEITE-1", (5, 5)).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let payments = s
+            .call(
+                Method::GET,
+                &format!("/v1/orders/{id}/payments"),
+                Some(&ana),
+                None,
+            )
+            .await
+            .body;
+        let p = &payments["payments"][0];
+        if p["status"] == "captured" && p["refundedAmount"] == p["amount"] {
+            assert_eq!(p["refunds"].as_array().unwrap().len(), 1);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not refunded: {payments}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

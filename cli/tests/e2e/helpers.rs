@@ -176,3 +176,76 @@ async fn read(resp: reqwest::Response) -> Reply {
         body,
     }
 }
+
+/// Runs `rabbitmqctl` on the broker the tests use: the local one, else the one in the
+/// development compose file's container.
+pub fn rabbitmqctl(args: &[&str]) -> String {
+    use std::process::Command;
+    let local = Command::new("rabbitmqctl").args(args).output();
+    let output = match local {
+        Ok(out) => out,
+        Err(_) => Command::new("docker")
+            .args([
+                "compose",
+                "-f",
+                "docker-compose.dev.yml",
+                "exec",
+                "-T",
+                "rabbitmq",
+                "rabbitmqctl",
+            ])
+            .args(args)
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .output()
+            .expect("rabbitmqctl, locally or in the compose container"),
+    };
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A RabbitMQ virtual host of the test's own, so closing its connections touches no
+/// other test. Deleted on drop.
+pub struct TestVhost {
+    pub name: String,
+}
+
+impl TestVhost {
+    pub fn create() -> Self {
+        let name = format!("orderflow-test-{}", uuid::Uuid::new_v4().simple());
+        rabbitmqctl(&["add_vhost", &name]);
+        rabbitmqctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"]);
+        Self { name }
+    }
+
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:5672/{}", self.name)
+    }
+
+    /// The broker closes every connection in the vhost, as a restart would. Returns how
+    /// many it closed.
+    pub fn close_connections(&self) -> usize {
+        let out = rabbitmqctl(&[
+            "close_all_connections",
+            "--vhost",
+            &self.name,
+            "test: broker-side close",
+        ]);
+        out.split_whitespace()
+            .skip_while(|w| *w != "Closed")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected rabbitmqctl output: {out}"))
+    }
+}
+
+impl Drop for TestVhost {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["delete_vhost", &self.name])
+            .output();
+    }
+}

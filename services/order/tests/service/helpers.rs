@@ -225,8 +225,13 @@ impl TestOrders {
         )
     }
 
-    /// Publishes an integration event as another service would.
-    pub async fn publish<M: prost::Name>(&self, event_type: &str, order_id: &str, payload: &M) {
+    /// Publishes an integration event as another service would; returns its envelope.
+    pub async fn publish<M: prost::Name>(
+        &self,
+        event_type: &str,
+        order_id: &str,
+        payload: &M,
+    ) -> EventEnvelope {
         let envelope = EventEnvelope {
             id: Uuid::now_v7().to_string(),
             r#type: event_type.into(),
@@ -236,6 +241,12 @@ impl TestOrders {
             causation_id: String::new(),
             payload: Some(prost_types::Any::from_msg(payload).unwrap()),
         };
+        self.publish_envelope(&envelope).await;
+        envelope
+    }
+
+    /// Publishes `envelope` as it is (a redelivery, when it was sent before).
+    pub async fn publish_envelope(&self, envelope: &EventEnvelope) {
         let channel = self.broker().confirm_channel().await.unwrap();
         let bytes = envelope.encode_to_vec();
         let headers = Default::default();
@@ -244,7 +255,7 @@ impl TestOrders {
             self.env.get("AMQP_EXCHANGE"),
             [platform::amqp::Outgoing {
                 id: &envelope.id,
-                event_type,
+                event_type: &envelope.r#type,
                 envelope: &bytes,
                 headers: &headers,
             }],

@@ -516,3 +516,52 @@ async fn snapshots_are_taken_every_interval_and_loading_from_one_equals_the_full
     assert_eq!(loaded, folded);
     assert_eq!(loaded.status, Status::Invoiced);
 }
+
+#[tokio::test]
+async fn a_duplicate_delivery_of_payment_captured_changes_nothing() {
+    let t = spawn().await;
+    t.product("DUP-1", 1000, false, 5).await;
+    let order = t.place(&customer(), vec![line("DUP-1", 1)]).await;
+    let captured = PaymentCaptured {
+        payment_id: "pay-1".into(),
+        order_id: order.id.clone(),
+        amount: order.total,
+    };
+    let first = t.publish("payment.captured", &order.id, &captured).await;
+    t.publish_envelope(&first).await; // the same message again (the inbox drops it)
+    t.publish("payment.captured", &order.id, &captured).await; // the same capture, new id
+    // A later event on the same queue: once it is applied, the three before it were handled.
+    t.publish(
+        "dte.issued",
+        &order.id,
+        &DteIssued {
+            document_id: "doc-1".into(),
+            order_id: order.id.clone(),
+            tipo_dte: 39,
+            folio: 1,
+            refund_id: String::new(),
+        },
+    )
+    .await;
+    let invoiced = eventually("the order to be invoiced", || async {
+        let o = t.load(&order.id).await;
+        (o.status == Status::Invoiced).then_some(o)
+    })
+    .await;
+    assert_eq!(
+        invoiced.version, 3,
+        "OrderPlaced, one OrderPaid, OrderInvoiced"
+    );
+    let inbox: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox")
+        .fetch_one(&t.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        inbox, 3,
+        "three distinct messages recorded, the duplicate not twice"
+    );
+    eventually("the stock to be committed once", || async {
+        (t.stock("DUP-1").await == (4, 0)).then_some(())
+    })
+    .await;
+}
