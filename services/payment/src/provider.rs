@@ -119,3 +119,69 @@ impl PaymentProvider for SandboxProvider {
         Ok(format!("sbx_re_{}", refund_id.replace('-', "")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card(number: &str) -> Card {
+        Card::parse(
+            number,
+            12,
+            2030,
+            "123",
+            "Ana",
+            chrono::NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(),
+        )
+        .unwrap()
+    }
+
+    async fn charge(
+        provider: &SandboxProvider,
+        number: &str,
+    ) -> Result<ChargeOutcome, ProviderError> {
+        let card = card(number);
+        provider
+            .charge(&Charge {
+                payment_id: "0193-abc",
+                amount: 1190,
+                currency: "CLP",
+                card: &card,
+            })
+            .await
+    }
+
+    fn declined(outcome: Result<ChargeOutcome, ProviderError>) -> String {
+        match outcome {
+            Ok(ChargeOutcome::Declined { code, .. }) => code,
+            other => panic!("expected a decline, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_sandbox_card_has_its_outcome() {
+        let sandbox = SandboxProvider {
+            slow_delay: Duration::from_secs(30),
+        };
+        assert!(matches!(
+            charge(&sandbox, test_cards::APPROVE).await,
+            Ok(ChargeOutcome::Approved { .. })
+        ));
+        assert_eq!(
+            declined(charge(&sandbox, test_cards::DECLINE).await),
+            "card_declined"
+        );
+        assert_eq!(
+            declined(charge(&sandbox, test_cards::INSUFFICIENT_FUNDS).await),
+            "insufficient_funds"
+        );
+        assert!(matches!(
+            charge(&sandbox, test_cards::PROCESSOR_ERROR).await,
+            Err(ProviderError::Retryable(_))
+        ));
+        // Virtual time: the slow card takes its full delay, then approves.
+        let started = tokio::time::Instant::now();
+        assert!(charge(&sandbox, test_cards::SLOW).await.is_ok());
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+    }
+}
