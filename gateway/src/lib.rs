@@ -8,6 +8,7 @@
 
 pub mod access_log;
 pub mod auth;
+pub mod load_shed;
 pub mod problem;
 pub mod routes;
 pub mod transcode;
@@ -39,6 +40,7 @@ use uuid::Uuid;
 use crate::{
     access_log::{AccessLogLayer, RouteLabel},
     auth::Jwks,
+    load_shed::LoadShedLayer,
     problem::Problem,
     routes::{Access, Lookup, Route, RouteTable},
     transcode::{DynamicCodec, RequestError, build_request, render_response},
@@ -67,6 +69,8 @@ pub struct GatewaySettings {
     /// `GATEWAY_TRUST_FORWARDED_FOR`: take the client address from `X-Forwarded-For`
     /// (only behind a proxy that sets it).
     pub trust_forwarded_for: bool,
+    /// `GATEWAY_MAX_IN_FLIGHT`: requests served at once; more are shed with 503.
+    pub max_in_flight: usize,
 }
 
 impl GatewaySettings {
@@ -92,6 +96,7 @@ impl GatewaySettings {
             upstream_timeout: r.duration("GATEWAY_UPSTREAM_TIMEOUT", Duration::from_secs(15))?,
             max_body_bytes: r.parse("GATEWAY_MAX_BODY_BYTES", 1024 * 1024)?,
             trust_forwarded_for: r.parse("GATEWAY_TRUST_FORWARDED_FOR", false)?,
+            max_in_flight: r.parse("GATEWAY_MAX_IN_FLIGHT", 1024)?,
         })
     }
 }
@@ -175,6 +180,7 @@ impl Gateway {
         platform::admin::prometheus();
         tracing::info!(addr = %self.local_addr(), routes = self.state.routes.routes().len(), "gateway listening");
         let graceful = GracefulShutdown::new();
+        let load_shed = LoadShedLayer::new(self.state.settings.max_in_flight);
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
@@ -188,11 +194,13 @@ impl Gateway {
             };
             let _ = stream.set_nodelay(true);
             // Layer order, outermost first: a request id exists before anything logs;
-            // it is echoed on every response; the access log sees the final status.
+            // it is echoed on every response; the access log sees the final status (shed
+            // requests included); load shedding comes before any work is done.
             let service = ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(AccessLogLayer)
+                .layer(load_shed.clone())
                 .service(Edge {
                     state: self.state.clone(),
                     peer,

@@ -449,3 +449,85 @@ async fn a_capture_that_lands_after_the_order_expired_is_refunded_automatically(
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn beyond_its_concurrency_limit_the_gateway_sheds_load_with_503_instead_of_queueing() {
+    let s = spawn_suite_with(&[
+        ("GATEWAY_MAX_IN_FLIGHT", "2"),
+        ("PAYMENT_SANDBOX_SLOW_DELAY", "3s"),
+        ("PAYMENT_PROVIDER_TIMEOUT", "10s"),
+    ])
+    .await;
+    let admin = s.admin("admin@tienda.cl").await;
+    product(&s, &admin, "LENTO-1", 1000, 10).await;
+    let ana = s.customer("ana@example.cl").await;
+    let first = place(&s, &ana, "LENTO-1", 1).await;
+    let second = place(&s, &ana, "LENTO-1", 1).await;
+    // Two slow payments hold both slots...
+    let slow = futures::future::join(
+        pay(
+            &s,
+            &ana,
+            first["id"].as_str().unwrap(),
+            "slow-1",
+            card(SLOW),
+        ),
+        pay(
+            &s,
+            &ana,
+            second["id"].as_str().unwrap(),
+            "slow-2",
+            card(SLOW),
+        ),
+    );
+    let probes = async {
+        // ...wait until they are in flight (the metric counts them)...
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let metrics = s
+                .http
+                .get(format!("{}/metrics", s.base))
+                .send()
+                .await
+                .unwrap();
+            let text = metrics.text().await.unwrap();
+            if text
+                .lines()
+                .any(|l| l.starts_with("http_requests_in_flight ") && l.ends_with(" 2"))
+            {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the slow payments never got in flight"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        // ...and everything else is turned away at once, not queued behind them.
+        let mut shed = Vec::new();
+        for _ in 0..5 {
+            shed.push(
+                s.call(Method::GET, "/v1/products/LENTO-1", None, None)
+                    .await,
+            );
+        }
+        shed
+    };
+    let ((a, b), shed) = futures::future::join(slow, probes).await;
+    for reply in &shed {
+        reply.assert_problem(503);
+        assert_eq!(reply.header("retry-after"), "1");
+    }
+    assert_eq!(
+        (a.status, b.status),
+        (StatusCode::OK, StatusCode::OK),
+        "{} {}",
+        a.body,
+        b.body
+    );
+    // Capacity is back once they finish.
+    let after = s
+        .call(Method::GET, "/v1/products/LENTO-1", None, None)
+        .await;
+    assert_eq!(after.status, StatusCode::OK);
+}
