@@ -195,3 +195,18 @@ async fn the_order_read_model_can_be_rebuilt_from_the_command_line() {
     // Twice: the swapped-in tables are a valid starting point for the next rebuild.
     assert!(run(&["order", "rebuild-projections"]).contains("0 events, 0 orders"));
 }
+
+#[test]
+fn a_malformed_cors_origin_stops_start_up_naming_the_variable() {
+    let out = Command::new(BIN)
+        .arg("gateway")
+        .env("GATEWAY_CORS_ORIGINS", "tienda.example.cl")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("GATEWAY_CORS_ORIGINS"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

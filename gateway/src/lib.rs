@@ -34,7 +34,11 @@ use platform::{
 use tokio::net::TcpListener;
 use tonic::transport::{Channel, Endpoint};
 use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::{
+    compression::CompressionLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    set_header::SetResponseHeaderLayer,
+};
 use uuid::Uuid;
 
 use crate::{
@@ -71,6 +75,9 @@ pub struct GatewaySettings {
     pub trust_forwarded_for: bool,
     /// `GATEWAY_MAX_IN_FLIGHT`: requests served at once; more are shed with 503.
     pub max_in_flight: usize,
+    /// `GATEWAY_CORS_ORIGINS`: browser origins allowed to call the API (comma separated;
+    /// `*` for any; empty: no CORS headers, so browsers allow same-origin only).
+    pub cors_origins: Vec<String>,
 }
 
 impl GatewaySettings {
@@ -97,9 +104,79 @@ impl GatewaySettings {
             max_body_bytes: r.parse("GATEWAY_MAX_BODY_BYTES", 1024 * 1024)?,
             trust_forwarded_for: r.parse("GATEWAY_TRUST_FORWARDED_FOR", false)?,
             max_in_flight: r.parse("GATEWAY_MAX_IN_FLIGHT", 1024)?,
+            cors_origins: cors_origins(&r.string("GATEWAY_CORS_ORIGINS", ""))?,
         })
     }
 }
+
+fn cors_origins(raw: &str) -> Result<Vec<String>, ConfigError> {
+    let origins: Vec<String> = raw
+        .split(',')
+        .map(|o| o.trim().trim_end_matches('/').to_string())
+        .filter(|o| !o.is_empty())
+        .collect();
+    for origin in &origins {
+        let valid = origin == "*"
+            || ((origin.starts_with("http://") || origin.starts_with("https://"))
+                && HeaderValue::from_str(origin).is_ok());
+        if !valid {
+            return Err(ConfigError {
+                key: "GATEWAY_CORS_ORIGINS".into(),
+                problem: format!(
+                    "has {origin:?}: expected origins like https://shop.example.cl, or *"
+                ),
+            });
+        }
+    }
+    Ok(origins)
+}
+
+/// CORS for the configured origins (none: a layer that adds nothing).
+fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return CorsLayer::new();
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            http::HeaderName::from_static("idempotency-key"),
+        ])
+        .expose_headers([
+            http::HeaderName::from_static("x-request-id"),
+            header::RETRY_AFTER,
+        ])
+        .max_age(Duration::from_secs(600))
+}
+
+/// Security headers every response carries (unless a handler set its own).
+const SECURITY_HEADERS: [(&str, &str); 5] = [
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "no-referrer"),
+    (
+        "content-security-policy",
+        "default-src 'none'; frame-ancestors 'none'",
+    ),
+    (
+        "strict-transport-security",
+        "max-age=63072000; includeSubDomains",
+    ),
+];
 
 /// What every request handler shares.
 struct GatewayState {
@@ -181,6 +258,7 @@ impl Gateway {
         tracing::info!(addr = %self.local_addr(), routes = self.state.routes.routes().len(), "gateway listening");
         let graceful = GracefulShutdown::new();
         let load_shed = LoadShedLayer::new(self.state.settings.max_in_flight);
+        let cors = cors(&self.state.settings.cors_origins);
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
@@ -196,10 +274,25 @@ impl Gateway {
             // Layer order, outermost first: a request id exists before anything logs;
             // it is echoed on every response; the access log sees the final status (shed
             // requests included); load shedding comes before any work is done.
+            //   security headers on everything; compression of what goes out; CORS
+            //   answers preflights itself (they are never shed nor routed).
+            let [h1, h2, h3, h4, h5] = SECURITY_HEADERS.map(|(name, value)| {
+                SetResponseHeaderLayer::if_not_present(
+                    http::HeaderName::from_static(name),
+                    HeaderValue::from_static(value),
+                )
+            });
             let service = ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(AccessLogLayer)
+                .layer(h1)
+                .layer(h2)
+                .layer(h3)
+                .layer(h4)
+                .layer(h5)
+                .layer(CompressionLayer::new())
+                .layer(cors.clone())
                 .layer(load_shed.clone())
                 .service(Edge {
                     state: self.state.clone(),

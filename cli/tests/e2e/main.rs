@@ -2,6 +2,7 @@
 
 mod catalog;
 mod checkout;
+mod edge;
 mod helpers;
 mod orders;
 
