@@ -8,6 +8,7 @@
 
 pub mod access_log;
 pub mod auth;
+pub mod authenticate;
 pub mod load_shed;
 pub mod problem;
 pub mod routes;
@@ -39,11 +40,11 @@ use tower_http::{
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     set_header::SetResponseHeaderLayer,
 };
-use uuid::Uuid;
 
 use crate::{
     access_log::{AccessLogLayer, RouteLabel},
     auth::Jwks,
+    authenticate::AuthenticateLayer,
     load_shed::LoadShedLayer,
     problem::Problem,
     routes::{Access, Lookup, Route, RouteTable},
@@ -294,6 +295,11 @@ impl Gateway {
                 .layer(CompressionLayer::new())
                 .layer(cors.clone())
                 .layer(load_shed.clone())
+                .layer(AuthenticateLayer::new(
+                    self.state.jwks.clone(),
+                    self.state.settings.trust_forwarded_for,
+                    peer,
+                ))
                 .service(Edge {
                     state: self.state.clone(),
                     peer,
@@ -396,7 +402,12 @@ async fn forward(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, Problem> {
-    let caller = authenticate(state, route, req.headers(), peer).await?;
+    let caller = req
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or_else(|| authenticate::anonymous(peer));
+    authorize(route, &caller)?;
     let (parts, body) = req.into_parts();
     let content_type = parts
         .headers
@@ -513,72 +524,8 @@ async fn forward(
         .expect("static response parts are valid"))
 }
 
-/// Establishes the caller from the bearer token and enforces the route's access rule.
-async fn authenticate(
-    state: &GatewayState,
-    route: &Route,
-    headers: &http::HeaderMap,
-    peer: SocketAddr,
-) -> Result<Caller, Problem> {
-    let client_ip = if state.settings.trust_forwarded_for {
-        headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(|s| s.trim().to_string())
-    } else {
-        None
-    }
-    .unwrap_or_else(|| peer.ip().to_string());
-    let mut caller = Caller {
-        user_id: None,
-        roles: Vec::new(),
-        client_ip: Some(client_ip),
-    };
-
-    let challenge = |error: &str, detail: &str| {
-        Problem::new(StatusCode::UNAUTHORIZED, detail).header(
-            header::WWW_AUTHENTICATE,
-            &format!(r#"Bearer realm="orderflow", error="{error}""#),
-        )
-    };
-    let token = match headers.get(header::AUTHORIZATION) {
-        None => None,
-        Some(value) => {
-            let value = value.to_str().map_err(|_| {
-                challenge("invalid_request", "the Authorization header is malformed")
-            })?;
-            match value.split_once(' ') {
-                Some((scheme, token))
-                    if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-                {
-                    Some(token.trim().to_string())
-                }
-                _ => {
-                    return Err(challenge(
-                        "invalid_request",
-                        "expected Authorization: Bearer <token>",
-                    ));
-                }
-            }
-        }
-    };
-    if let Some(token) = token {
-        let claims = state.jwks.verify(&token).await.map_err(|e| {
-            tracing::debug!(error = %e, "token refused");
-            metrics::counter!("gateway_tokens_refused_total").increment(1);
-            let detail = match e {
-                platform::jwt::TokenError::Expired => "the access token has expired",
-                _ => "the access token is invalid",
-            };
-            challenge("invalid_token", detail)
-        })?;
-        caller.user_id = Some(
-            Uuid::parse_str(&claims.sub)
-                .map_err(|_| challenge("invalid_token", "the access token is invalid"))?,
-        );
-        caller.roles = claims.roles;
-    }
+/// Enforces the route's access rule on the caller the [`authenticate`] layer established.
+fn authorize(route: &Route, caller: &Caller) -> Result<(), Problem> {
     match route.access {
         Access::Public => {}
         Access::Authenticated | Access::Admin if caller.user_id.is_none() => {
@@ -596,5 +543,5 @@ async fn authenticate(
         }
         _ => {}
     }
-    Ok(caller)
+    Ok(())
 }
