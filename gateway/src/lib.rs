@@ -11,6 +11,7 @@ pub mod auth;
 pub mod authenticate;
 pub mod load_shed;
 pub mod problem;
+pub mod rate_limit;
 pub mod routes;
 pub mod transcode;
 
@@ -47,6 +48,7 @@ use crate::{
     authenticate::AuthenticateLayer,
     load_shed::LoadShedLayer,
     problem::Problem,
+    rate_limit::RateLimitLayer,
     routes::{Access, Lookup, Route, RouteTable},
     transcode::{DynamicCodec, RequestError, build_request, render_response},
 };
@@ -79,6 +81,16 @@ pub struct GatewaySettings {
     /// `GATEWAY_CORS_ORIGINS`: browser origins allowed to call the API (comma separated;
     /// `*` for any; empty: no CORS headers, so browsers allow same-origin only).
     pub cors_origins: Vec<String>,
+    /// `GATEWAY_RATE_LIMIT_API` (e.g. `100/s`) and `GATEWAY_RATE_LIMIT_API_BURST`: the
+    /// budget of each user (or, signed out, each client address) on most routes.
+    pub rate_limit_api: rate_limit::Quota,
+    /// `GATEWAY_RATE_LIMIT_AUTH` and `GATEWAY_RATE_LIMIT_AUTH_BURST`: the stricter budget
+    /// on `/v1/auth/*`.
+    pub rate_limit_auth: rate_limit::Quota,
+    /// `REDIS_URL`: where rate-limit budgets are kept (shared by every replica).
+    pub redis_url: platform::config::Secret,
+    /// `REDIS_KEY_PREFIX`.
+    pub redis_key_prefix: String,
 }
 
 impl GatewaySettings {
@@ -106,8 +118,26 @@ impl GatewaySettings {
             trust_forwarded_for: r.parse("GATEWAY_TRUST_FORWARDED_FOR", false)?,
             max_in_flight: r.parse("GATEWAY_MAX_IN_FLIGHT", 1024)?,
             cors_origins: cors_origins(&r.string("GATEWAY_CORS_ORIGINS", ""))?,
+            rate_limit_api: quota(r, "GATEWAY_RATE_LIMIT_API", "100/s", 200)?,
+            rate_limit_auth: quota(r, "GATEWAY_RATE_LIMIT_AUTH", "60/m", 20)?,
+            redis_url: r.secret("REDIS_URL", "redis://127.0.0.1:6379/"),
+            redis_key_prefix: r.string("REDIS_KEY_PREFIX", "orderflow:"),
         })
     }
+}
+
+fn quota(
+    r: &Reader<'_>,
+    key: &str,
+    rate: &str,
+    burst: u32,
+) -> Result<rate_limit::Quota, ConfigError> {
+    let burst_key = format!("{key}_BURST");
+    let burst = r.parse(&burst_key, burst)?;
+    rate_limit::Quota::parse_rate(&r.string(key, rate), burst).map_err(|problem| ConfigError {
+        key: key.into(),
+        problem,
+    })
 }
 
 fn cors_origins(raw: &str) -> Result<Vec<String>, ConfigError> {
@@ -181,6 +211,7 @@ const SECURITY_HEADERS: [(&str, &str); 5] = [
 
 /// What every request handler shares.
 struct GatewayState {
+    limiter: Arc<rate_limit::Limiter>,
     routes: RouteTable,
     channels: HashMap<String, Channel>,
     jwks: Jwks,
@@ -225,9 +256,20 @@ impl Gateway {
         let listener = TcpListener::bind(settings.addr)
             .await
             .with_context(|| format!("setting GATEWAY_ADDR: cannot bind {}", settings.addr))?;
+        let redis = platform::redis::RedisHandle::new(
+            settings.redis_url.expose(),
+            &settings.redis_key_prefix,
+        )
+        .context("setting REDIS_URL")?;
+        let limiter = Arc::new(rate_limit::Limiter::new(
+            redis,
+            settings.rate_limit_auth,
+            settings.rate_limit_api,
+        ));
         Ok(Self {
             listener,
             state: Arc::new(GatewayState {
+                limiter,
                 routes,
                 channels,
                 jwks,
@@ -276,7 +318,9 @@ impl Gateway {
             // it is echoed on every response; the access log sees the final status (shed
             // requests included); load shedding comes before any work is done.
             //   security headers on everything; compression of what goes out; CORS
-            //   answers preflights itself (they are never shed nor routed).
+            //   answers preflights itself (they are never shed nor routed); shedding
+            //   before any work; the caller is established before the rate limit, which
+            //   budgets by user (or address).
             let [h1, h2, h3, h4, h5] = SECURITY_HEADERS.map(|(name, value)| {
                 SetResponseHeaderLayer::if_not_present(
                     http::HeaderName::from_static(name),
@@ -300,6 +344,7 @@ impl Gateway {
                     self.state.settings.trust_forwarded_for,
                     peer,
                 ))
+                .layer(RateLimitLayer::new(self.state.limiter.clone()))
                 .service(Edge {
                     state: self.state.clone(),
                     peer,

@@ -371,7 +371,7 @@ async fn the_saga_completes_when_the_broker_closes_every_connection_mid_way() {
         if i == 1 || i == 3 {
             // Mid-saga: every relay and consumer loses its connection.
             assert!(
-                vhost.close_connections() > 0,
+                vhost.close_connections().await > 0,
                 "the suite's connections were closed"
             );
         }

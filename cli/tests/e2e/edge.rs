@@ -95,3 +95,70 @@ async fn only_configured_origins_get_cors_headers() {
         "a browser will refuse it"
     );
 }
+
+async fn products(s: &crate::helpers::TestSuite, token: Option<&str>) -> crate::helpers::Reply {
+    s.call(Method::GET, "/v1/products?pageSize=1", token, None)
+        .await
+}
+
+#[tokio::test]
+async fn the_rate_limit_refuses_beyond_the_burst_per_caller_and_recovers() {
+    let s = spawn_suite_with(&[
+        ("GATEWAY_RATE_LIMIT_API", "2/s"),
+        ("GATEWAY_RATE_LIMIT_API_BURST", "3"),
+    ])
+    .await;
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        let ok = products(&s, None).await;
+        assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+        assert_eq!(ok.header("ratelimit-policy"), r#""api";q=3;w=1"#);
+        remaining.push(ok.header("ratelimit").to_string());
+    }
+    assert!(remaining[0].starts_with(r#""api";r=2;"#), "{remaining:?}");
+    assert!(remaining[2].starts_with(r#""api";r=0;"#), "{remaining:?}");
+    let refused = products(&s, None).await;
+    refused.assert_problem(429);
+    assert_eq!(refused.header("retry-after"), "1");
+    assert!(refused.header("ratelimit").starts_with(r#""api";r=0;"#));
+
+    // A signed-in user spends a budget of their own (auth routes have theirs too).
+    let token = s.customer("ana@example.cl").await;
+    assert_eq!(products(&s, Some(&token)).await.status, StatusCode::OK);
+    // Probes are never limited.
+    let ready = s.call(Method::GET, "/health/ready", None, None).await;
+    assert_eq!(ready.status, StatusCode::OK);
+
+    // Once the refill interval has passed, the address may call again.
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    assert_eq!(products(&s, None).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn with_redis_unreachable_the_gateway_keeps_serving_and_limiting_in_process() {
+    let s = spawn_suite_with(&[
+        ("REDIS_URL", &platform::testing::closed_port_url("redis")),
+        ("GATEWAY_RATE_LIMIT_API", "1/m"),
+        ("GATEWAY_RATE_LIMIT_API_BURST", "2"),
+    ])
+    .await;
+    assert_eq!(products(&s, None).await.status, StatusCode::OK);
+    assert_eq!(products(&s, None).await.status, StatusCode::OK);
+    let refused = products(&s, None).await;
+    refused.assert_problem(429);
+    let metrics = s
+        .http
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("gateway_rate_limit_local_checks_total ")),
+        "the fallback is counted"
+    );
+}

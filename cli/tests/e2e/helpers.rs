@@ -225,20 +225,34 @@ impl TestVhost {
         format!("amqp://guest:guest@127.0.0.1:5672/{}", self.name)
     }
 
-    /// The broker closes every connection in the vhost, as a restart would. Returns how
-    /// many it closed.
-    pub fn close_connections(&self) -> usize {
-        let out = rabbitmqctl(&[
-            "close_all_connections",
-            "--vhost",
-            &self.name,
-            "test: broker-side close",
-        ]);
-        out.split_whitespace()
-            .skip_while(|w| *w != "Closed")
-            .nth(1)
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected rabbitmqctl output: {out}"))
+    /// The broker closes every connection in the vhost, as a restart would. Waits (up to
+    /// 20 s) for there to be some, e.g. after a previous close; returns how many it closed.
+    pub async fn close_connections(&self) -> usize {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            // Off the runtime's threads: the suite under test runs on them.
+            let name = self.name.clone();
+            let out = tokio::task::spawn_blocking(move || {
+                rabbitmqctl(&[
+                    "close_all_connections",
+                    "--vhost",
+                    &name,
+                    "test: broker-side close",
+                ])
+            })
+            .await
+            .unwrap();
+            let closed: usize = out
+                .split_whitespace()
+                .skip_while(|w| *w != "Closed")
+                .nth(1)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("unexpected rabbitmqctl output: {out}"));
+            if closed > 0 || std::time::Instant::now() > deadline {
+                return closed;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 }
 

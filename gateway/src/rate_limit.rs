@@ -1,0 +1,383 @@
+//! Rate limiting with GCRA (the generic cell rate algorithm): each key keeps one number,
+//! its theoretical arrival time, so a check is one atomic Redis script and every gateway
+//! replica shares the same budget. Keys: the signed-in user, else the client address;
+//! route classes have their own quotas (`auth` endpoints are stricter than the rest).
+//!
+//! When Redis cannot be reached the gateway keeps serving with an in-process limiter of
+//! the same algorithm and quotas (per replica, so a little more permissive), logs the
+//! switch, counts it, and tries Redis again after a second. Responses carry
+//! `RateLimit-Policy` and `RateLimit` (IETF httpapi draft); a refusal is 429 with
+//! `Retry-After`.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use platform::{grpc::Caller, redis::RedisHandle};
+
+use crate::{access_log::RouteLabel, problem::Problem};
+
+/// A quota: `burst` requests at once, refilled at one per `interval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Time for one request's budget to come back.
+    pub interval: Duration,
+    /// Requests allowed back to back.
+    pub burst: u32,
+}
+
+impl Quota {
+    /// Parses `N/s`, `N/m` or `N/h` (requests per period).
+    pub fn parse_rate(raw: &str, burst: u32) -> Result<Self, String> {
+        let (n, unit) = raw
+            .trim()
+            .split_once('/')
+            .ok_or_else(|| format!("{raw:?}: expected a rate like 20/s, 60/m or 100/h"))?;
+        let n: u32 = n
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("{raw:?}: the count must be a positive number"))?;
+        let period = match unit.trim() {
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            other => return Err(format!("{raw:?}: unknown unit {other:?} (use s, m or h)")),
+        };
+        if burst == 0 {
+            return Err("the burst must be at least 1".into());
+        }
+        Ok(Self {
+            interval: period / n,
+            burst,
+        })
+    }
+
+    fn interval_ms(&self) -> i64 {
+        (self.interval.as_millis() as i64).max(1)
+    }
+
+    /// The window the policy header announces: how long a full burst takes to refill.
+    fn window_secs(&self) -> u64 {
+        (self.interval * self.burst).as_secs().max(1)
+    }
+}
+
+/// One check's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether the request may proceed.
+    pub allowed: bool,
+    /// When refused: how long until it would be allowed.
+    pub retry_after: Duration,
+    /// Requests still allowed right now.
+    pub remaining: u32,
+    /// Until the budget is full again.
+    pub reset: Duration,
+}
+
+/// GCRA on a theoretical arrival time `tat` (ms), at `now` (ms): the new `tat` (when
+/// allowed) and the decision. Redis runs the same arithmetic in [`GCRA_SCRIPT`].
+fn gcra(tat: Option<i64>, now: i64, quota: Quota) -> (Option<i64>, Decision) {
+    let t = quota.interval_ms();
+    let tau = t * (i64::from(quota.burst) - 1);
+    let tat = tat.unwrap_or(now).max(now);
+    let allow_at = tat - tau;
+    if now < allow_at {
+        let decision = Decision {
+            allowed: false,
+            retry_after: Duration::from_millis((allow_at - now) as u64),
+            remaining: 0,
+            reset: Duration::from_millis((tat - now) as u64),
+        };
+        return (None, decision);
+    }
+    let new_tat = tat + t;
+    let remaining = ((tau + t - (new_tat - now)) / t).max(0) as u32;
+    let decision = Decision {
+        allowed: true,
+        retry_after: Duration::ZERO,
+        remaining,
+        reset: Duration::from_millis((new_tat - now) as u64),
+    };
+    (Some(new_tat), decision)
+}
+
+/// The Redis side of [`gcra`]: atomic, on Redis's clock, the key expiring once idle.
+const GCRA_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local tau = interval * (tonumber(ARGV[2]) - 1)
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local allow_at = tat - tau
+if now < allow_at then
+  return {0, allow_at - now, 0, tat - now}
+end
+local new_tat = tat + interval
+redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now + 1000)
+local remaining = math.floor((tau + interval - (new_tat - now)) / interval)
+if remaining < 0 then remaining = 0 end
+return {1, 0, remaining, new_tat - now}
+"#;
+
+/// The limiter: Redis first, the local fallback while Redis is away.
+pub struct Limiter {
+    redis: RedisHandle,
+    script: redis::Script,
+    local: Mutex<HashMap<String, i64>>,
+    started: Instant,
+    redis_retry_at: Mutex<Option<Instant>>,
+    /// Quota of `/v1/auth/*`.
+    pub auth: Quota,
+    /// Quota of every other route.
+    pub api: Quota,
+}
+
+/// Keys the local fallback keeps before it forgets idle ones.
+const LOCAL_KEYS: usize = 100_000;
+
+impl Limiter {
+    /// A limiter on `redis` with the two quotas.
+    pub fn new(redis: RedisHandle, auth: Quota, api: Quota) -> Self {
+        Self {
+            redis,
+            script: redis::Script::new(GCRA_SCRIPT),
+            local: Mutex::default(),
+            started: Instant::now(),
+            redis_retry_at: Mutex::default(),
+            auth,
+            api,
+        }
+    }
+
+    async fn check_redis(&self, key: &str, quota: Quota) -> redis::RedisResult<Decision> {
+        let mut conn = self.redis.conn().await?;
+        let (allowed, retry_ms, remaining, reset_ms): (i64, i64, i64, i64) = self
+            .script
+            .key(self.redis.key(key))
+            .arg(quota.interval_ms())
+            .arg(quota.burst)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(Decision {
+            allowed: allowed == 1,
+            retry_after: Duration::from_millis(retry_ms.max(0) as u64),
+            remaining: remaining.max(0) as u32,
+            reset: Duration::from_millis(reset_ms.max(0) as u64),
+        })
+    }
+
+    fn check_local(&self, key: &str, quota: Quota) -> Decision {
+        let now = self.started.elapsed().as_millis() as i64;
+        let mut local = self.local.lock().expect("limiter lock poisoned");
+        if local.len() >= LOCAL_KEYS {
+            local.retain(|_, tat| *tat > now);
+        }
+        let (new_tat, decision) = gcra(local.get(key).copied(), now, quota);
+        if let Some(tat) = new_tat {
+            local.insert(key.to_string(), tat);
+        }
+        decision
+    }
+
+    /// Checks (and, when allowed, spends) one request of `key`'s budget.
+    pub async fn check(&self, key: &str, quota: Quota) -> Decision {
+        let skip_redis = self
+            .redis_retry_at
+            .lock()
+            .expect("limiter lock poisoned")
+            .is_some_and(|at| Instant::now() < at);
+        if !skip_redis {
+            match self.check_redis(key, quota).await {
+                Ok(decision) => {
+                    if self
+                        .redis_retry_at
+                        .lock()
+                        .expect("limiter lock poisoned")
+                        .take()
+                        .is_some()
+                    {
+                        tracing::info!("rate limiting: Redis is back");
+                    }
+                    return decision;
+                }
+                Err(e) => {
+                    let mut retry = self.redis_retry_at.lock().expect("limiter lock poisoned");
+                    if retry.is_none() {
+                        tracing::warn!(error = %e, "rate limiting: Redis unreachable, limiting in process until it is back");
+                    }
+                    *retry = Some(Instant::now() + Duration::from_secs(1));
+                }
+            }
+        }
+        metrics::counter!("gateway_rate_limit_local_checks_total").increment(1);
+        self.check_local(key, quota)
+    }
+}
+
+/// Paths never limited (probes and scrapes).
+const EXEMPT: &[&str] = &["/health/live", "/health/ready", "/metrics"];
+
+/// Limits every request by its caller's budget.
+#[derive(Clone)]
+pub struct RateLimitLayer {
+    limiter: Arc<Limiter>,
+}
+
+impl RateLimitLayer {
+    /// A layer sharing `limiter`.
+    pub fn new(limiter: Arc<Limiter>) -> Self {
+        Self { limiter }
+    }
+}
+
+impl<S> tower::Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimit {
+            inner,
+            limiter: self.limiter.clone(),
+        }
+    }
+}
+
+/// The service made by [`RateLimitLayer`].
+#[derive(Clone)]
+pub struct RateLimit<S> {
+    inner: S,
+    limiter: Arc<Limiter>,
+}
+
+fn set(headers: &mut http::HeaderMap, name: &'static str, value: String) {
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(name, v);
+    }
+}
+
+impl<S, B> tower::Service<Request<B>> for RateLimit<S>
+where
+    S: tower::Service<Request<B>, Response = Response<Full<Bytes>>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let path = req.uri().path().to_string();
+        if EXEMPT.contains(&path.as_str()) {
+            return Box::pin(self.inner.call(req));
+        }
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let limiter = self.limiter.clone();
+        let (class, quota) = if path.starts_with("/v1/auth/") {
+            ("auth", limiter.auth)
+        } else {
+            ("api", limiter.api)
+        };
+        let caller = req.extensions().get::<Caller>();
+        let who = match caller.and_then(|c| c.user_id) {
+            Some(user) => format!("user:{user}"),
+            None => format!(
+                "ip:{}",
+                caller
+                    .and_then(|c| c.client_ip.clone())
+                    .unwrap_or_else(|| "unknown".into())
+            ),
+        };
+        let key = format!("ratelimit:{class}:{who}");
+        Box::pin(async move {
+            let decision = limiter.check(&key, quota).await;
+            let mut response = if decision.allowed {
+                inner.call(req).await?
+            } else {
+                metrics::counter!("gateway_rate_limited_total", "class" => class).increment(1);
+                let retry = decision.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                let mut response = Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("too many requests; try again in {retry} s"),
+                )
+                .header(header::RETRY_AFTER, &retry.to_string())
+                .into_response(&path);
+                response
+                    .extensions_mut()
+                    .insert(RouteLabel("rate_limited".into()));
+                response
+            };
+            let headers = response.headers_mut();
+            set(
+                headers,
+                "ratelimit-policy",
+                format!("\"{class}\";q={};w={}", quota.burst, quota.window_secs()),
+            );
+            set(
+                headers,
+                "ratelimit",
+                format!(
+                    "\"{class}\";r={};t={}",
+                    decision.remaining,
+                    decision.reset.as_secs_f64().ceil() as u64
+                ),
+            );
+            Ok(response)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gcra_allows_the_burst_then_one_per_interval() {
+        let quota = Quota::parse_rate("2/s", 3).unwrap();
+        assert_eq!(quota.interval, Duration::from_millis(500));
+        let mut tat = None;
+        let mut remaining = Vec::new();
+        for _ in 0..3 {
+            let (next, d) = gcra(tat, 1_000, quota);
+            assert!(d.allowed);
+            remaining.push(d.remaining);
+            tat = next;
+        }
+        assert_eq!(remaining, [2, 1, 0]);
+        let (_, refused) = gcra(tat, 1_000, quota);
+        assert!(!refused.allowed);
+        assert_eq!(refused.retry_after, Duration::from_millis(500));
+        // Half a second later exactly one more fits.
+        let (next, d) = gcra(tat, 1_500, quota);
+        assert!(d.allowed);
+        assert!(!gcra(next, 1_500, quota).1.allowed);
+        // Idle long enough, the whole burst is back.
+        assert_eq!(gcra(next, 60_000, quota).1.remaining, 2);
+    }
+
+    #[test]
+    fn rates_parse_with_units_and_bad_ones_are_explained() {
+        assert_eq!(
+            Quota::parse_rate("10/m", 5).unwrap().interval,
+            Duration::from_secs(6)
+        );
+        assert!(Quota::parse_rate("10", 5).unwrap_err().contains("20/s"));
+        assert!(Quota::parse_rate("0/s", 5).is_err());
+        assert!(Quota::parse_rate("5/d", 5).is_err());
+        assert!(Quota::parse_rate("5/s", 0).is_err());
+    }
+}
