@@ -9,6 +9,7 @@
 pub mod access_log;
 pub mod auth;
 pub mod authenticate;
+pub mod idempotency;
 pub mod load_shed;
 pub mod problem;
 pub mod rate_limit;
@@ -21,7 +22,6 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::graceful::GracefulShutdown,
@@ -46,6 +46,7 @@ use crate::{
     access_log::{AccessLogLayer, RouteLabel},
     auth::Jwks,
     authenticate::AuthenticateLayer,
+    idempotency::{GatewayBody, IdempotencyLayer},
     load_shed::LoadShedLayer,
     problem::Problem,
     rate_limit::RateLimitLayer,
@@ -212,6 +213,7 @@ const SECURITY_HEADERS: [(&str, &str); 5] = [
 /// What every request handler shares.
 struct GatewayState {
     limiter: Arc<rate_limit::Limiter>,
+    redis: platform::redis::RedisHandle,
     routes: RouteTable,
     channels: HashMap<String, Channel>,
     jwks: Jwks,
@@ -262,7 +264,7 @@ impl Gateway {
         )
         .context("setting REDIS_URL")?;
         let limiter = Arc::new(rate_limit::Limiter::new(
-            redis,
+            redis.clone(),
             settings.rate_limit_auth,
             settings.rate_limit_api,
         ));
@@ -270,6 +272,7 @@ impl Gateway {
             listener,
             state: Arc::new(GatewayState {
                 limiter,
+                redis,
                 routes,
                 channels,
                 jwks,
@@ -320,7 +323,8 @@ impl Gateway {
             //   security headers on everything; compression of what goes out; CORS
             //   answers preflights itself (they are never shed nor routed); shedding
             //   before any work; the caller is established before the rate limit, which
-            //   budgets by user (or address).
+            //   budgets by user (or address); idempotency comes after the rate limit (a
+            //   refused request claims no key) and keys by the same caller.
             let [h1, h2, h3, h4, h5] = SECURITY_HEADERS.map(|(name, value)| {
                 SetResponseHeaderLayer::if_not_present(
                     http::HeaderName::from_static(name),
@@ -345,6 +349,10 @@ impl Gateway {
                     peer,
                 ))
                 .layer(RateLimitLayer::new(self.state.limiter.clone()))
+                .layer(IdempotencyLayer::new(
+                    self.state.redis.clone(),
+                    self.state.settings.max_body_bytes,
+                ))
                 .service(Edge {
                     state: self.state.clone(),
                     peer,
@@ -380,7 +388,7 @@ struct Edge {
     peer: SocketAddr,
 }
 
-impl tower::Service<Request<Incoming>> for Edge {
+impl tower::Service<Request<GatewayBody>> for Edge {
     type Response = Response<Full<Bytes>>;
     type Error = Infallible;
     type Future = std::pin::Pin<
@@ -394,7 +402,7 @@ impl tower::Service<Request<Incoming>> for Edge {
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, req: Request<GatewayBody>) -> Self::Future {
         let state = self.state.clone();
         let peer = self.peer;
         Box::pin(async move { Ok(route_request(state, req, peer).await) })
@@ -403,7 +411,7 @@ impl tower::Service<Request<Incoming>> for Edge {
 
 async fn route_request(
     state: Arc<GatewayState>,
-    req: Request<Incoming>,
+    req: Request<GatewayBody>,
     peer: SocketAddr,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
@@ -444,7 +452,7 @@ async fn forward(
     state: &GatewayState,
     route: &Route,
     values: Vec<String>,
-    req: Request<Incoming>,
+    req: Request<GatewayBody>,
     peer: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, Problem> {
     let caller = req

@@ -9,16 +9,22 @@ use crate::{
     orders::product,
 };
 
-const APPROVE: &str = "4242424242424242";
+pub const APPROVE: &str = "4242424242424242";
 const DECLINE: &str = "4000000000000002";
 const PROCESSOR_ERROR: &str = "4000000000000119";
-const SLOW: &str = "4000000000003220";
+pub const SLOW: &str = "4000000000003220";
 
-fn card(number: &str) -> Value {
+pub fn card(number: &str) -> Value {
     json!({"card": {"number": number, "expMonth": 12, "expYear": 2030, "cvc": "123", "holder": "Ana Pérez"}})
 }
 
-async fn pay(s: &TestSuite, token: &str, order: &str, key: impl ToString, body: Value) -> Reply {
+pub async fn pay(
+    s: &TestSuite,
+    token: &str,
+    order: &str,
+    key: impl ToString,
+    body: Value,
+) -> Reply {
     let key = key.to_string();
     let mut req = s
         .http
@@ -31,7 +37,7 @@ async fn pay(s: &TestSuite, token: &str, order: &str, key: impl ToString, body: 
     s.raw(req).await
 }
 
-async fn place(s: &TestSuite, token: &str, sku: &str, quantity: i64) -> Value {
+pub async fn place(s: &TestSuite, token: &str, sku: &str, quantity: i64) -> Value {
     let placed = s
         .call(
             Method::POST,

@@ -4,6 +4,7 @@ mod catalog;
 mod checkout;
 mod edge;
 mod helpers;
+mod idempotency;
 mod orders;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};

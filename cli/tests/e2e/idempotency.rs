@@ -1,0 +1,147 @@
+//! The gateway's Idempotency-Key layer: replay, mismatch, in flight, per caller, and what
+//! still holds when Redis is away (the services' own idempotency).
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::{
+    checkout::{APPROVE, SLOW, card, pay, place},
+    helpers::{TestSuite, spawn_suite, spawn_suite_with},
+    orders::product,
+};
+
+/// `POST /v1/orders` with `key`, read raw: (status, headers, body bytes).
+async fn order_with_key(
+    s: &TestSuite,
+    token: &str,
+    key: &str,
+    body: &Value,
+) -> (StatusCode, reqwest::header::HeaderMap, Vec<u8>) {
+    let resp = s
+        .http
+        .post(format!("{}/v1/orders", s.base))
+        .bearer_auth(token)
+        .header("idempotency-key", key)
+        .json(body)
+        .send()
+        .await
+        .expect("the gateway answers");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    (status, headers, resp.bytes().await.unwrap().to_vec())
+}
+
+#[tokio::test]
+async fn a_repeated_post_replays_the_first_response_and_a_different_body_is_422() {
+    let s = spawn_suite().await;
+    let admin = s.admin("admin@tienda.cl").await;
+    product(&s, &admin, "TE-1", 1000, 10).await;
+    let ana = s.customer("ana@example.cl").await;
+    let body = json!({"lines": [{"sku": "TE-1", "quantity": 1}]});
+
+    let (status, first_headers, first) = order_with_key(&s, &ana, "\"order-1\"", &body).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(first_headers.get("idempotent-replayed").is_none());
+    let (status, headers, again) = order_with_key(&s, &ana, "\"order-1\"", &body).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again, first, "replayed byte for byte");
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(headers["content-type"], first_headers["content-type"]);
+    // One order, one reservation.
+    let stock = s.call(Method::GET, "/v1/products/TE-1", None, None).await;
+    assert_eq!(stock.body["available"], 9);
+
+    // The same key for another request.
+    let other = json!({"lines": [{"sku": "TE-1", "quantity": 2}]});
+    let (status, headers, problem) = order_with_key(&s, &ana, "\"order-1\"", &other).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(headers["content-type"], "application/problem+json");
+    let problem: Value = serde_json::from_slice(&problem).unwrap();
+    assert_eq!(problem["errors"][0]["field"], "Idempotency-Key");
+
+    // Keys belong to their caller: another customer's "order-1" is a new order.
+    let bea = s.customer("bea@example.cl").await;
+    let (status, headers, theirs) = order_with_key(&s, &bea, "\"order-1\"", &body).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers.get("idempotent-replayed").is_none());
+    assert_ne!(theirs, first);
+
+    // A malformed key is refused before anything happens.
+    let (status, _, problem) = order_with_key(&s, &ana, "two words", &body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let problem: Value = serde_json::from_slice(&problem).unwrap();
+    assert_eq!(problem["errors"][0]["field"], "Idempotency-Key");
+    let stock = s.call(Method::GET, "/v1/products/TE-1", None, None).await;
+    assert_eq!(stock.body["available"], 8);
+}
+
+#[tokio::test]
+async fn a_key_still_in_flight_is_409_then_replays_once_done() {
+    let s = spawn_suite_with(&[
+        ("PAYMENT_SANDBOX_SLOW_DELAY", "2s"),
+        ("PAYMENT_PROVIDER_TIMEOUT", "10s"),
+    ])
+    .await;
+    let admin = s.admin("admin@tienda.cl").await;
+    product(&s, &admin, "CAFE-1", 3000, 10).await;
+    let ana = s.customer("ana@example.cl").await;
+    let order = place(&s, &ana, "CAFE-1", 1).await;
+    let id = order["id"].as_str().unwrap();
+
+    let slow = pay(&s, &ana, id, "pay-1", card(SLOW));
+    let meanwhile = async {
+        // Give the first request a head start, then repeat it while it is served.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        pay(&s, &ana, id, "pay-1", card(SLOW)).await
+    };
+    let (first, second) = futures::future::join(slow, meanwhile).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    second.assert_problem(409);
+    assert_eq!(second.body["errors"][0]["field"], "Idempotency-Key");
+    assert_eq!(second.header("retry-after"), "1");
+
+    let replay = pay(&s, &ana, id, "pay-1", card(SLOW)).await;
+    assert_eq!(replay.status, StatusCode::OK);
+    assert_eq!(replay.header("idempotent-replayed"), "true");
+    assert_eq!(replay.body["id"], first.body["id"]);
+}
+
+#[tokio::test]
+async fn with_redis_away_the_payment_service_still_charges_once_per_key() {
+    let s = spawn_suite_with(&[("REDIS_URL", &platform::testing::closed_port_url("redis"))]).await;
+    let admin = s.admin("admin@tienda.cl").await;
+    product(&s, &admin, "MIEL-1", 2500, 10).await;
+    let ana = s.customer("ana@example.cl").await;
+    let order = place(&s, &ana, "MIEL-1", 1).await;
+    let id = order["id"].as_str().unwrap();
+
+    let paid = pay(&s, &ana, id, "k-1", card(APPROVE)).await;
+    assert_eq!(paid.status, StatusCode::OK, "{}", paid.body);
+    // Not replayed by the gateway (it cannot reach Redis) but by the service itself.
+    let again = pay(&s, &ana, id, "k-1", card(APPROVE)).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert!(again.header("idempotent-replayed").is_empty());
+    assert_eq!(again.body["id"], paid.body["id"]);
+    let payments = s
+        .call(
+            Method::GET,
+            &format!("/v1/orders/{id}/payments"),
+            Some(&ana),
+            None,
+        )
+        .await;
+    assert_eq!(payments.body["payments"].as_array().unwrap().len(), 1);
+    let metrics = s
+        .raw(s.http.get(format!("{}/metrics", s.base)))
+        .await
+        .body
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("gateway_idempotency_unavailable_total ")),
+        "the unguarded pass-through is counted"
+    );
+}
