@@ -20,7 +20,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(env::var("OUT_DIR")?);
 
     let mut compiler = protox::Compiler::new(["protos"])?;
-    compiler.include_imports(true).include_source_info(false);
+    // Source info keeps the comments: the gateway's OpenAPI document describes routes,
+    // messages and fields with them.
+    compiler.include_imports(true).include_source_info(true);
     compiler.open_files(FILES)?;
     // Encoded by protox itself so custom options (google.api.http, access) survive:
     // decoding into prost_types would drop them as unknown extension fields.

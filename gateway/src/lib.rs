@@ -9,8 +9,10 @@
 pub mod access_log;
 pub mod auth;
 pub mod authenticate;
+pub mod docs;
 pub mod idempotency;
 pub mod load_shed;
+pub mod openapi;
 pub mod problem;
 pub mod rate_limit;
 pub mod routes;
@@ -212,6 +214,10 @@ const SECURITY_HEADERS: [(&str, &str); 5] = [
 
 /// What every request handler shares.
 struct GatewayState {
+    /// `/openapi.json`, generated once from the route table.
+    openapi: Bytes,
+    /// `/docs`, rendered once from that document.
+    docs: Bytes,
     limiter: Arc<rate_limit::Limiter>,
     redis: platform::redis::RedisHandle,
     routes: RouteTable,
@@ -231,6 +237,9 @@ impl Gateway {
     /// Builds the route table, prepares upstream channels (connected lazily) and binds.
     pub async fn build(settings: GatewaySettings) -> anyhow::Result<Self> {
         let routes = RouteTable::from_descriptor_set(proto::FILE_DESCRIPTOR_SET)?;
+        let openapi_doc = openapi::document(&routes);
+        let docs = Bytes::from(docs::render(&openapi_doc));
+        let openapi = Bytes::from(serde_json::to_vec(&openapi_doc)?);
         let mut channels = HashMap::new();
         for (name, url) in &settings.upstreams {
             let channel = Endpoint::from_shared(url.clone())?
@@ -271,6 +280,8 @@ impl Gateway {
         Ok(Self {
             listener,
             state: Arc::new(GatewayState {
+                openapi,
+                docs,
                 limiter,
                 redis,
                 routes,
@@ -419,6 +430,10 @@ async fn route_request(
         resp.extensions_mut().insert(RouteLabel(path));
         return resp;
     }
+    if let Some(mut resp) = describe(&state, req.method(), &path) {
+        resp.extensions_mut().insert(RouteLabel(path));
+        return resp;
+    }
     let (route, values) = match state.routes.lookup(req.method(), &path) {
         Lookup::Found(route, values) => (route, values),
         Lookup::MethodNotAllowed(allowed) => {
@@ -445,6 +460,40 @@ async fn route_request(
         .extensions_mut()
         .insert(RouteLabel(route.template.clone()));
     response
+}
+
+/// `GET /openapi.json` and `GET /docs`.
+fn describe(state: &GatewayState, method: &Method, path: &str) -> Option<Response<Full<Bytes>>> {
+    let (body, content_type, csp) = match path {
+        "/openapi.json" => (state.openapi.clone(), "application/json", None),
+        "/docs" => (
+            state.docs.clone(),
+            "text/html; charset=utf-8",
+            Some(docs::CONTENT_SECURITY_POLICY),
+        ),
+        _ => return None,
+    };
+    if method != Method::GET && method != Method::HEAD {
+        return Some(
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} is not allowed here; use GET"),
+            )
+            .header(header::ALLOW, "GET")
+            .into_response(path),
+        );
+    }
+    let mut response = Response::builder()
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CACHE_CONTROL, "public, max-age=300");
+    if let Some(csp) = csp {
+        response = response.header(header::CONTENT_SECURITY_POLICY, csp);
+    }
+    Some(
+        response
+            .body(Full::new(body))
+            .expect("static response parts are valid"),
+    )
 }
 
 /// Checks access, transcodes and calls the RPC. `Err` is an answer already decided.

@@ -162,3 +162,29 @@ async fn with_redis_unreachable_the_gateway_keeps_serving_and_limiting_in_proces
         "the fallback is counted"
     );
 }
+
+#[tokio::test]
+async fn the_gateway_serves_its_openapi_document_and_a_docs_page() {
+    let s = crate::helpers::spawn_suite().await;
+    let doc = s.call(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(doc.status, StatusCode::OK);
+    assert_eq!(doc.header("content-type"), "application/json");
+    assert_eq!(doc.body["openapi"], "3.1.0");
+    assert!(doc.body["paths"]["/v1/orders/{order_id}/payments"]["post"].is_object());
+
+    let page = s.raw(s.http.get(format!("{}/docs", s.base))).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.header("content-type").starts_with("text/html"));
+    // Its own policy: inline styles, nothing fetched.
+    assert!(
+        page.header("content-security-policy")
+            .contains("style-src 'unsafe-inline'")
+    );
+    let html = page.body.as_str().unwrap();
+    assert!(html.contains("<code>/v1/orders/{order_id}/payments</code>"));
+    assert!(!html.contains("<script"));
+
+    s.call(Method::POST, "/openapi.json", None, None)
+        .await
+        .assert_problem(405);
+}
