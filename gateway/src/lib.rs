@@ -17,6 +17,7 @@ pub mod problem;
 pub mod rate_limit;
 pub mod routes;
 pub mod transcode;
+pub mod upstream;
 
 use std::{collections::HashMap, convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -53,7 +54,7 @@ use crate::{
     problem::Problem,
     rate_limit::RateLimitLayer,
     routes::{Access, Lookup, Route, RouteTable},
-    transcode::{DynamicCodec, RequestError, build_request, render_response},
+    transcode::{RequestError, build_request, render_response},
 };
 
 /// The upstream services and their default gRPC addresses (the ports `orderflow all` uses).
@@ -72,8 +73,13 @@ pub struct GatewaySettings {
     pub addr: SocketAddr,
     /// `GATEWAY_<SERVICE>_URL` (e.g. `GATEWAY_IAM_URL`): each upstream's gRPC URL.
     pub upstreams: HashMap<String, String>,
-    /// `GATEWAY_UPSTREAM_TIMEOUT`: deadline for one upstream call (sent as `grpc-timeout`).
-    pub upstream_timeout: Duration,
+    /// Deadlines per route (sent as `grpc-timeout`; past them the client gets 504):
+    /// `GATEWAY_READ_TIMEOUT` for GET routes, `GATEWAY_UPSTREAM_TIMEOUT` for the others,
+    /// `GATEWAY_ROUTE_TIMEOUTS` (`METHOD /template=duration`, comma separated) per route.
+    pub timeouts: upstream::RouteTimeouts,
+    /// `GATEWAY_READ_RETRIES`: retries of a GET refused with UNAVAILABLE (within a retry
+    /// budget).
+    pub read_retries: u32,
     /// `GATEWAY_MAX_BODY_BYTES`: larger request bodies get 413.
     pub max_body_bytes: usize,
     /// `GATEWAY_TRUST_FORWARDED_FOR`: take the client address from `X-Forwarded-For`
@@ -116,7 +122,18 @@ impl GatewaySettings {
         Ok(Self {
             addr: r.parse("GATEWAY_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)))?,
             upstreams,
-            upstream_timeout: r.duration("GATEWAY_UPSTREAM_TIMEOUT", Duration::from_secs(15))?,
+            timeouts: upstream::RouteTimeouts {
+                read: r.duration("GATEWAY_READ_TIMEOUT", Duration::from_secs(5))?,
+                write: r.duration("GATEWAY_UPSTREAM_TIMEOUT", Duration::from_secs(15))?,
+                overrides: upstream::RouteTimeouts::parse_overrides(
+                    &r.string("GATEWAY_ROUTE_TIMEOUTS", upstream::DEFAULT_OVERRIDES),
+                )
+                .map_err(|problem| ConfigError {
+                    key: "GATEWAY_ROUTE_TIMEOUTS".into(),
+                    problem,
+                })?,
+            },
+            read_retries: r.parse("GATEWAY_READ_RETRIES", 2)?,
             max_body_bytes: r.parse("GATEWAY_MAX_BODY_BYTES", 1024 * 1024)?,
             trust_forwarded_for: r.parse("GATEWAY_TRUST_FORWARDED_FOR", false)?,
             max_in_flight: r.parse("GATEWAY_MAX_IN_FLIGHT", 1024)?,
@@ -214,6 +231,7 @@ const SECURITY_HEADERS: [(&str, &str); 5] = [
 
 /// What every request handler shares.
 struct GatewayState {
+    retries: upstream::Retries,
     /// `/openapi.json`, generated once from the route table.
     openapi: Bytes,
     /// `/docs`, rendered once from that document.
@@ -237,6 +255,17 @@ impl Gateway {
     /// Builds the route table, prepares upstream channels (connected lazily) and binds.
     pub async fn build(settings: GatewaySettings) -> anyhow::Result<Self> {
         let routes = RouteTable::from_descriptor_set(proto::FILE_DESCRIPTOR_SET)?;
+        for (method, template) in settings.timeouts.overrides.keys() {
+            if !routes
+                .routes()
+                .iter()
+                .any(|r| r.method == method && r.template == *template)
+            {
+                anyhow::bail!(
+                    "setting GATEWAY_ROUTE_TIMEOUTS: {method} {template} is not a route of the gateway"
+                );
+            }
+        }
         let openapi_doc = openapi::document(&routes);
         let docs = Bytes::from(docs::render(&openapi_doc));
         let openapi = Bytes::from(serde_json::to_vec(&openapi_doc)?);
@@ -280,6 +309,7 @@ impl Gateway {
         Ok(Self {
             listener,
             state: Arc::new(GatewayState {
+                retries: upstream::Retries::new(settings.read_retries),
                 openapi,
                 docs,
                 limiter,
@@ -562,9 +592,8 @@ async fn forward(
         }
     })?;
 
-    let mut request = tonic::Request::new(message);
-    request.set_timeout(state.settings.upstream_timeout);
-    caller.write_to(request.metadata_mut());
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    caller.write_to(&mut metadata);
     for name in ["x-request-id", "idempotency-key"] {
         if let Some(v) = parts
             .headers
@@ -572,14 +601,14 @@ async fn forward(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
         {
-            request.metadata_mut().insert(name, v);
+            metadata.insert(name, v);
         }
     }
     let mut trace_headers = http::HeaderMap::new();
     platform::telemetry::inject_context(&mut trace_headers);
     for (name, value) in &trace_headers {
         if let Ok(v) = value.to_str().unwrap_or_default().parse() {
-            request.metadata_mut().insert(
+            metadata.insert(
                 name.as_str()
                     .to_string()
                     .parse::<tonic::metadata::MetadataKey<_>>()
@@ -594,26 +623,29 @@ async fn forward(
         .get(&route.upstream)
         .cloned()
         .ok_or_else(|| Problem::new(StatusCode::NOT_IMPLEMENTED, "no upstream for this route"))?;
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.map_err(|e| {
-        tracing::warn!(upstream = %route.upstream, error = %e, "upstream not ready");
-        Problem::from_status(&tonic::Status::unavailable("upstream unavailable"))
-    })?;
-    let started = std::time::Instant::now();
-    let path = http::uri::PathAndQuery::from_maybe_shared(route.grpc_path.clone())
-        .expect("gRPC paths are valid");
-    let result = grpc
-        .unary(request, path, DynamicCodec::new(route.rpc.output()))
-        .await;
-    metrics::histogram!("gateway_upstream_duration_seconds", "service" => route.upstream.clone())
-        .record(started.elapsed().as_secs_f64());
-    let reply = result.map_err(|status| {
-        if problem::http_status(status.code()).is_server_error() {
-            tracing::warn!(rpc = %route.grpc_path, code = ?status.code(), message = status.message(), "upstream error");
-        }
-        Problem::from_status(&status)
-    })?;
-    let rendered = render_response(reply.get_ref());
+    let timeout = state.settings.timeouts.of(route);
+    let reply = upstream::call(channel, route, metadata, message, timeout, &state.retries)
+        .await
+        .map_err(|e| match e {
+            upstream::CallError::Status(status) => {
+                if problem::http_status(status.code()).is_server_error() {
+                    tracing::warn!(rpc = %route.grpc_path, code = ?status.code(), message = status.message(), "upstream error");
+                }
+                Problem::from_status(&status)
+            }
+            upstream::CallError::TimedOut(after) => {
+                tracing::warn!(rpc = %route.grpc_path, ?after, "upstream deadline passed");
+                Problem::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "the {} service did not answer within {} ms",
+                        route.upstream,
+                        after.as_millis()
+                    ),
+                )
+            }
+        })?;
+    let rendered = render_response(&reply);
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(

@@ -143,7 +143,8 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn parse_duration(raw: &str) -> Option<Duration> {
+/// Parses `900`, `30s`, `15m`, `2h`, `30d` or `500ms`.
+pub fn parse_duration(raw: &str) -> Option<Duration> {
     let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
     let (digits, unit) = raw.split_at(split);
     let n: u64 = digits.parse().ok()?;
