@@ -21,6 +21,8 @@ pub struct Suite {
     pub gateway_addr: SocketAddr,
     /// Where IAM's gRPC API listens.
     pub iam_addr: SocketAddr,
+    /// Where the catalog's gRPC API listens (benchmarks compare it with the gateway).
+    pub catalog_addr: SocketAddr,
     /// IAM's pool (tests inspect and seed through it).
     pub iam_pool: sqlx::PgPool,
     /// The catalog's pool.
@@ -109,6 +111,7 @@ impl Suite {
                 .insert("payment".into(), loopback_url(payment.grpc_addr()));
         }
         let catalog_pool = catalog.pool().clone();
+        let catalog_addr = catalog.grpc_addr();
         let iam_pool = iam.pool().clone();
         let order_pool = order.pool().clone();
         let payment_pool = payment.pool().clone();
@@ -149,6 +152,7 @@ impl Suite {
             iam_addr,
             iam_pool,
             catalog_pool,
+            catalog_addr,
             order_pool,
             payment_pool,
             shutdown,

@@ -63,7 +63,9 @@ impl GrpcServer {
             .layer(GrpcTraceLayer)
             .add_routes(routes)
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(self.grpc),
+                // No Nagle: small replies must not wait for the peer's delayed ACK
+                // (it showed as a 40 ms p99 in the gateway overhead benchmark).
+                tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true)),
                 shutdown.cancelled_owned(),
             )
             .await?;
