@@ -162,7 +162,10 @@ async fn main() -> anyhow::Result<()> {
         if ok > 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "the gateway does not serve {SKU}");
+        assert!(
+            Instant::now() < deadline,
+            "the gateway does not serve {SKU}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 

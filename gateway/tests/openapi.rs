@@ -2,46 +2,16 @@
 //! (`openapi-spec-validator` from PyPI, installed once into a virtualenv under cargo's
 //! target directory) and describes every route the gateway serves.
 
-use std::{path::PathBuf, process::Command, sync::Mutex};
+use std::{path::PathBuf, process::Command};
 
 use gateway::{openapi, routes::RouteTable};
 
 const VALIDATOR: &str = "openapi-spec-validator==0.9.0";
 
-/// A command running the validator, installing it on first use. Installs go to a private
-/// directory renamed into place, so concurrent test processes never see half a venv.
+/// The validator, installed on first use.
 fn validator() -> Command {
-    static INSTALL: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
     let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("openapi-venv");
-    if !venv.join("installed").exists() {
-        let tmp = venv.with_extension(format!("tmp-{}", std::process::id()));
-        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-        let status = Command::new(&python)
-            .args(["-m", "venv"])
-            .arg(&tmp)
-            .status()
-            .unwrap_or_else(|e| panic!("{python} is needed to validate the OpenAPI document: {e}"));
-        assert!(status.success(), "{python} -m venv failed");
-        let status = Command::new(tmp.join("bin/python"))
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                VALIDATOR,
-            ])
-            .status()
-            .expect("pip runs");
-        assert!(status.success(), "pip install {VALIDATOR} failed");
-        std::fs::write(tmp.join("installed"), VALIDATOR).unwrap();
-        if std::fs::rename(&tmp, &venv).is_err() {
-            // Another process got there first.
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-    }
-    let mut command = Command::new(venv.join("bin/python"));
+    let mut command = Command::new(platform::testing::python_venv(&venv, 9, &[VALIDATOR]));
     command.args(["-m", "openapi_spec_validator", "--schema", "3.1.0"]);
     command
 }

