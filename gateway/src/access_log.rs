@@ -1,4 +1,6 @@
-//! Access log and per-route metrics: one line and one sample per response.
+//! Access log, per-route metrics and the request's trace span: one line, one sample and
+//! one span per request. The span continues the client's `traceparent` when it sends one,
+//! and is what the upstream call propagates.
 
 use std::{
     future::Future,
@@ -8,6 +10,7 @@ use std::{
 };
 
 use http::{Request, Response};
+use tracing::Instrument as _;
 
 /// The route template that served a response, set by the router as a response extension
 /// so metrics are labelled by template (bounded) rather than by raw path (unbounded).
@@ -54,7 +57,15 @@ where
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        let future = self.inner.call(req);
+        let span = tracing::info_span!(
+            "http request",
+            otel.name = %format!("{method} {path}"),
+            otel.kind = "server",
+            http.request.method = %method,
+            url.path = %path,
+        );
+        platform::telemetry::adopt_remote_parent(&span, req.headers());
+        let future = span.in_scope(|| self.inner.call(req));
         Box::pin(async move {
             let result = future.await;
             if let Ok(response) = &result {
@@ -71,6 +82,6 @@ where
                 tracing::info!(target: "access", %method, %path, %route, status, latency_ms = elapsed.as_secs_f64() * 1e3, request_id, "request");
             }
             result
-        })
+        }.instrument(span))
     }
 }

@@ -49,36 +49,35 @@ pub fn init(service: &str, settings: &CommonSettings) -> anyhow::Result<Telemetr
             .with_current_span(true)
             .boxed(),
     };
-    let (otel_layer, provider) = match &settings.otlp_endpoint {
-        Some(endpoint) => {
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint.clone())
-                .build()
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "setting OTEL_EXPORTER_OTLP_ENDPOINT: cannot build the exporter: {e}"
-                    )
-                })?;
-            let provider = SdkTracerProvider::builder()
-                .with_batch_exporter(exporter)
-                .with_resource(
-                    Resource::builder()
-                        .with_service_name(service.to_string())
-                        .build(),
+    // Spans always carry an OpenTelemetry context, exported or not, so `traceparent`
+    // crosses every hop (gateway → service → RabbitMQ → consumer) even when nothing is
+    // collected; with an endpoint they are also exported.
+    let mut builder = SdkTracerProvider::builder().with_resource(
+        Resource::builder()
+            .with_service_name(service.to_string())
+            .build(),
+    );
+    if let Some(endpoint) = &settings.otlp_endpoint {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint.clone())
+            .build()
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "setting OTEL_EXPORTER_OTLP_ENDPOINT: cannot build the exporter: {e}"
                 )
-                .build();
-            let tracer = provider.tracer(service.to_string());
-            (
-                Some(tracing_opentelemetry::layer().with_tracer(tracer)),
-                Some(provider),
-            )
-        }
-        None => (None, None),
-    };
+            })?;
+        builder = builder.with_batch_exporter(exporter);
+    }
+    let provider = builder.build();
+    let tracer = provider.tracer(service.to_string());
+    // Logs follow RUST_LOG; spans for traces are kept at info whatever the log level.
+    let otel_layer = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+    let provider = Some(provider);
     let installed = tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt_layer)
+        .with(fmt_layer.with_filter(filter))
         .with(otel_layer)
         .try_init();
     if installed.is_err() {

@@ -537,3 +537,56 @@ async fn beyond_its_concurrency_limit_the_gateway_sheds_load_with_503_instead_of
         .await;
     assert_eq!(after.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn one_trace_spans_gateway_services_broker_and_consumers() {
+    let s = spawn_suite().await;
+    let admin = s.admin("admin@tienda.cl").await;
+    product(&s, &admin, "TRAZA-1", 1000, 5).await;
+    let ana = s.customer("ana@example.cl").await;
+    let order = place(&s, &ana, "TRAZA-1", 1).await;
+    let id = order["id"].as_str().unwrap();
+
+    // The client's trace: the payment request carries it…
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let paid = s
+        .raw(
+            s.http
+                .post(format!("{}/v1/orders/{id}/payments", s.base))
+                .bearer_auth(&ana)
+                .header("idempotency-key", "traced")
+                .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+                .json(&card(APPROVE)),
+        )
+        .await;
+    assert_eq!(paid.status, StatusCode::OK, "{}", paid.body);
+    order_reaches(&s, &ana, id, "paid").await;
+    // …through the gateway to the payment service, its outbox, RabbitMQ, and the order
+    // service's consumer, which records it on the event it appends.
+    let events = s
+        .call(
+            Method::GET,
+            &format!("/v1/orders/{id}/events"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    let events = events.body["events"].as_array().expect("events").clone();
+    let trace_of = |kind: &str| {
+        events
+            .iter()
+            .find(|e| e["type"] == kind)
+            .and_then(|e| e["metadata"]["trace"]["traceparent"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let paid_trace = trace_of("OrderPaid");
+    assert!(
+        paid_trace.starts_with(&format!("00-{trace_id}-")),
+        "OrderPaid carries {paid_trace:?}: {events:?}"
+    );
+    // The order was placed in a trace of its own (the client sent none).
+    let placed_trace = trace_of("OrderPlaced");
+    assert!(placed_trace.starts_with("00-"), "{events:?}");
+    assert!(!placed_trace.contains(trace_id));
+}

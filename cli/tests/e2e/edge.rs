@@ -188,3 +188,27 @@ async fn the_gateway_serves_its_openapi_document_and_a_docs_page() {
         .await
         .assert_problem(405);
 }
+
+#[tokio::test]
+async fn an_oversized_body_is_413_problem_json_with_or_without_an_idempotency_key() {
+    let s = crate::helpers::spawn_suite_with(&[("GATEWAY_MAX_BODY_BYTES", "1024")]).await;
+    let big = serde_json::json!({"email": "a@example.cl", "password": "x".repeat(2000)});
+    for key in [None, Some("big-1")] {
+        let mut req = s
+            .http
+            .post(format!("{}/v1/auth/register", s.base))
+            .json(&big);
+        if let Some(key) = key {
+            req = req.header("idempotency-key", key);
+        }
+        let reply = s.raw(req).await;
+        reply.assert_problem(413);
+        assert!(
+            reply.body["detail"].as_str().unwrap().contains("1024"),
+            "{}",
+            reply.body
+        );
+    }
+    // Nothing was created: the same email registers fine with a normal body.
+    assert_eq!(s.register("a@example.cl").await.status, StatusCode::OK);
+}

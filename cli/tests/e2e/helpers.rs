@@ -54,7 +54,22 @@ pub async fn spawn_suite() -> TestSuite {
     spawn_suite_with(&[]).await
 }
 
+/// Tracing as the binary installs it (spans with OpenTelemetry contexts, so trace
+/// context propagates), with logs off so test output stays readable. Once per process.
+fn telemetry() {
+    static GUARD: std::sync::OnceLock<platform::telemetry::TelemetryGuard> =
+        std::sync::OnceLock::new();
+    GUARD.get_or_init(|| {
+        let vars = std::collections::HashMap::from([("RUST_LOG", "off")]);
+        let common =
+            platform::config::CommonSettings::from_source(&platform::config::Reader::new(&vars))
+                .expect("valid settings");
+        platform::telemetry::init("e2e", &common).expect("telemetry")
+    });
+}
+
 pub async fn spawn_suite_with(overrides: &[(&str, &str)]) -> TestSuite {
+    telemetry();
     let env = platform::testing::TestEnv::isolated()
         .await
         .expect("an isolated environment")
