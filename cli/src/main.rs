@@ -46,6 +46,10 @@ enum Command {
         /// The service: `iam`, `catalog`, `order`, `payment`, or `all`.
         service: String,
     },
+    /// Simulated shoppers against a gateway: a weighted mix of browse, checkout and
+    /// read-back over the REST API, then a latency/throughput table (exits 1 when the
+    /// error ratio exceeds --max-error-ratio).
+    Loadgen(cli::loadgen::Options),
     /// Exits 0 when the readiness endpoint answers 200 (for Docker HEALTHCHECK).
     Healthcheck {
         /// The endpoint to probe.
@@ -119,6 +123,18 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
         });
     }
+    if let Command::Loadgen(options) = cli.command {
+        let json = options.json;
+        let summary = cli::loadgen::run(options).await?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&summary.json)?);
+        }
+        if !summary.passed {
+            eprintln!("loadgen: the error ratio exceeds --max-error-ratio");
+            return Ok(std::process::ExitCode::FAILURE);
+        }
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
     let env = ProcessEnv;
     let r = Reader::new(&env);
     let common = CommonSettings::from_source(&r)?;
@@ -131,7 +147,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::OrderProjector => "order-projector",
         Command::Payment => "payment",
         Command::Migrate { .. } => "migrate",
-        Command::Healthcheck { .. } => unreachable!("handled above"),
+        Command::Healthcheck { .. } | Command::Loadgen(_) => unreachable!("handled above"),
     };
     let _telemetry = platform::telemetry::init(role, &common)?;
 
@@ -238,7 +254,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 println!("{name}: migrations applied");
             }
         }
-        Command::Healthcheck { .. } => unreachable!("handled above"),
+        Command::Healthcheck { .. } | Command::Loadgen(_) => unreachable!("handled above"),
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -5,6 +5,7 @@ mod checkout;
 mod edge;
 mod helpers;
 mod idempotency;
+mod loadgen;
 mod orders;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
