@@ -50,6 +50,17 @@ pub async fn place(s: &TestSuite, token: &str, sku: &str, quantity: i64) -> Valu
     placed.body
 }
 
+/// An admin, a product `sku` (1000 CLP, 10 in stock) and a customer's order of one:
+/// (admin token, customer token, order id).
+pub async fn a_placed_order(s: &TestSuite, sku: &str) -> (String, String, String) {
+    let admin = s.admin("admin@tienda.cl").await;
+    product(s, &admin, sku, 1000, 10).await;
+    let ana = s.customer("ana@example.cl").await;
+    let order = place(s, &ana, sku, 1).await;
+    let id = order["id"].as_str().unwrap().to_string();
+    (admin, ana, id)
+}
+
 /// Polls the order until its status is `status`.
 pub async fn order_reaches(s: &TestSuite, token: &str, id: &str, status: &str) -> Value {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -490,13 +501,7 @@ async fn beyond_its_concurrency_limit_the_gateway_sheds_load_with_503_instead_of
         // ...wait until they are in flight (the metric counts them)...
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
-            let metrics = s
-                .http
-                .get(format!("{}/metrics", s.base))
-                .send()
-                .await
-                .unwrap();
-            let text = metrics.text().await.unwrap();
+            let text = s.metrics().await;
             if text
                 .lines()
                 .any(|l| l.starts_with("http_requests_in_flight ") && l.ends_with(" 2"))
@@ -541,11 +546,8 @@ async fn beyond_its_concurrency_limit_the_gateway_sheds_load_with_503_instead_of
 #[tokio::test]
 async fn one_trace_spans_gateway_services_broker_and_consumers() {
     let s = spawn_suite().await;
-    let admin = s.admin("admin@tienda.cl").await;
-    product(&s, &admin, "TRAZA-1", 1000, 5).await;
-    let ana = s.customer("ana@example.cl").await;
-    let order = place(&s, &ana, "TRAZA-1", 1).await;
-    let id = order["id"].as_str().unwrap();
+    let (admin, ana, id) = a_placed_order(&s, "TRAZA-1").await;
+    let id = id.as_str();
 
     // The client's trace: the payment request carries it…
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";

@@ -146,15 +146,7 @@ async fn with_redis_unreachable_the_gateway_keeps_serving_and_limiting_in_proces
     assert_eq!(products(&s, None).await.status, StatusCode::OK);
     let refused = products(&s, None).await;
     refused.assert_problem(429);
-    let metrics = s
-        .http
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics
             .lines()

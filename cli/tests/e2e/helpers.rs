@@ -130,6 +130,18 @@ impl TestSuite {
         read(req.send().await.expect("the gateway answers")).await
     }
 
+    /// The gateway's Prometheus metrics, as text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("the gateway answers")
+            .text()
+            .await
+            .expect("a text body")
+    }
+
     pub async fn raw(&self, req: reqwest::RequestBuilder) -> Reply {
         read(req.send().await.expect("the gateway answers")).await
     }

@@ -5,7 +5,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::{
-    checkout::{APPROVE, SLOW, card, pay, place},
+    checkout::{APPROVE, SLOW, a_placed_order, card, pay},
     helpers::{TestSuite, spawn_suite, spawn_suite_with},
     orders::product,
 };
@@ -82,11 +82,8 @@ async fn a_key_still_in_flight_is_409_then_replays_once_done() {
         ("PAYMENT_PROVIDER_TIMEOUT", "10s"),
     ])
     .await;
-    let admin = s.admin("admin@tienda.cl").await;
-    product(&s, &admin, "CAFE-1", 3000, 10).await;
-    let ana = s.customer("ana@example.cl").await;
-    let order = place(&s, &ana, "CAFE-1", 1).await;
-    let id = order["id"].as_str().unwrap();
+    let (_, ana, id) = a_placed_order(&s, "CAFE-1").await;
+    let id = id.as_str();
 
     let slow = pay(&s, &ana, id, "pay-1", card(SLOW));
     let meanwhile = async {
@@ -109,11 +106,8 @@ async fn a_key_still_in_flight_is_409_then_replays_once_done() {
 #[tokio::test]
 async fn with_redis_away_the_payment_service_still_charges_once_per_key() {
     let s = spawn_suite_with(&[("REDIS_URL", &platform::testing::closed_port_url("redis"))]).await;
-    let admin = s.admin("admin@tienda.cl").await;
-    product(&s, &admin, "MIEL-1", 2500, 10).await;
-    let ana = s.customer("ana@example.cl").await;
-    let order = place(&s, &ana, "MIEL-1", 1).await;
-    let id = order["id"].as_str().unwrap();
+    let (_, ana, id) = a_placed_order(&s, "MIEL-1").await;
+    let id = id.as_str();
 
     let paid = pay(&s, &ana, id, "k-1", card(APPROVE)).await;
     assert_eq!(paid.status, StatusCode::OK, "{}", paid.body);
@@ -131,13 +125,7 @@ async fn with_redis_away_the_payment_service_still_charges_once_per_key() {
         )
         .await;
     assert_eq!(payments.body["payments"].as_array().unwrap().len(), 1);
-    let metrics = s
-        .raw(s.http.get(format!("{}/metrics", s.base)))
-        .await
-        .body
-        .as_str()
-        .unwrap()
-        .to_string();
+    let metrics = s.metrics().await;
     assert!(
         metrics
             .lines()

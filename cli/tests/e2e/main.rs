@@ -346,8 +346,7 @@ async fn health_and_metrics_are_served_by_the_gateway() {
         assert_eq!(ready.body["checks"][check], "ok", "{}", ready.body);
     }
     s.register("metrics@example.cl").await;
-    let metrics = s.raw(s.http.get(format!("{}/metrics", s.base))).await;
-    let text = metrics.body.as_str().unwrap();
+    let text = &s.metrics().await;
     assert!(
         text.contains(
             "http_requests_total{route=\"/v1/auth/register\",method=\"POST\",status=\"200\"}"
