@@ -90,8 +90,18 @@ async fn after_the_broker_connection_drops_every_event_is_still_delivered_in_ord
             ids.push(order.id);
         }
         if round % 2 == 0 {
-            // Mid-stream: the relay's (and the consumer's) connection is cut.
+            // Mid-stream: the relay's (and the consumer's) connection is cut. The next cut
+            // must find a live connection again, so wait for the service to reconnect.
+            let before = proxy.connections();
             proxy.sever();
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+            while proxy.connections() == before {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the service never reconnected"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
         }
     }
     let expected: HashSet<String> = sqlx::query_scalar("SELECT event_id::text FROM events")
