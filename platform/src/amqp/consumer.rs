@@ -193,15 +193,27 @@ async fn consume(
             FieldTable::default(),
         )
         .await?;
+    // Up to `prefetch` messages are handled at once, each in its own transaction and acked
+    // on its own: one at a time, a consumer is bound by one Postgres round trip after
+    // another. Order between messages was never promised (a retry already reorders);
+    // handlers rely on de-duplication and on their aggregates' version checks instead.
+    let limit = usize::from(sub.prefetch.max(1));
+    let mut in_flight = futures::stream::FuturesUnordered::new();
     loop {
-        let delivery = tokio::select! {
-            next = deliveries.next() => match next {
-                Some(delivery) => delivery?,
+        tokio::select! {
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => done?,
+            next = deliveries.next(), if in_flight.len() < limit => match next {
+                Some(delivery) => in_flight.push(process(pool, &channel, sub, handler, delivery?)),
                 None => anyhow::bail!("the broker closed the consumer"),
             },
-            _ = shutdown.cancelled() => return Ok(()),
-        };
-        process(pool, &channel, sub, handler, delivery).await?;
+            _ = shutdown.cancelled() => {
+                // Drain: finish (and ack) what has started.
+                while let Some(done) = in_flight.next().await {
+                    done?;
+                }
+                return Ok(());
+            }
+        }
     }
 }
 
