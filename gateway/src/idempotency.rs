@@ -52,6 +52,10 @@ pub const IN_FLIGHT_TTL: Duration = Duration::from_secs(120);
 const MAX_KEY_LEN: usize = 255;
 
 const HEADER: &str = "idempotency-key";
+/// Credential endpoints are never guarded: their requests carry passwords and refresh
+/// tokens (a fingerprint of them must not sit in Redis) and their answers carry tokens.
+/// They are safe to repeat anyway (a new token pair, or 409 for an existing account).
+const NEVER_STORED: &str = "/v1/auth/";
 const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
 /// What Redis holds per key.
@@ -133,7 +137,9 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let guarded = req.method() == Method::POST && req.headers().contains_key(HEADER);
+        let guarded = req.method() == Method::POST
+            && req.headers().contains_key(HEADER)
+            && !req.uri().path().starts_with(NEVER_STORED);
         if !guarded {
             let req = req.map(|b| UnsyncBoxBody::new(b.map_err(|e| BodyError(e.into()))));
             return Box::pin(self.inner.call(req));

@@ -133,3 +133,28 @@ async fn with_redis_away_the_payment_service_still_charges_once_per_key() {
         "the unguarded pass-through is counted"
     );
 }
+
+#[tokio::test]
+async fn credential_endpoints_are_never_stored_or_replayed() {
+    let s = spawn_suite().await;
+    s.register("ana@example.cl").await;
+    let login = || {
+        s.raw(
+            s.http
+                .post(format!("{}/v1/auth/login", s.base))
+                .header("idempotency-key", "login-1")
+                .json(&serde_json::json!({"email": "ana@example.cl", "password": crate::helpers::PASSWORD})),
+        )
+    };
+    let first = login().await;
+    let second = login().await;
+    assert_eq!(
+        (first.status, second.status),
+        (StatusCode::OK, StatusCode::OK)
+    );
+    assert!(second.header("idempotent-replayed").is_empty());
+    assert_ne!(
+        first.body["refreshToken"], second.body["refreshToken"],
+        "each login is its own session, not a replay"
+    );
+}
