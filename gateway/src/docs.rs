@@ -104,7 +104,14 @@ fn render_operation(out: &mut String, method: &str, path: &str, op: &Value) {
         }
         out.push_str("</table>");
     }
-    if method == "post" {
+    let keyed = op["parameters"].as_array().is_some_and(|p| {
+        p.iter().any(|p| {
+            p["$ref"]
+                .as_str()
+                .is_some_and(|r| r.ends_with("/IdempotencyKey"))
+        })
+    });
+    if keyed {
         out.push_str("<p>Accepts an <code>Idempotency-Key</code> header.</p>");
     }
     if let Some(content) = op["requestBody"]["content"].as_object() {

@@ -261,7 +261,8 @@ fn operation(route: &Route, schemas: &mut Schemas) -> Value {
         })
         .collect();
     parameters.extend(query_parameters(route, schemas));
-    if route.method == Method::POST {
+    // The gateway's Idempotency-Key layer guards every POST but the credential endpoints.
+    if route.method == Method::POST && !route.template.starts_with("/v1/auth/") {
         parameters.push(json!({ "$ref": "#/components/parameters/IdempotencyKey" }));
     }
     let mut op = json!({
@@ -396,7 +397,7 @@ pub fn document(table: &RouteTable) -> Value {
             "title": "orderflow",
             "version": env!("CARGO_PKG_VERSION"),
             "summary": "An online shop in Chile: accounts, catalog, orders, payments and SII tax documents",
-            "description": "REST/JSON in the proto3 JSON mapping (lowerCamelCase names, enums by name, 64-bit integers as numbers, timestamps in RFC 3339). Errors are RFC 9457 problem+json. Every POST accepts an `Idempotency-Key`.",
+            "description": "REST/JSON in the proto3 JSON mapping (lowerCamelCase names, enums by name, 64-bit integers as numbers, timestamps in RFC 3339). Errors are RFC 9457 problem+json. Every POST outside /v1/auth accepts an `Idempotency-Key`.",
         },
         "servers": [{ "url": "/" }],
         "tags": tags,
