@@ -49,12 +49,14 @@ def values_for(name):
     return deep_merge(base, yaml.safe_load((CHART / name).read_text()))
 
 
+def validate_schema(builtin, path, what):
+    """Validates `path` against one of check-jsonschema's built-in vendor schemas."""
+    expect_ok(run(sys.executable, "-m", "check_jsonschema", "--builtin-schema", builtin, str(path)),
+              f"{path.name} against the {what} schema")
+
+
 def check_compose():
-    expect_ok(
-        run(sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
-            str(ROOT / "docker-compose.dev.yml")),
-        "docker-compose.dev.yml against the compose-spec schema",
-    )
+    validate_schema("vendor.compose-spec", ROOT / "docker-compose.dev.yml", "compose-spec")
     compose = yaml.safe_load((ROOT / "docker-compose.dev.yml").read_text())
     services = compose["services"]
     for role in ["gateway", "iam", "catalog", "order", "order-projector", "payment"]:
@@ -69,11 +71,7 @@ def check_compose():
 
 
 def check_gitlab():
-    expect_ok(
-        run(sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.gitlab-ci",
-            str(ROOT / ".gitlab-ci.yml")),
-        ".gitlab-ci.yml against the GitLab CI schema",
-    )
+    validate_schema("vendor.gitlab-ci", ROOT / ".gitlab-ci.yml", "GitLab CI")
     ci = yaml.safe_load((ROOT / ".gitlab-ci.yml").read_text())
     assert "./dev test" in ci["test"]["script"], "the pipeline runs the README's test command"
     prod = ci["deploy-production"]

@@ -78,6 +78,23 @@ async fn gateway(settings: &[(&str, &str)]) -> Running {
     Running { base, shutdown }
 }
 
+/// A write: `POST /v1/auth/register` (IAM).
+async fn register(http: &reqwest::Client, base: &str) -> reqwest::Response {
+    http.post(format!("{base}/v1/auth/register"))
+        .json(&serde_json::json!({"email": "a@example.cl", "password": "correct horse battery"}))
+        .send()
+        .await
+        .expect("the gateway answers")
+}
+
+/// A read: `GET /v1/products/TE-1` (catalog).
+async fn read_product(http: &reqwest::Client, base: &str) -> reqwest::Response {
+    http.get(format!("{base}/v1/products/TE-1"))
+        .send()
+        .await
+        .expect("the gateway answers")
+}
+
 async fn problem(resp: reqwest::Response) -> (u16, serde_json::Value) {
     let status = resp.status().as_u16();
     assert_eq!(
@@ -103,11 +120,7 @@ async fn a_hung_upstream_costs_the_route_deadline_then_504() {
     .await;
     let http = reqwest::Client::new();
 
-    let read = http
-        .get(format!("{}/v1/products/TE-1", g.base))
-        .send()
-        .await
-        .unwrap();
+    let read = read_product(&http, &g.base).await;
     let (status, body) = problem(read).await;
     assert_eq!(status, 504);
     assert!(
@@ -116,12 +129,7 @@ async fn a_hung_upstream_costs_the_route_deadline_then_504() {
     );
 
     let started = Instant::now();
-    let write = http
-        .post(format!("{}/v1/auth/register", g.base))
-        .json(&serde_json::json!({"email": "a@example.cl", "password": "correct horse battery"}))
-        .send()
-        .await
-        .unwrap();
+    let write = register(&http, &g.base).await;
     assert_eq!(problem(write).await.0, 504);
     assert!(
         started.elapsed() < Duration::from_secs(30),
@@ -141,11 +149,7 @@ async fn reads_refused_by_the_upstream_are_retried_writes_never() {
     .await;
     let http = reqwest::Client::new();
 
-    let read = http
-        .get(format!("{}/v1/products/TE-1", g.base))
-        .send()
-        .await
-        .unwrap();
+    let read = read_product(&http, &g.base).await;
     assert_eq!(problem(read).await.0, 503);
     assert_eq!(
         catalog_connections.load(Ordering::SeqCst),
@@ -155,12 +159,7 @@ async fn reads_refused_by_the_upstream_are_retried_writes_never() {
 
     // A write refused the same way is answered at once, never retried. (IAM's connections
     // cannot be counted here: the JWKS loader keeps calling it; the retry counter can.)
-    let write = http
-        .post(format!("{}/v1/auth/register", g.base))
-        .json(&serde_json::json!({"email": "a@example.cl", "password": "correct horse battery"}))
-        .send()
-        .await
-        .unwrap();
+    let write = register(&http, &g.base).await;
     assert_eq!(problem(write).await.0, 503);
     let metrics = http
         .get(format!("{}/metrics", g.base))

@@ -61,6 +61,17 @@ pub async fn a_placed_order(s: &TestSuite, sku: &str) -> (String, String, String
     (admin, ana, id)
 }
 
+/// `GET /v1/orders/{id}/payments` as `token`.
+pub async fn payments_of(s: &TestSuite, token: &str, id: &str) -> Reply {
+    s.call(
+        Method::GET,
+        &format!("/v1/orders/{id}/payments"),
+        Some(token),
+        None,
+    )
+    .await
+}
+
 /// Polls the order until its status is `status`.
 pub async fn order_reaches(s: &TestSuite, token: &str, id: &str, status: &str) -> Value {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -144,14 +155,7 @@ async fn pay_with_the_approve_card_then_refund_partially_and_in_full() {
     pay(&s, &ana, id, "key-2", card(APPROVE))
         .await
         .assert_problem(409);
-    let payments = s
-        .call(
-            Method::GET,
-            &format!("/v1/orders/{id}/payments"),
-            Some(&ana),
-            None,
-        )
-        .await;
+    let payments = payments_of(&s, &ana, id).await;
     assert_eq!(
         payments.body["payments"].as_array().unwrap().len(),
         1,
@@ -186,14 +190,7 @@ async fn pay_with_the_approve_card_then_refund_partially_and_in_full() {
     assert_eq!(rest.body["amount"], 10000, "{}", rest.body);
     order_reaches(&s, &ana, id, "refunded").await;
     refund(json!({})).await.assert_problem(400);
-    let payments = s
-        .call(
-            Method::GET,
-            &format!("/v1/orders/{id}/payments"),
-            Some(&ana),
-            None,
-        )
-        .await;
+    let payments = payments_of(&s, &ana, id).await;
     assert_eq!(payments.body["payments"][0]["refundedAmount"], 14280);
 }
 
@@ -251,14 +248,7 @@ async fn concurrent_payments_with_different_keys_capture_once() {
         replies.iter().map(|r| &r.body).collect::<Vec<_>>()
     );
     order_reaches(&s, &ana, &id, "paid").await;
-    let payments = s
-        .call(
-            Method::GET,
-            &format!("/v1/orders/{id}/payments"),
-            Some(&ana),
-            None,
-        )
-        .await;
+    let payments = payments_of(&s, &ana, &id).await;
     assert_eq!(payments.body["payments"].as_array().unwrap().len(), 1);
 }
 
@@ -295,14 +285,7 @@ async fn bad_cards_and_missing_keys_are_refused_before_any_charge() {
         .await
         .assert_problem(503);
     pay(&s, &ana, id, "k", card(SLOW)).await.assert_problem(504);
-    let payments = s
-        .call(
-            Method::GET,
-            &format!("/v1/orders/{id}/payments"),
-            Some(&ana),
-            None,
-        )
-        .await;
+    let payments = payments_of(&s, &ana, id).await;
     let codes: Vec<&str> = payments.body["payments"]
         .as_array()
         .unwrap()
@@ -360,14 +343,7 @@ async fn a_customer_cannot_pay_read_or_refund_another_customers_order() {
     )
     .await
     .assert_problem(403);
-    let admin_view = s
-        .call(
-            Method::GET,
-            &format!("/v1/orders/{id}/payments"),
-            Some(&admin),
-            None,
-        )
-        .await;
+    let admin_view = payments_of(&s, &admin, id).await;
     assert_eq!(admin_view.status, StatusCode::OK);
 }
 
@@ -445,15 +421,7 @@ async fn a_capture_that_lands_after_the_order_expired_is_refunded_automatically(
     stock_reaches(&s, "ACEITE-1", (5, 5)).await;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let payments = s
-            .call(
-                Method::GET,
-                &format!("/v1/orders/{id}/payments"),
-                Some(&ana),
-                None,
-            )
-            .await
-            .body;
+        let payments = payments_of(&s, &ana, id).await.body;
         let p = &payments["payments"][0];
         if p["status"] == "captured" && p["refundedAmount"] == p["amount"] {
             assert_eq!(p["refunds"].as_array().unwrap().len(), 1);

@@ -5,7 +5,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::{
-    checkout::{APPROVE, SLOW, a_placed_order, card, pay},
+    checkout::{APPROVE, SLOW, a_placed_order, card, pay, payments_of},
     helpers::{TestSuite, spawn_suite, spawn_suite_with},
     orders::product,
 };
@@ -116,14 +116,7 @@ async fn with_redis_away_the_payment_service_still_charges_once_per_key() {
     assert_eq!(again.status, StatusCode::OK, "{}", again.body);
     assert!(again.header("idempotent-replayed").is_empty());
     assert_eq!(again.body["id"], paid.body["id"]);
-    let payments = s
-        .call(
-            Method::GET,
-            &format!("/v1/orders/{id}/payments"),
-            Some(&ana),
-            None,
-        )
-        .await;
+    let payments = payments_of(&s, &ana, id).await;
     assert_eq!(payments.body["payments"].as_array().unwrap().len(), 1);
     let metrics = s.metrics().await;
     assert!(
