@@ -1,0 +1,352 @@
+//! Every document type this service issues, checked by tools that are not ours: `xmllint`
+//! against the SII's schemas and `xmlsec1` for both signatures; the TED's `FRMT` against the
+//! CAF's public key. Also the official SII sample as a test vector.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::LazyLock,
+};
+
+use chrono::NaiveDate;
+use dte::{
+    caf::{self, Caf},
+    certificate,
+    domain::{self, Content, Issued, Issuer, Item, Receptor, Sale, TipoDte},
+    xml::{
+        document::{self, SignedDte, Stamp},
+        latin1,
+        signature::SigningIdentity,
+        ted,
+    },
+};
+use platform::chile::Rut;
+
+/// `../shared/sii` beside the repository (or `ORDERFLOW_SII_REFERENCE`): the SII's schemas
+/// and official sample.
+fn sii_reference() -> PathBuf {
+    let dir = std::env::var_os("ORDERFLOW_SII_REFERENCE").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/sii"),
+        PathBuf::from,
+    );
+    assert!(
+        dir.join("schemas/EnvioDTE_v10.xsd").is_file(),
+        "the SII reference data is not at {} (set ORDERFLOW_SII_REFERENCE)",
+        dir.display()
+    );
+    dir
+}
+
+fn issuer() -> Issuer {
+    Issuer {
+        rut: Rut::parse("76369187-K").unwrap(),
+        razon_social: "Orderflow SpA".into(),
+        giro: "Venta al por menor por internet".into(),
+        acteco: 479100,
+        address: "Av. Providencia 1234".into(),
+        comuna: "Providencia".into(),
+        ciudad: "Santiago".into(),
+        rut_envia: Rut::parse("12345678-5").unwrap(),
+        fch_resol: NaiveDate::from_ymd_opt(2026, 1, 15).unwrap(),
+        nro_resol: 0,
+    }
+}
+
+struct Signer {
+    identity: SigningIdentity,
+    certificate_pem: String,
+}
+
+static SIGNER: LazyLock<Signer> = LazyLock::new(|| {
+    let (key, der) = certificate::self_signed("12345678-5").unwrap();
+    let identity = certificate::identity(&key, der).unwrap();
+    Signer {
+        certificate_pem: identity.certificate_pem(),
+        identity,
+    }
+});
+
+fn fecha() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 11, 23).unwrap()
+}
+
+fn caf_for(tipo: TipoDte) -> Caf {
+    let xml = caf::fake(tipo, 1, 100, &issuer().rut, "Orderflow SpA", fecha()).unwrap();
+    Caf::parse(xml.as_bytes()).unwrap()
+}
+
+fn item(code: &str, name: &str, quantity: i64, unit_price: i64, exempt: bool) -> Item {
+    Item {
+        code: code.into(),
+        name: name.into(),
+        quantity,
+        unit_price,
+        exempt,
+        amount: quantity * unit_price,
+    }
+}
+
+fn buyer() -> Receptor {
+    Receptor {
+        rut: "97975000-5".into(),
+        razon_social: "Compras & Cía. Ltda.".into(),
+        giro: "Comercio".into(),
+        address: "San Diego 2222".into(),
+        comuna: "La Florida".into(),
+    }
+}
+
+fn build(content: &Content, folio: i64, caf: &Caf) -> SignedDte {
+    document::build_dte(
+        &issuer(),
+        content,
+        folio,
+        fecha(),
+        fecha().and_hms_opt(10, 30, 0).unwrap(),
+        &Stamp {
+            caf_element: &caf.caf_element,
+            caf_key: &caf.private_key,
+        },
+        &SIGNER.identity,
+    )
+    .unwrap()
+}
+
+fn envelope(dte: &SignedDte) -> Vec<u8> {
+    document::build_envelope(
+        &issuer(),
+        std::slice::from_ref(dte),
+        fecha().and_hms_opt(10, 30, 1).unwrap(),
+        &SIGNER.identity,
+    )
+    .unwrap()
+}
+
+/// A scratch directory for one test's files.
+fn scratch() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dte-test-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn run(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?} ({e}); ./dev test installs it"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
+/// `xmllint --schema` with the envelope's own schema.
+fn schema_check(dir: &Path, name: &str, xml: &[u8], schema: &str) -> Result<String, String> {
+    let file = dir.join(name);
+    std::fs::write(&file, xml).unwrap();
+    run(Command::new("xmllint")
+        .arg("--noout")
+        .arg("--schema")
+        .arg(sii_reference().join("schemas").join(schema))
+        .arg(&file))
+}
+
+/// `xmlsec1 --verify` of the signature at `xpath` with the signer's certificate.
+fn signature_check(dir: &Path, name: &str, xml: &[u8], xpath: &str) -> Result<String, String> {
+    let file = dir.join(name);
+    std::fs::write(&file, xml).unwrap();
+    let cert = dir.join("signer.pem");
+    std::fs::write(&cert, &SIGNER.certificate_pem).unwrap();
+    run(Command::new("xmlsec1")
+        .args([
+            "--verify",
+            "--id-attr:ID",
+            "Documento",
+            "--id-attr:ID",
+            "SetDTE",
+        ])
+        .arg("--pubkey-cert-pem")
+        .arg(&cert)
+        .args(["--node-xpath", xpath])
+        .arg(&file))
+}
+
+/// The `DTE` elements of an envelope, each as a document of its own, as it was when signed.
+fn dtes_of(envelope: &[u8]) -> Vec<String> {
+    let text = latin1::decode(envelope);
+    let mut out = Vec::new();
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find("<DTE ").or_else(|| rest.find("<DTE>")) {
+        let end = rest[start..].find("</DTE>").unwrap() + start + "</DTE>".len();
+        out.push(rest[start..end].to_string());
+        rest = &rest[end..];
+    }
+    out
+}
+
+/// The text of the first `<name>` element (attributes allowed).
+fn first<'a>(xml: &'a str, name: &str) -> &'a str {
+    let open = xml
+        .match_indices(&format!("<{name}"))
+        .map(|(i, _)| i)
+        .find(|&i| matches!(xml.as_bytes()[i + 1 + name.len()], b'>' | b' '))
+        .unwrap_or_else(|| panic!("no <{name}>"));
+    let start = xml[open..].find('>').unwrap() + open + 1;
+    let end = xml[start..].find(&format!("</{name}>")).unwrap() + start;
+    &xml[start..end]
+}
+
+/// Runs every independent check on one document's envelope.
+fn assert_sii_valid(envelope: &[u8], tipo: TipoDte, caf: &Caf) {
+    let dir = scratch();
+    let schema = if tipo.is_boleta() {
+        "EnvioBOLETA_v11.xsd"
+    } else {
+        "EnvioDTE_v10.xsd"
+    };
+    if let Err(e) = schema_check(&dir, "envelope.xml", envelope, schema) {
+        panic!(
+            "type {tipo}: the envelope does not validate:\n{e}\n{}",
+            latin1::decode(envelope)
+        );
+    }
+    signature_check(
+        &dir,
+        "envelope.xml",
+        envelope,
+        "/*/*[local-name()='Signature']",
+    )
+    .unwrap_or_else(|e| panic!("type {tipo}: the envelope signature fails:\n{e}"));
+    let dtes = dtes_of(envelope);
+    assert_eq!(dtes.len(), 1);
+    signature_check(
+        &dir,
+        "dte.xml",
+        dtes[0].as_bytes(),
+        "/*/*[local-name()='Signature']",
+    )
+    .unwrap_or_else(|e| panic!("type {tipo}: the document signature fails:\n{e}"));
+    let dd_start = dtes[0].find("<DD>").unwrap();
+    let dd_end = dtes[0].find("</DD>").unwrap() + "</DD>".len();
+    let flat = ted::flatten_dd(&dtes[0][dd_start..dd_end]).unwrap();
+    ted::verify(&flat, first(&dtes[0], "FRMT"), &caf.public_key)
+        .unwrap_or_else(|e| panic!("type {tipo}: FRMT does not verify: {e}"));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn every_document_type_validates_and_its_signatures_and_ted_verify() {
+    let lines = vec![
+        item(
+            "SKU-1",
+            "Parlantes Multimedia 180W. — edición ñandú",
+            2,
+            45_000,
+            false,
+        ),
+        item("SKU-2", "Libro exento", 1, 12_990, true),
+    ];
+    let exempt_lines = vec![item("SKU-2", "Libro exento", 3, 12_990, true)];
+    let cases = [
+        (None, lines.clone(), TipoDte::Boleta),
+        (None, exempt_lines.clone(), TipoDte::BoletaExenta),
+        (Some(buyer()), lines.clone(), TipoDte::Factura),
+        (Some(buyer()), exempt_lines, TipoDte::FacturaExenta),
+    ];
+    for (receptor, items, tipo) in cases {
+        let content = domain::document_for_sale(Sale { receptor, items });
+        assert_eq!(content.tipo, tipo);
+        let caf = caf_for(tipo);
+        let dte = build(&content, 7, &caf);
+        assert_sii_valid(&envelope(&dte), tipo, &caf);
+    }
+}
+
+#[test]
+fn notas_de_credito_reference_the_original_and_validate() {
+    let factura_caf = caf_for(TipoDte::Factura);
+    let content = domain::document_for_sale(Sale {
+        receptor: Some(buyer()),
+        items: vec![item("SKU-1", "Mouse", 2, 5_000, false)],
+    });
+    let original = Issued {
+        tipo: TipoDte::Factura,
+        folio: 60,
+        fecha: fecha(),
+        content: content.clone(),
+    };
+    build(&content, 60, &factura_caf);
+    let nc_caf = caf_for(TipoDte::NotaCredito);
+    for (amount, full, cod_ref) in [(11_900, true, "1"), (1_000, false, "3")] {
+        let nc = domain::nota_de_credito(&original, amount, full);
+        let dte = build(&nc, 3, &nc_caf);
+        assert_eq!(first(&dte.xml, "TpoDocRef"), "33");
+        assert_eq!(first(&dte.xml, "FolioRef"), "60");
+        assert_eq!(first(&dte.xml, "FchRef"), "2026-11-23");
+        assert_eq!(first(&dte.xml, "CodRef"), cod_ref);
+        assert_eq!(first(&dte.xml, "MntTotal"), amount.to_string());
+        assert_sii_valid(&envelope(&dte), TipoDte::NotaCredito, &nc_caf);
+    }
+}
+
+#[test]
+fn the_official_samples_ted_verifies_against_the_caf_inside_it() {
+    let bytes =
+        std::fs::read(sii_reference().join("samples/F60T33-ejemplo-oficial-SII.xml")).unwrap();
+    let text = latin1::decode(&bytes);
+    let dd = &text[text.find("<DD>").unwrap()..text.find("</DD>").unwrap() + "</DD>".len()];
+    let flat = ted::flatten_dd(dd).unwrap();
+    // The flattened DD keeps text exactly (two spaces in "EMPRESA  LTDA") and drops only the
+    // CRLF and tabs between tags.
+    let flat_text = latin1::decode(&flat);
+    assert!(flat_text.starts_with("<DD><RE>97975000-5</RE><TD>33</TD><F>60</F>"));
+    assert!(flat_text.contains("<RSR>EMPRESA  LTDA</RSR>"));
+    assert!(flat_text.ends_with("<TSTED>2003-10-13T09:33:20</TSTED></DD>"));
+    assert!(!flat_text.contains('\n') && !flat_text.contains('\t'));
+    let doc = uppsala::parse(dd).unwrap();
+    let rsapk = doc.get_elements_by_tag_name("RSAPK")[0];
+    let public = caf::rsapk(&doc, rsapk).unwrap();
+    let frmt = first(&text, "FRMT");
+    ted::verify(&flat, frmt, &public).expect("the official FRMT verifies");
+    // One changed character in the DD breaks it.
+    let tampered = latin1::decode(&flat).replace("119000", "119001");
+    assert!(ted::verify(&latin1::encode(&tampered).unwrap(), frmt, &public).is_err());
+}
+
+#[test]
+fn the_official_samples_envelope_signature_verifies_with_xmlsec1() {
+    let sample =
+        std::fs::read(sii_reference().join("samples/F60T33-ejemplo-oficial-SII.xml")).unwrap();
+    let dir = scratch();
+    let text = latin1::decode(&sample);
+    // The signer's certificate is the one inside the sample.
+    let cert_start = text.rfind("<X509Certificate>").unwrap() + "<X509Certificate>".len();
+    let cert_end = text.rfind("</X509Certificate>").unwrap();
+    let cert = format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        text[cert_start..cert_end].replace("\r", "")
+    );
+    std::fs::write(dir.join("sample.pem"), cert).unwrap();
+    std::fs::write(dir.join("sample.xml"), &sample).unwrap();
+    run(Command::new("xmlsec1")
+        .args(["--verify", "--id-attr:ID", "SetDTE", "--pubkey-cert-pem"])
+        .arg(dir.join("sample.pem"))
+        .args(["--node-xpath", "/*/*[local-name()='Signature']"])
+        .arg(dir.join("sample.xml")))
+    .expect("the official envelope signature verifies");
+    // Its document signature verifies on the DTE taken out as it was signed.
+    let dte = &dtes_of(&sample)[0];
+    std::fs::write(dir.join("dte.xml"), latin1::encode(dte).unwrap()).unwrap();
+    run(Command::new("xmlsec1")
+        .args(["--verify", "--id-attr:ID", "Documento", "--pubkey-cert-pem"])
+        .arg(dir.join("sample.pem"))
+        .args(["--node-xpath", "/*/*[local-name()='Signature']"])
+        .arg(dir.join("dte.xml")))
+    .expect("the official document signature verifies");
+    std::fs::remove_dir_all(dir).ok();
+}
