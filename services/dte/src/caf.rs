@@ -211,7 +211,7 @@ fn declares_latin1(source: &str) -> bool {
 
 /// Drops the XML declaration: the text is already decoded, so its `encoding` no longer
 /// describes it.
-pub(crate) fn strip_declaration(source: &str) -> &str {
+pub fn strip_declaration(source: &str) -> &str {
     let trimmed = source.trim_start_matches('\u{feff}').trim_start();
     if trimmed.starts_with("<?xml")
         && let Some(end) = trimmed.find("?>")

@@ -5,9 +5,11 @@ use std::fmt;
 
 use chrono::NaiveDate;
 use platform::chile::{Rut, iva};
+use serde::{Deserialize, Serialize};
 
 /// A TipoDTE this service issues or accepts CAFs for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "i32", try_from = "i32")]
 pub enum TipoDte {
     /// 33: factura electrónica.
     Factura,
@@ -62,6 +64,20 @@ impl TipoDte {
     }
 }
 
+impl From<TipoDte> for i32 {
+    fn from(tipo: TipoDte) -> Self {
+        tipo.code()
+    }
+}
+
+impl TryFrom<i32> for TipoDte {
+    type Error = String;
+
+    fn try_from(code: i32) -> Result<Self, Self::Error> {
+        Self::from_code(code).ok_or_else(|| format!("{code} is not a supported TipoDTE"))
+    }
+}
+
 impl fmt::Display for TipoDte {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.code())
@@ -93,7 +109,7 @@ pub struct Issuer {
 }
 
 /// Who a document is addressed to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Receptor {
     pub rut: String,
     pub razon_social: String,
@@ -116,7 +132,7 @@ impl Receptor {
 }
 
 /// One line of a document, amounts net of IVA.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Item {
     pub code: String,
     pub name: String,
@@ -127,7 +143,7 @@ pub struct Item {
 }
 
 /// A document's totals, integer pesos.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Totals {
     pub net: i64,
     pub exempt: i64,
@@ -163,7 +179,7 @@ impl Totals {
 }
 
 /// How a nota de crédito corrects the document it refers to (`CodRef`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CodRef {
     /// 1: cancels the document (a full refund).
     Anula,
@@ -181,7 +197,7 @@ impl CodRef {
 }
 
 /// A reference from one document to another.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Referencia {
     pub tipo: TipoDte,
     pub folio: i64,
@@ -191,7 +207,7 @@ pub struct Referencia {
 }
 
 /// Everything a document says except its folio, date and stamp.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Content {
     pub tipo: TipoDte,
     pub receptor: Receptor,

@@ -3,4 +3,7 @@
 pub mod caf;
 pub mod certificate;
 pub mod domain;
+pub mod issuing;
+pub mod store;
+pub mod verify;
 pub mod xml;

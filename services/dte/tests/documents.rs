@@ -209,6 +209,15 @@ fn assert_sii_valid(envelope: &[u8], tipo: TipoDte, caf: &Caf) {
     } else {
         "EnvioDTE_v10.xsd"
     };
+    let ours = dte::xml::schema::validate(
+        dte::caf::strip_declaration(&latin1::decode(envelope)),
+        if tipo.is_boleta() {
+            dte::xml::schema::Schema::EnvioBoleta
+        } else {
+            dte::xml::schema::Schema::EnvioDte
+        },
+    );
+    assert_eq!(ours, Ok(()), "type {tipo}: our own schema check");
     if let Err(e) = schema_check(&dir, "envelope.xml", envelope, schema) {
         panic!(
             "type {tipo}: the envelope does not validate:\n{e}\n{}",
@@ -349,4 +358,86 @@ fn the_official_samples_envelope_signature_verifies_with_xmlsec1() {
         .arg(dir.join("dte.xml")))
     .expect("the official document signature verifies");
     std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn verify_accepts_the_official_sample() {
+    let sample =
+        std::fs::read(sii_reference().join("samples/F60T33-ejemplo-oficial-SII.xml")).unwrap();
+    let report = dte::verify::verify(&sample).unwrap();
+    let text = report.render();
+    assert_eq!(report.kind, "EnvioDTE");
+    assert!(report.envelope_signature.passed, "{text}");
+    assert_eq!(report.documents.len(), 1, "{text}");
+    let d = &report.documents[0];
+    assert_eq!(
+        (d.tipo_dte, d.folio, d.rut_emisor.as_str()),
+        (33, 60, "97975000-5")
+    );
+    assert!(d.ted.passed, "{text}");
+    assert!(d.ted_consistency.passed, "{text}");
+    assert!(d.signature.passed, "{text}");
+}
+
+#[test]
+fn verify_passes_our_documents_and_names_every_check_a_tampered_amount_breaks() {
+    let caf = caf_for(TipoDte::Factura);
+    let content = domain::document_for_sale(Sale {
+        receptor: Some(buyer()),
+        items: vec![item("SKU-1", "Mouse", 2, 5_000, false)],
+    });
+    let envelope = envelope(&build(&content, 9, &caf));
+    let report = dte::verify::verify(&envelope).unwrap();
+    assert!(report.valid(), "{}", report.render());
+
+    // The total outside the TED: both signatures and the TED/document agreement fail; the
+    // TED itself is intact.
+    let text = latin1::decode(&envelope);
+    let tampered = text.replace("<MntTotal>11900</MntTotal>", "<MntTotal>11901</MntTotal>");
+    assert_ne!(tampered, text);
+    let report = dte::verify::verify(&latin1::encode(&tampered).unwrap()).unwrap();
+    let d = &report.documents[0];
+    assert!(!report.valid());
+    assert!(!report.envelope_signature.passed);
+    assert!(!d.signature.passed, "{}", report.render());
+    assert!(d.ted.passed);
+    assert!(!d.ted_consistency.passed);
+    assert!(
+        d.ted_consistency.detail.contains("MNT"),
+        "{}",
+        d.ted_consistency.detail
+    );
+
+    // The amount inside the TED: FRMT no longer verifies.
+    let tampered = text.replace("<MNT>11900</MNT>", "<MNT>11901</MNT>");
+    let report = dte::verify::verify(&latin1::encode(&tampered).unwrap()).unwrap();
+    assert!(!report.documents[0].ted.passed, "{}", report.render());
+
+    // A schema violation is reported as such.
+    let tampered = text.replace("<TasaIVA>19</TasaIVA>", "<TasaIVA>diecinueve</TasaIVA>");
+    let report = dte::verify::verify(&latin1::encode(&tampered).unwrap()).unwrap();
+    assert!(!report.documents[0].schema.passed, "{}", report.render());
+}
+
+#[test]
+fn verify_checks_a_lone_dte_without_an_envelope() {
+    let caf = caf_for(TipoDte::Boleta);
+    let content = domain::document_for_sale(Sale {
+        receptor: None,
+        items: vec![item("SKU-1", "Café", 1, 2_500, false)],
+    });
+    let dte = build(&content, 1, &caf);
+    let report = dte::verify::verify(dte.xml.as_bytes()).unwrap();
+    assert_eq!(report.kind, "DTE");
+    assert!(!report.envelope_signature.applicable);
+    let d = &report.documents[0];
+    assert!(
+        d.signature.passed && d.ted.passed && d.ted_consistency.passed,
+        "{}",
+        report.render()
+    );
+    assert!(matches!(
+        dte::verify::verify(b"<Factura/>"),
+        Err(dte::verify::VerifyError::UnknownRoot(_))
+    ));
 }

@@ -1,0 +1,98 @@
+//! Validation against the SII's official schemas (copied into `services/dte/schemas`, ISO-8859-1
+//! as the SII publishes them). They are written once per process to a private directory as
+//! UTF-8, where the validator resolves their `xs:include` / `xs:import`.
+
+use std::{path::PathBuf, sync::OnceLock};
+
+use uppsala::XsdValidator;
+
+use super::latin1;
+
+const SCHEMAS: &[(&str, &[u8])] = &[
+    ("DTE_v10.xsd", include_bytes!("../../schemas/DTE_v10.xsd")),
+    (
+        "EnvioDTE_v10.xsd",
+        include_bytes!("../../schemas/EnvioDTE_v10.xsd"),
+    ),
+    (
+        "EnvioBOLETA_v11.xsd",
+        include_bytes!("../../schemas/EnvioBOLETA_v11.xsd"),
+    ),
+    (
+        "SiiTypes_v10.xsd",
+        include_bytes!("../../schemas/SiiTypes_v10.xsd"),
+    ),
+    (
+        "xmldsignature_v10.xsd",
+        include_bytes!("../../schemas/xmldsignature_v10.xsd"),
+    ),
+];
+
+/// Which schema a document is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    EnvioDte,
+    EnvioBoleta,
+    Dte,
+}
+
+impl Schema {
+    fn file(self) -> &'static str {
+        match self {
+            Schema::EnvioDte => "EnvioDTE_v10.xsd",
+            Schema::EnvioBoleta => "EnvioBOLETA_v11.xsd",
+            Schema::Dte => "DTE_v10.xsd",
+        }
+    }
+}
+
+fn schema_dir() -> Result<&'static PathBuf, String> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!(
+            "orderflow-sii-schemas-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4()
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        for (name, bytes) in SCHEMAS {
+            let text =
+                latin1::decode(bytes).replacen("encoding=\"ISO-8859-1\"", "encoding=\"UTF-8\"", 1);
+            std::fs::write(dir.join(name), text).map_err(|e| e.to_string())?;
+        }
+        Ok(dir)
+    })
+    .as_ref()
+    .map_err(Clone::clone)
+}
+
+/// Validates `xml` (decoded text, declaration removed) against `schema`; the errors, with
+/// their lines, when it does not conform.
+pub fn validate(xml: &str, schema: Schema) -> Result<(), Vec<String>> {
+    let dir = schema_dir().map_err(|e| vec![format!("the schemas cannot be loaded: {e}")])?;
+    let path = dir.join(schema.file());
+    let source = std::fs::read_to_string(&path).map_err(|e| vec![e.to_string()])?;
+    let schema_doc = uppsala::parse(&source).map_err(|e| vec![format!("schema: {e}")])?;
+    let validator = XsdValidator::from_schema_with_base_path(&schema_doc, Some(dir))
+        .map_err(|e| vec![format!("schema: {e}")])?;
+    // uppsala 0.12 measures xs:length / xs:maxLength in UTF-8 bytes where XSD counts
+    // characters, so "ñandú" would count 7. A copy with each non-ASCII character replaced by
+    // one ASCII letter has the same lengths and nothing else the SII types constrain changes.
+    let ascii: String = xml
+        .chars()
+        .map(|c| if c.is_ascii() { c } else { 'x' })
+        .collect();
+    let doc = uppsala::parse(&ascii).map_err(|e| vec![format!("not well-formed XML: {e}")])?;
+    let errors = validator.validate(&doc);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors
+            .into_iter()
+            .map(|e| match e.line {
+                Some(line) => format!("line {line}: {}", e.message),
+                None => e.message,
+            })
+            .collect())
+    }
+}
