@@ -395,7 +395,8 @@ async fn watch_until_paid(shared: Arc<Shared>, token: String, id: String, intend
                 .and_then(|v| v["status"].as_str().map(str::to_string)),
             Err(_) => None,
         };
-        if status.as_deref() == Some("paid") {
+        // Invoiced follows paid as soon as the DTE is issued: both mean the checkout is done.
+        if matches!(status.as_deref(), Some("paid" | "invoiced")) {
             let mut stats = shared.stats.lock().expect("stats lock");
             stats.checkouts_paid += 1;
             let micros = intended.elapsed().as_micros().max(1) as u64;

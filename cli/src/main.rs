@@ -41,9 +41,14 @@ enum Command {
     /// Payments: captures and refunds through the card processor (gRPC on
     /// PAYMENT_GRPC_ADDR).
     Payment,
+    /// Electronic tax documents: CAFs, folios, signed documents (gRPC on DTE_GRPC_ADDR).
+    Dte {
+        #[command(subcommand)]
+        command: Option<DteCommand>,
+    },
     /// Applies a service's migrations to its schema and exits (the Helm pre-upgrade Job).
     Migrate {
-        /// The service: `iam`, `catalog`, `order`, `payment`, or `all`.
+        /// The service: `iam`, `catalog`, `order`, `payment`, `dte`, or `all`.
         service: String,
     },
     /// Simulated shoppers against a gateway: a weighted mix of browse, checkout and
@@ -73,6 +78,30 @@ enum OrderCommand {
     /// Rebuilds the order read model from the event store into fresh tables and swaps
     /// them in (the API keeps serving the old tables meanwhile).
     RebuildProjections,
+}
+
+#[derive(Subcommand)]
+enum DteCommand {
+    /// Writes a development CAF (a fresh key, NOT issued by the SII) to standard output,
+    /// for the company DTE_RUT_EMISOR / DTE_RAZON_SOCIAL.
+    FakeCaf {
+        /// The TipoDTE: 33, 34, 39, 41, 56 or 61.
+        #[arg(long = "type")]
+        tipo: i32,
+        /// The first folio.
+        #[arg(long, default_value_t = 1)]
+        from: i64,
+        /// The last folio.
+        #[arg(long, default_value_t = 1000)]
+        to: i64,
+    },
+    /// Verifies received EnvioDTE / EnvioBOLETA / DTE files: schema, signatures, TED and
+    /// the TED against the document. Exits 0 only when every check of every file holds.
+    Verify {
+        /// The XML files.
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -123,6 +152,50 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
         });
     }
+    if let Command::Dte {
+        command: Some(DteCommand::Verify { files }),
+    } = &cli.command
+    {
+        let mut all_valid = true;
+        for file in files {
+            let bytes =
+                std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+            match dte::verify::verify(&bytes) {
+                Ok(report) => {
+                    all_valid &= report.valid();
+                    print!("{}: {}", file.display(), report.render());
+                }
+                Err(e) => {
+                    all_valid = false;
+                    println!("{}: cannot be verified: {e}", file.display());
+                }
+            }
+        }
+        return Ok(if all_valid {
+            std::process::ExitCode::SUCCESS
+        } else {
+            std::process::ExitCode::FAILURE
+        });
+    }
+    if let Command::Dte {
+        command: Some(DteCommand::FakeCaf { tipo, from, to }),
+    } = &cli.command
+    {
+        let env = ProcessEnv;
+        let settings = dte::DteSettings::from_source(&Reader::new(&env))?;
+        let tipo = dte::domain::TipoDte::from_code(*tipo)
+            .ok_or_else(|| anyhow::anyhow!("--type {tipo} is not one of 33, 34, 39, 41, 56, 61"))?;
+        let xml = dte::caf::fake(
+            tipo,
+            *from,
+            *to,
+            &settings.issuer.rut,
+            &settings.issuer.razon_social,
+            chrono::Utc::now().date_naive(),
+        )?;
+        print!("{xml}");
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
     if let Command::Loadgen(options) = cli.command {
         let json = options.json;
         let summary = cli::loadgen::run(options).await?;
@@ -146,6 +219,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Order { .. } => "order",
         Command::OrderProjector => "order-projector",
         Command::Payment => "payment",
+        Command::Dte { .. } => "dte",
         Command::Migrate { .. } => "migrate",
         Command::Healthcheck { .. } | Command::Loadgen(_) => unreachable!("handled above"),
     };
@@ -233,14 +307,26 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 .run_until_stopped(platform::shutdown::on_signal())
                 .await?;
         }
+        Command::Dte { command: None } => {
+            let settings = dte::DteSettings::from_source(&r)?;
+            dte::DteApp::build(&common, settings, platform::clock::Clock::system())
+                .await?
+                .run_until_stopped(platform::shutdown::on_signal())
+                .await?;
+        }
+        Command::Dte { command: Some(_) } => unreachable!("handled above"),
         Command::Migrate { service } => {
             let services: &[&str] = match service.as_str() {
-                "all" => &["iam", "catalog", "order", "payment"],
+                "all" => &["iam", "catalog", "order", "payment", "dte"],
                 "iam" => &["iam"],
                 "catalog" => &["catalog"],
                 "order" => &["order"],
+                "payment" => &["payment"],
+                "dte" => &["dte"],
                 other => {
-                    anyhow::bail!("unknown service {other:?}: expected iam, catalog, order or all")
+                    anyhow::bail!(
+                        "unknown service {other:?}: expected iam, catalog, order, payment, dte or all"
+                    )
                 }
             };
             platform::db::create_database_if_missing(common.database_url.expose()).await?;
@@ -249,7 +335,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     "iam" => drop(iam::open_database(&common).await?),
                     "catalog" => drop(catalog::open_database(&common).await?),
                     "order" => drop(order::open_database(common.database_url.expose()).await?),
-                    _ => drop(payment::open_database(common.database_url.expose()).await?),
+                    "payment" => drop(payment::open_database(common.database_url.expose()).await?),
+                    _ => drop(dte::open_database(common.database_url.expose()).await?),
                 }
                 println!("{name}: migrations applied");
             }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use catalog::{CatalogApp, CatalogSettings};
+use dte::{DteApp, DteSettings};
 use gateway::{Gateway, GatewaySettings};
 use iam::{IamApp, IamSettings};
 use order::{OrderApp, OrderSettings, ProjectorApp};
@@ -31,6 +32,8 @@ pub struct Suite {
     pub order_pool: sqlx::PgPool,
     /// The payment service's pool.
     pub payment_pool: sqlx::PgPool,
+    /// The DTE service's pool.
+    pub dte_pool: sqlx::PgPool,
     shutdown: CancellationToken,
     tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
 }
@@ -55,6 +58,7 @@ impl Suite {
         let catalog_settings = CatalogSettings::from_source(&r)?;
         let mut order_settings = OrderSettings::from_source(&r)?;
         let mut payment_settings = PaymentSettings::from_source(&r)?;
+        let dte_settings = DteSettings::from_source(&r)?;
         let mut gateway_settings = GatewaySettings::from_source(&r)?;
 
         platform::db::create_database_if_missing(common.database_url.expose()).await?;
@@ -110,6 +114,22 @@ impl Suite {
                 .upstreams
                 .insert("payment".into(), loopback_url(payment.grpc_addr()));
         }
+        let dte = DteApp::build(&common, dte_settings, platform::clock::Clock::system())
+            .await
+            .context("starting the DTE service")?;
+        // Out of the box the suite issues documents: development CAFs (NOT from the SII)
+        // for every type that has none, unless DTE_DEVELOPMENT_CAFS=false.
+        if r.parse("DTE_DEVELOPMENT_CAFS", true)? {
+            dte::load_development_cafs(dte.pool(), dte.issuer())
+                .await
+                .context("loading development CAFs")?;
+        }
+        if r.optional("GATEWAY_DTE_URL").is_none() {
+            gateway_settings
+                .upstreams
+                .insert("dte".into(), loopback_url(dte.grpc_addr()));
+        }
+        let dte_pool = dte.pool().clone();
         let catalog_pool = catalog.pool().clone();
         let catalog_addr = catalog.grpc_addr();
         let iam_pool = iam.pool().clone();
@@ -121,7 +141,8 @@ impl Suite {
             .with_readiness(iam.readiness())
             .with_readiness(catalog.readiness())
             .with_readiness(order.readiness())
-            .with_readiness(payment.readiness());
+            .with_readiness(payment.readiness())
+            .with_readiness(dte.readiness());
         let gateway_addr = gateway.local_addr();
 
         let tasks = vec![
@@ -138,6 +159,7 @@ impl Suite {
                 "payment",
                 tokio::spawn(payment.run_until_stopped(shutdown.clone())),
             ),
+            ("dte", tokio::spawn(dte.run_until_stopped(shutdown.clone()))),
             (
                 "order-projector",
                 tokio::spawn(projector.run_until_stopped(shutdown.clone())),
@@ -155,6 +177,7 @@ impl Suite {
             catalog_addr,
             order_pool,
             payment_pool,
+            dte_pool,
             shutdown,
             tasks,
         })

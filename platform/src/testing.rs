@@ -66,6 +66,8 @@ impl TestEnv {
             "ORDER_PROJECTOR_ADMIN_ADDR",
             "PAYMENT_GRPC_ADDR",
             "PAYMENT_ADMIN_ADDR",
+            "DTE_GRPC_ADDR",
+            "DTE_ADMIN_ADDR",
         ] {
             vars.insert(key.to_string(), "127.0.0.1:0".to_string());
         }

@@ -2,6 +2,7 @@
 
 mod catalog;
 mod checkout;
+mod documents;
 mod edge;
 mod helpers;
 mod idempotency;

@@ -1,0 +1,233 @@
+//! Tax documents end to end: a paid order gets its boleta (or factura), a refund its nota
+//! de crédito referencing it, the signed XML downloads exactly as built and verifies; CAFs
+//! are uploaded and checked by admins.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::{
+    checkout::{APPROVE, a_placed_order, card, order_reaches, pay},
+    helpers::{TestSuite, spawn_suite},
+};
+
+/// Polls the order's documents until `count` are issued.
+async fn documents_issued(s: &TestSuite, token: &str, order: &str, count: usize) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let docs = s
+            .call(
+                Method::GET,
+                &format!("/v1/orders/{order}/documents"),
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!(docs.status, StatusCode::OK, "{}", docs.body);
+        let list = docs.body["documents"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if list.iter().filter(|d| d["status"] == "issued").count() >= count {
+            return list;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "order {order} never got {count} issued documents: {}",
+            docs.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+async fn download(s: &TestSuite, token: &str, path: &str) -> reqwest::Response {
+    s.http
+        .get(format!("{}{path}", s.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_paid_order_gets_its_boleta_and_a_refund_its_nota_de_credito() {
+    let s = spawn_suite().await;
+    let (admin, ana, id) = a_placed_order(&s, "TE-VERDE-1").await;
+    let paid = pay(&s, &ana, &id, "k", card(APPROVE)).await;
+    assert_eq!(paid.status, StatusCode::OK, "{}", paid.body);
+    let docs = documents_issued(&s, &ana, &id, 1).await;
+    let boleta = &docs[0];
+    assert_eq!(boleta["tipoDte"], 39, "no buyer RUT: a boleta");
+    assert_eq!(
+        (&boleta["mntNeto"], &boleta["iva"], &boleta["mntTotal"]),
+        (&json!(1000), &json!(190), &json!(1190))
+    );
+    assert_eq!(boleta["receptorRut"], "66666666-6");
+    let folio = boleta["folio"].as_i64().unwrap();
+    assert!(folio >= 1);
+    // The order hears of it.
+    order_reaches(&s, &ana, &id, "invoiced").await;
+
+    // The XML, ISO-8859-1, exactly as built: it verifies end to end.
+    let doc_id = boleta["id"].as_str().unwrap();
+    let xml = download(&s, &ana, &format!("/v1/dte/documents/{doc_id}/xml")).await;
+    assert_eq!(xml.status(), StatusCode::OK);
+    assert_eq!(
+        xml.headers()["content-type"],
+        "application/xml; charset=ISO-8859-1"
+    );
+    let bytes = xml.bytes().await.unwrap();
+    assert!(bytes.starts_with(b"<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?>"));
+    let report = dte::verify::verify(&bytes).unwrap();
+    assert!(report.valid(), "{}", report.render());
+    assert_eq!(report.kind, "EnvioBOLETA");
+    assert_eq!(report.documents[0].folio, folio);
+
+    // The same through the admin verify endpoint.
+    let verified = s
+        .raw(
+            s.http
+                .post(format!("{}/v1/dte/verify", s.base))
+                .bearer_auth(&admin)
+                .header("content-type", "application/xml")
+                .body(bytes.to_vec()),
+        )
+        .await;
+    assert_eq!(verified.status, StatusCode::OK, "{}", verified.body);
+    assert_eq!(verified.body["valid"], true, "{}", verified.body);
+
+    // Another customer sees nothing of it.
+    let bea = s.customer("bea@example.cl").await;
+    let theirs = download(&s, &bea, &format!("/v1/dte/documents/{doc_id}")).await;
+    assert_eq!(theirs.status(), StatusCode::NOT_FOUND);
+
+    // A full refund: a nota de crédito that cancels the boleta.
+    let refund = s
+        .call(
+            Method::POST,
+            &format!("/v1/orders/{id}/refunds"),
+            Some(&admin),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(refund.status, StatusCode::OK, "{}", refund.body);
+    let docs = documents_issued(&s, &ana, &id, 2).await;
+    let nc = docs
+        .iter()
+        .find(|d| d["tipoDte"] == 61)
+        .expect("a nota de crédito");
+    assert_eq!(nc["referencesDocumentId"], boleta["id"]);
+    assert_eq!(nc["mntTotal"], 1190);
+    let nc_xml = download(
+        &s,
+        &admin,
+        &format!("/v1/dte/documents/{}/xml", nc["id"].as_str().unwrap()),
+    )
+    .await
+    .bytes()
+    .await
+    .unwrap();
+    let text: String = nc_xml.iter().map(|&b| char::from(b)).collect();
+    assert!(text.contains("<TpoDocRef>39</TpoDocRef>"), "{text}");
+    assert!(text.contains(&format!("<FolioRef>{folio}</FolioRef>")));
+    assert!(text.contains("<CodRef>1</CodRef>"));
+    let report = dte::verify::verify(&nc_xml).unwrap();
+    assert!(report.valid(), "{}", report.render());
+
+    // The admin list filters by type.
+    let ncs = s
+        .call(
+            Method::GET,
+            "/v1/dte/documents?tipoDte=61",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        ncs.body["documents"].as_array().unwrap().len(),
+        1,
+        "{}",
+        ncs.body
+    );
+    s.call(
+        Method::GET,
+        "/v1/dte/documents?tipoDte=52",
+        Some(&admin),
+        None,
+    )
+    .await
+    .assert_problem(400);
+    s.call(Method::GET, "/v1/dte/documents", Some(&ana), None)
+        .await
+        .assert_problem(403);
+}
+
+#[tokio::test]
+async fn cafs_are_checked_on_upload() {
+    let s = spawn_suite().await;
+    let admin = s.admin("admin@tienda.cl").await;
+    let upload = |xml: String, token: String| {
+        s.raw(
+            s.http
+                .post(format!("{}/v1/dte/cafs", s.base))
+                .bearer_auth(token)
+                .header("content-type", "application/xml")
+                .body(xml),
+        )
+    };
+    let rut = platform::chile::Rut::parse("76369187-K").unwrap();
+    let today = chrono::Utc::now().date_naive();
+    let fresh = dte::caf::fake(
+        dte::domain::TipoDte::Factura,
+        1001,
+        2000,
+        &rut,
+        "Orderflow SpA",
+        today,
+    )
+    .unwrap();
+    let stored = upload(fresh.clone(), admin.clone()).await;
+    assert_eq!(stored.status, StatusCode::OK, "{}", stored.body);
+    assert_eq!(
+        (
+            &stored.body["tipoDte"],
+            &stored.body["folioFrom"],
+            &stored.body["nextFolio"]
+        ),
+        (&json!(33), &json!(1001), &json!(1001)),
+        "{}",
+        stored.body
+    );
+
+    // The same range again overlaps.
+    let again = upload(fresh, admin.clone()).await;
+    again.assert_problem(400);
+    assert_eq!(again.body["errors"][0]["field"], "DA/RNG", "{}", again.body);
+    // Another company's CAF.
+    let other = dte::caf::fake(
+        dte::domain::TipoDte::Boleta,
+        5000,
+        5001,
+        &platform::chile::Rut::parse("97975000-5").unwrap(),
+        "Otra",
+        today,
+    )
+    .unwrap();
+    let refused = upload(other, admin.clone()).await;
+    refused.assert_problem(400);
+    assert_eq!(
+        refused.body["errors"][0]["field"], "DA/RE",
+        "{}",
+        refused.body
+    );
+    // Not XML at all.
+    let junk = upload("hello".into(), admin.clone()).await;
+    junk.assert_problem(400);
+    // Customers may not upload.
+    let ana = s.customer("ana@example.cl").await;
+    upload(
+        dte::caf::fake(dte::domain::TipoDte::Boleta, 7000, 7001, &rut, "X", today).unwrap(),
+        ana,
+    )
+    .await
+    .assert_problem(403);
+}

@@ -1,0 +1,338 @@
+//! The gRPC adapter: CAF upload, document reads (list, one, XML, PDF) and verification.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use platform::grpc::{Caller, failed_precondition, internal, invalid_argument};
+use proto::{
+    dte::v1::{
+        self as pb, GetDocumentRequest, ListDocumentsRequest, ListDocumentsResponse,
+        ListOrderDocumentsRequest, UploadCafRequest, VerifyRequest, VerifyResponse,
+        dte_service_server::DteService,
+    },
+    google::api::HttpBody,
+};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::{
+    caf::Caf,
+    domain::TipoDte,
+    issuing::Issuing,
+    store::{self, DocumentFilter, DocumentRow},
+    verify,
+};
+
+/// The `DteService` implementation.
+#[derive(Clone)]
+pub struct DteGrpc {
+    issuing: Arc<Issuing>,
+}
+
+impl DteGrpc {
+    /// Serves through `issuing`.
+    pub fn new(issuing: Arc<Issuing>) -> Self {
+        Self { issuing }
+    }
+}
+
+fn timestamp(t: DateTime<Utc>) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    })
+}
+
+fn document_proto(d: &DocumentRow) -> pb::Document {
+    pb::Document {
+        id: d.id.to_string(),
+        order_id: d.order_id.clone(),
+        tipo_dte: d.tipo_dte,
+        folio: d.folio.unwrap_or_default(),
+        status: d.status.clone(),
+        receptor_rut: d.receptor_rut.clone(),
+        mnt_neto: d.mnt_neto,
+        mnt_exe: d.mnt_exe,
+        iva: d.iva,
+        mnt_total: d.mnt_total,
+        track_id: d.track_id.clone(),
+        sii_status_detail: d.sii_status_detail.clone(),
+        references_document_id: d
+            .references_document_id
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+        issued_at: d.issued_at.and_then(timestamp),
+    }
+}
+
+fn check_proto(c: &verify::Check) -> Option<pb::Check> {
+    Some(pb::Check {
+        passed: c.passed,
+        applicable: c.applicable,
+        detail: c.detail.clone(),
+    })
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, Status> {
+    Uuid::parse_str(raw).map_err(|_| invalid_argument("id", "must be a document id (UUID)"))
+}
+
+fn body_of(body: Option<HttpBody>) -> Result<Vec<u8>, Status> {
+    let data = body.map(|b| b.data).unwrap_or_default();
+    if data.is_empty() {
+        return Err(invalid_argument("body", "must hold the XML file"));
+    }
+    Ok(data)
+}
+
+impl DteGrpc {
+    /// The document, if `caller` may read it (the order's customer, or an admin).
+    async fn visible_document(&self, caller: &Caller, id: &str) -> Result<DocumentRow, Status> {
+        let user = caller.require_user()?;
+        let id = parse_id(id)?;
+        let document = store::document(&self.issuing.pool, id)
+            .await
+            .map_err(internal)?
+            .filter(|d| d.customer_id == user.to_string() || caller.has_role("admin"))
+            .ok_or_else(|| Status::not_found("no such document"))?;
+        Ok(document)
+    }
+}
+
+#[tonic::async_trait]
+impl DteService for DteGrpc {
+    async fn upload_caf(
+        &self,
+        request: Request<UploadCafRequest>,
+    ) -> Result<Response<pb::Caf>, Status> {
+        Caller::from_metadata(request.metadata()).require_admin()?;
+        let xml = body_of(request.into_inner().body)?;
+        let caf = Caf::parse(&xml).map_err(|e| invalid_argument(e.field, e.problem))?;
+        caf.check_issuer(&self.issuing.issuer.rut)
+            .map_err(|e| invalid_argument(e.field, e.problem))?;
+        let mut tx = self.issuing.pool.begin().await.map_err(internal)?;
+        let row = store::insert_caf(
+            &mut tx,
+            Uuid::now_v7(),
+            caf.tipo,
+            caf.folio_from,
+            caf.folio_to,
+            caf.fecha_autorizacion,
+            &xml,
+        )
+        .await
+        .map_err(internal)?
+        .map_err(|o| {
+            failed_precondition(
+                "DA/RNG",
+                format!(
+                    "folios {}..{} of type {} overlap the stored range {}..{}",
+                    caf.folio_from, caf.folio_to, caf.tipo, o.folio_from, o.folio_to
+                ),
+            )
+        })?;
+        tx.commit().await.map_err(internal)?;
+        tracing::info!(
+            tipo = caf.tipo.code(),
+            from = caf.folio_from,
+            to = caf.folio_to,
+            "CAF stored"
+        );
+        // Documents that waited for folios of this type are issued now.
+        match self.issuing.issue_pending().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(issued = n, "documents waiting for a folio issued"),
+            Err(e) => tracing::error!(error = format!("{e:#}"), "issuing waiting documents"),
+        }
+        if let Err(e) = self.issuing.refresh_metrics().await {
+            tracing::warn!(error = format!("{e:#}"), "cannot refresh the folio metrics");
+        }
+        Ok(Response::new(pb::Caf {
+            id: row.id.to_string(),
+            tipo_dte: row.tipo_dte,
+            folio_from: row.folio_from,
+            folio_to: row.folio_to,
+            next_folio: row.next_folio.max(row.folio_from),
+            fecha_autorizacion: row.fecha_autorizacion.format("%Y-%m-%d").to_string(),
+            uploaded_at: timestamp(row.uploaded_at),
+        }))
+    }
+
+    async fn list_documents(
+        &self,
+        request: Request<ListDocumentsRequest>,
+    ) -> Result<Response<ListDocumentsResponse>, Status> {
+        Caller::from_metadata(request.metadata()).require_admin()?;
+        let req = request.into_inner();
+        if req.tipo_dte != 0 && TipoDte::from_code(req.tipo_dte).is_none() {
+            return Err(invalid_argument(
+                "tipo_dte",
+                "must be one of 33, 34, 39, 41, 56, 61",
+            ));
+        }
+        const STATUSES: [&str; 6] = [
+            "pending_folio",
+            "issued",
+            "submitted",
+            "accepted",
+            "accepted_with_objections",
+            "rejected",
+        ];
+        if !req.status.is_empty() && !STATUSES.contains(&req.status.as_str()) {
+            return Err(invalid_argument(
+                "status",
+                format!("must be one of {}", STATUSES.join(", ")),
+            ));
+        }
+        if !(0..=500).contains(&req.page_size) {
+            return Err(invalid_argument("page_size", "must be between 1 and 500"));
+        }
+        let after = if req.page_token.is_empty() {
+            None
+        } else {
+            Some(decode_token(&req.page_token)?)
+        };
+        let to_time = |t: Option<prost_types::Timestamp>| {
+            t.and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+        };
+        let limit = if req.page_size == 0 {
+            50
+        } else {
+            i64::from(req.page_size)
+        };
+        let rows = store::list_documents(
+            &self.issuing.pool,
+            &DocumentFilter {
+                tipo: (req.tipo_dte != 0).then_some(req.tipo_dte),
+                status: (!req.status.is_empty()).then_some(req.status),
+                issued_from: to_time(req.issued_from),
+                issued_to: to_time(req.issued_to),
+                after,
+                limit: limit + 1,
+            },
+        )
+        .await
+        .map_err(internal)?;
+        let more = rows.len() as i64 > limit;
+        let page: Vec<_> = rows.into_iter().take(limit as usize).collect();
+        let next_page_token = match page.last() {
+            Some(last) if more => format!("{}_{}", last.created_at.timestamp_micros(), last.id),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListDocumentsResponse {
+            documents: page.iter().map(document_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn list_order_documents(
+        &self,
+        request: Request<ListOrderDocumentsRequest>,
+    ) -> Result<Response<ListDocumentsResponse>, Status> {
+        let caller = Caller::from_metadata(request.metadata());
+        let user = caller.require_user()?;
+        let order_id = request.into_inner().order_id;
+        if order_id.is_empty() {
+            return Err(invalid_argument("order_id", "is required"));
+        }
+        let rows = store::order_documents(&self.issuing.pool, &order_id)
+            .await
+            .map_err(internal)?;
+        // Another customer's order reads as one with no documents yet: nothing leaks.
+        let visible: Vec<_> = rows
+            .iter()
+            .filter(|d| d.customer_id == user.to_string() || caller.has_role("admin"))
+            .map(document_proto)
+            .collect();
+        Ok(Response::new(ListDocumentsResponse {
+            documents: visible,
+            next_page_token: String::new(),
+        }))
+    }
+
+    async fn get_document(
+        &self,
+        request: Request<GetDocumentRequest>,
+    ) -> Result<Response<pb::Document>, Status> {
+        let caller = Caller::from_metadata(request.metadata());
+        let document = self
+            .visible_document(&caller, &request.into_inner().id)
+            .await?;
+        Ok(Response::new(document_proto(&document)))
+    }
+
+    async fn get_document_xml(
+        &self,
+        request: Request<GetDocumentRequest>,
+    ) -> Result<Response<HttpBody>, Status> {
+        let caller = Caller::from_metadata(request.metadata());
+        let document = self
+            .visible_document(&caller, &request.into_inner().id)
+            .await?;
+        let envelope = store::envelope(&self.issuing.pool, document.id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| {
+                failed_precondition(
+                    "id",
+                    "the document is waiting for a folio and has no XML yet",
+                )
+            })?;
+        Ok(Response::new(HttpBody {
+            content_type: "application/xml; charset=ISO-8859-1".into(),
+            data: envelope,
+            extensions: Vec::new(),
+        }))
+    }
+
+    async fn get_document_pdf(
+        &self,
+        request: Request<GetDocumentRequest>,
+    ) -> Result<Response<HttpBody>, Status> {
+        let caller = Caller::from_metadata(request.metadata());
+        self.visible_document(&caller, &request.into_inner().id)
+            .await?;
+        Err(Status::unimplemented(
+            "the printable PDF (PDF417 stamp) is not built yet; the XML is at .../xml",
+        ))
+    }
+
+    async fn verify(
+        &self,
+        request: Request<VerifyRequest>,
+    ) -> Result<Response<VerifyResponse>, Status> {
+        Caller::from_metadata(request.metadata()).require_admin()?;
+        let xml = body_of(request.into_inner().body)?;
+        let report = tokio::task::spawn_blocking(move || verify::verify(&xml))
+            .await
+            .map_err(internal)?
+            .map_err(|e| invalid_argument("body", e.to_string()))?;
+        Ok(Response::new(VerifyResponse {
+            valid: report.valid(),
+            envelope_signature: check_proto(&report.envelope_signature),
+            documents: report
+                .documents
+                .iter()
+                .map(|d| pb::DocumentCheck {
+                    tipo_dte: d.tipo_dte,
+                    folio: d.folio,
+                    rut_emisor: d.rut_emisor.clone(),
+                    schema: check_proto(&d.schema),
+                    signature: check_proto(&d.signature),
+                    ted: check_proto(&d.ted),
+                    ted_consistency: check_proto(&d.ted_consistency),
+                })
+                .collect(),
+        }))
+    }
+}
+
+fn decode_token(token: &str) -> Result<(DateTime<Utc>, Uuid), Status> {
+    let bad = || invalid_argument("page_token", "is not a token this API returned");
+    let (micros, id) = token.split_once('_').ok_or_else(bad)?;
+    let micros: i64 = micros.parse().map_err(|_| bad())?;
+    Ok((
+        DateTime::from_timestamp_micros(micros).ok_or_else(bad)?,
+        Uuid::parse_str(id).map_err(|_| bad())?,
+    ))
+}

@@ -1,0 +1,197 @@
+//! Folio allocation against the real Postgres: gapless and unique under concurrency, moves
+//! to the next CAF, and documents wait (nothing lost) when folios run out.
+
+use std::sync::Arc;
+
+use dte::{
+    caf,
+    domain::{Issuer, TipoDte},
+    issuing::{Issuing, Outcome},
+    store,
+};
+use platform::{chile::Rut, clock::Clock};
+use proto::events::v1::{Buyer, Line, OrderPaid, Totals};
+use sqlx::PgPool;
+
+fn issuer() -> Issuer {
+    Issuer {
+        rut: Rut::parse("76369187-K").unwrap(),
+        razon_social: "Orderflow SpA".into(),
+        giro: "Venta por internet".into(),
+        acteco: 479100,
+        address: "Av. Providencia 1234".into(),
+        comuna: "Providencia".into(),
+        ciudad: "Santiago".into(),
+        rut_envia: Rut::parse("12345678-5").unwrap(),
+        fch_resol: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+        nro_resol: 0,
+    }
+}
+
+async fn issuing() -> Arc<Issuing> {
+    let url = platform::testing::fresh_database().await.unwrap();
+    let pool = dte::open_database(&url).await.unwrap();
+    let identity = dte::signing_identity(
+        &pool,
+        &dte::CertificateSource::Development,
+        &issuer().rut_envia,
+    )
+    .await
+    .unwrap();
+    Arc::new(Issuing::new(pool, issuer(), identity, Clock::system()))
+}
+
+async fn upload(pool: &PgPool, tipo: TipoDte, from: i64, to: i64) {
+    let today = chrono::Utc::now().date_naive();
+    let xml = caf::fake(tipo, from, to, &issuer().rut, "Orderflow SpA", today).unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    store::insert_caf(
+        &mut tx,
+        uuid::Uuid::now_v7(),
+        tipo,
+        from,
+        to,
+        today,
+        xml.as_bytes(),
+    )
+    .await
+    .unwrap()
+    .map_err(|o| format!("overlaps {}..{}", o.folio_from, o.folio_to))
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+fn paid(order: usize) -> OrderPaid {
+    OrderPaid {
+        order_id: format!("order-{order}"),
+        customer_id: "customer".into(),
+        payment_id: format!("payment-{order}"),
+        lines: vec![Line {
+            sku: "SKU-1".into(),
+            name: "Té verde".into(),
+            quantity: 1,
+            unit_net_price: 1000,
+            exempt: false,
+            line_net: 1000,
+        }],
+        buyer: Some(Buyer::default()),
+        document_type: "boleta".into(),
+        totals: Some(Totals {
+            net: 1000,
+            exempt_total: 0,
+            iva: 190,
+            total: 1190,
+        }),
+    }
+}
+
+async fn pay(issuing: &Issuing, order: usize) -> Outcome {
+    let mut tx = issuing.pool.begin().await.unwrap();
+    let outcome = issuing
+        .order_paid(&mut tx, &paid(order), &format!("event-{order}"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    outcome
+}
+
+async fn folios(pool: &PgPool) -> Vec<i64> {
+    sqlx::query_scalar("SELECT folio FROM documents WHERE folio IS NOT NULL ORDER BY folio")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_hundred_concurrent_sales_take_one_contiguous_range_across_two_cafs() {
+    let issuing = issuing().await;
+    // Two CAFs with a hole between them: allocation moves from one to the next.
+    upload(&issuing.pool, TipoDte::Boleta, 1, 60).await;
+    upload(&issuing.pool, TipoDte::Boleta, 101, 200).await;
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let issuing = issuing.clone();
+            tokio::spawn(async move { pay(&issuing, i).await })
+        })
+        .collect();
+    for task in tasks {
+        assert!(matches!(task.await.unwrap(), Outcome::Issued { .. }));
+    }
+    let expected: Vec<i64> = (1..=60).chain(101..=140).collect();
+    assert_eq!(
+        folios(&issuing.pool).await,
+        expected,
+        "no gap, no duplicate"
+    );
+    // Every issued document announced itself through the outbox.
+    let announced: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE event_type = 'dte.issued'")
+            .fetch_one(&issuing.pool)
+            .await
+            .unwrap();
+    assert_eq!(announced, 100);
+    // A redelivered order.paid changes nothing.
+    assert_eq!(pay(&issuing, 7).await, Outcome::AlreadyDone);
+    assert_eq!(folios(&issuing.pool).await.len(), 100);
+}
+
+#[tokio::test]
+async fn without_folios_documents_wait_and_are_issued_when_a_caf_arrives() {
+    let issuing = issuing().await;
+    upload(&issuing.pool, TipoDte::Boleta, 1, 2).await;
+    for i in 0..4 {
+        pay(&issuing, i).await;
+    }
+    assert_eq!(folios(&issuing.pool).await, vec![1, 2]);
+    let remaining = store::folios_remaining(&issuing.pool).await.unwrap();
+    assert_eq!(remaining, vec![(39, 0)]);
+    assert_eq!(
+        store::pending_counts(&issuing.pool).await.unwrap(),
+        vec![(39, 2)]
+    );
+    // Nothing was lost: the two wait, then take the next folios in order of arrival.
+    assert_eq!(issuing.issue_pending().await.unwrap(), 0);
+    upload(&issuing.pool, TipoDte::Boleta, 3, 10).await;
+    assert_eq!(issuing.issue_pending().await.unwrap(), 2);
+    let by_order: Vec<(String, i64)> =
+        sqlx::query_as("SELECT order_id, folio FROM documents ORDER BY folio")
+            .fetch_all(&issuing.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        by_order,
+        vec![
+            ("order-0".into(), 1),
+            ("order-1".into(), 2),
+            ("order-2".into(), 3),
+            ("order-3".into(), 4)
+        ]
+    );
+    assert!(
+        store::pending_counts(&issuing.pool)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store::folios_remaining(&issuing.pool).await.unwrap(),
+        vec![(39, 6)]
+    );
+}
+
+#[tokio::test]
+async fn the_development_certificate_is_generated_once_and_kept() {
+    let issuing = issuing().await;
+    let first = store::dev_certificate(&issuing.pool)
+        .await
+        .unwrap()
+        .unwrap();
+    let again = dte::signing_identity(
+        &issuing.pool,
+        &dte::CertificateSource::Development,
+        &issuer().rut_envia,
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.certificate_der(), first.1.as_slice());
+}
