@@ -210,3 +210,69 @@ fn a_malformed_cors_origin_stops_start_up_naming_the_variable() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The official SII sample beside the repository (`../shared/sii`, or
+/// `ORDERFLOW_SII_REFERENCE`).
+fn official_sample() -> std::path::PathBuf {
+    let dir = std::env::var_os("ORDERFLOW_SII_REFERENCE").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/sii"),
+        std::path::PathBuf::from,
+    );
+    dir.join("samples/F60T33-ejemplo-oficial-SII.xml")
+}
+
+#[test]
+fn dte_verify_exits_0_only_when_every_check_holds() {
+    let sample = official_sample();
+    assert!(sample.is_file(), "no SII sample at {}", sample.display());
+    let out = Command::new(BIN)
+        .args(["dte", "verify"])
+        .arg(&sample)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("EnvioDTE: valid"), "{report}");
+    assert!(report.contains("ok   TED: FRMT verifies"), "{report}");
+
+    // One peso more in the document: the report names what fails, and the exit code says so.
+    let dir = std::env::temp_dir().join(format!("verify-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tampered = dir.join("tampered.xml");
+    let bytes = std::fs::read(&sample).unwrap();
+    let text: String = bytes.iter().map(|&b| char::from(b)).collect();
+    let changed = text.replacen("<MntTotal>119000</MntTotal>", "<MntTotal>119001</MntTotal>", 1);
+    assert_ne!(changed, text);
+    std::fs::write(&tampered, changed.chars().map(|c| c as u8).collect::<Vec<u8>>()).unwrap();
+    let out = Command::new(BIN)
+        .args(["dte", "verify"])
+        .arg(&sample)
+        .arg(&tampered)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(report.contains("EnvioDTE: NOT VALID"), "{report}");
+    assert!(report.contains("FAIL TED vs document: MNT"), "{report}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn dte_fake_caf_writes_a_caf_marked_as_not_from_the_sii() {
+    let out = Command::new(BIN)
+        .args(["dte", "fake-caf", "--type", "39", "--from", "1", "--to", "1000"])
+        .env("DTE_RUT_EMISOR", "97975000-5")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let caf = dte::caf::Caf::parse(&out.stdout).unwrap();
+    assert_eq!((caf.tipo.code(), caf.folio_from, caf.folio_to), (39, 1, 1000));
+    assert_eq!(caf.rut_emisor.to_string(), "97975000-5");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("NOT ISSUED BY THE SII"));
+    let out = Command::new(BIN)
+        .args(["dte", "fake-caf", "--type", "52"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--type 52"));
+}
