@@ -241,9 +241,17 @@ fn dte_verify_exits_0_only_when_every_check_holds() {
     let tampered = dir.join("tampered.xml");
     let bytes = std::fs::read(&sample).unwrap();
     let text: String = bytes.iter().map(|&b| char::from(b)).collect();
-    let changed = text.replacen("<MntTotal>119000</MntTotal>", "<MntTotal>119001</MntTotal>", 1);
+    let changed = text.replacen(
+        "<MntTotal>119000</MntTotal>",
+        "<MntTotal>119001</MntTotal>",
+        1,
+    );
     assert_ne!(changed, text);
-    std::fs::write(&tampered, changed.chars().map(|c| c as u8).collect::<Vec<u8>>()).unwrap();
+    std::fs::write(
+        &tampered,
+        changed.chars().map(|c| c as u8).collect::<Vec<u8>>(),
+    )
+    .unwrap();
     let out = Command::new(BIN)
         .args(["dte", "verify"])
         .arg(&sample)
@@ -260,13 +268,22 @@ fn dte_verify_exits_0_only_when_every_check_holds() {
 #[test]
 fn dte_fake_caf_writes_a_caf_marked_as_not_from_the_sii() {
     let out = Command::new(BIN)
-        .args(["dte", "fake-caf", "--type", "39", "--from", "1", "--to", "1000"])
+        .args([
+            "dte", "fake-caf", "--type", "39", "--from", "1", "--to", "1000",
+        ])
         .env("DTE_RUT_EMISOR", "97975000-5")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let caf = dte::caf::Caf::parse(&out.stdout).unwrap();
-    assert_eq!((caf.tipo.code(), caf.folio_from, caf.folio_to), (39, 1, 1000));
+    assert_eq!(
+        (caf.tipo.code(), caf.folio_from, caf.folio_to),
+        (39, 1, 1000)
+    );
     assert_eq!(caf.rut_emisor.to_string(), "97975000-5");
     assert!(String::from_utf8_lossy(&out.stdout).contains("NOT ISSUED BY THE SII"));
     let out = Command::new(BIN)
