@@ -82,6 +82,12 @@ async fn a_paid_order_gets_its_boleta_and_a_refund_its_nota_de_credito() {
     assert_eq!(report.kind, "EnvioBOLETA");
     assert_eq!(report.documents[0].folio, folio);
 
+    // The printable PDF.
+    let pdf = download(&s, &ana, &format!("/v1/dte/documents/{doc_id}/pdf")).await;
+    assert_eq!(pdf.status(), StatusCode::OK);
+    assert_eq!(pdf.headers()["content-type"], "application/pdf");
+    assert!(pdf.bytes().await.unwrap().starts_with(b"%PDF-"));
+
     // The same through the admin verify endpoint.
     let verified = s
         .raw(

@@ -19,6 +19,7 @@ use crate::{
     caf::Caf,
     domain::TipoDte,
     issuing::Issuing,
+    pdf,
     store::{self, DocumentFilter, DocumentRow},
     verify,
 };
@@ -290,11 +291,50 @@ impl DteService for DteGrpc {
         request: Request<GetDocumentRequest>,
     ) -> Result<Response<HttpBody>, Status> {
         let caller = Caller::from_metadata(request.metadata());
-        self.visible_document(&caller, &request.into_inner().id)
+        let document = self
+            .visible_document(&caller, &request.into_inner().id)
             .await?;
-        Err(Status::unimplemented(
-            "the printable PDF (PDF417 stamp) is not built yet; the XML is at .../xml",
-        ))
+        let waiting = || {
+            failed_precondition(
+                "id",
+                "the document is waiting for a folio and has no PDF yet",
+            )
+        };
+        let (Some(folio), Some(fecha), Some(content)) =
+            (document.folio, document.fch_emis, document.content.as_ref())
+        else {
+            return Err(waiting());
+        };
+        let envelope = store::envelope(&self.issuing.pool, document.id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(waiting)?;
+        let ted = pdf::ted_of(&crate::xml::latin1::decode(&envelope))
+            .ok_or_else(|| internal(anyhow::anyhow!("document {} has no TED", document.id)))?;
+        let tipo =
+            TipoDte::try_from(document.tipo_dte).map_err(|e| internal(anyhow::anyhow!(e)))?;
+        let issuer = self.issuing.issuer.clone();
+        let content = content.0.clone();
+        let bytes = tokio::task::spawn_blocking(move || {
+            pdf::render(
+                &issuer,
+                &pdf::Printable {
+                    tipo,
+                    folio,
+                    fecha,
+                    content: &content,
+                    ted: &ted,
+                },
+            )
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+        Ok(Response::new(HttpBody {
+            content_type: "application/pdf".into(),
+            data: bytes,
+            extensions: Vec::new(),
+        }))
     }
 
     async fn verify(

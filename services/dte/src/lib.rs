@@ -20,6 +20,7 @@ pub mod domain;
 pub mod events;
 pub mod grpc;
 pub mod issuing;
+pub mod pdf;
 pub mod store;
 pub mod verify;
 pub mod xml;

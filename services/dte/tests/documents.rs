@@ -441,3 +441,72 @@ fn verify_checks_a_lone_dte_without_an_envelope() {
         Err(dte::verify::VerifyError::UnknownRoot(_))
     ));
 }
+
+/// Renders page 1 of a PDF at 300 dpi and decodes its PDF417 symbols with tools that are
+/// not ours (pdfium and zxing-cpp, from PyPI into a virtualenv under `target/`): the raw
+/// bytes of each symbol found.
+fn barcodes_in_pdf(pdf: &[u8]) -> Vec<u8> {
+    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pdf417-venv");
+    let python = platform::testing::python_venv(
+        &venv,
+        9,
+        &["pypdfium2==5.15.2", "zxing-cpp==3.1.1", "pillow==12.0.0"],
+    );
+    let dir = scratch();
+    std::fs::write(dir.join("doc.pdf"), pdf).unwrap();
+    let script = [
+        "import sys, pypdfium2, zxingcpp",
+        "page = pypdfium2.PdfDocument(sys.argv[1])[0]",
+        "image = page.render(scale=300 / 72).to_pil()",
+        "found = zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.PDF417)",
+        "sys.stdout.buffer.write(b''.join(f.bytes for f in found))",
+    ]
+    .join("\n");
+    let out = Command::new(python)
+        .args(["-c", &script])
+        .arg(dir.join("doc.pdf"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(dir).ok();
+    out.stdout
+}
+
+#[test]
+fn the_pdfs_barcode_decodes_to_the_exact_ted() {
+    let caf = caf_for(TipoDte::Factura);
+    let content = domain::document_for_sale(Sale {
+        receptor: Some(buyer()),
+        items: vec![
+            item("SKU-1", "Parlantes Multimedia 180W.", 20, 4_500, false),
+            item("SKU-2", "Libro exento ñandú", 1, 5_000, true),
+        ],
+    });
+    let dte = build(&content, 60, &caf);
+    let ted = dte::pdf::ted_of(&dte.xml).unwrap();
+    assert!(
+        ted.starts_with("<TED version=\"1.0\"><DD><RE>76369187-K</RE>"),
+        "{ted}"
+    );
+    assert!(ted.ends_with("</FRMT></TED>"));
+    let pdf = dte::pdf::render(
+        &issuer(),
+        &dte::pdf::Printable {
+            tipo: content.tipo,
+            folio: 60,
+            fecha: fecha(),
+            content: &content,
+            ted: &ted,
+        },
+    )
+    .unwrap();
+    assert!(pdf.starts_with(b"%PDF-"));
+    if let Some(keep) = std::env::var_os("DTE_KEEP_PDF") {
+        std::fs::write(keep, &pdf).unwrap();
+    }
+    assert_eq!(barcodes_in_pdf(&pdf), latin1::encode(&ted).unwrap());
+}
