@@ -46,6 +46,9 @@ enum Command {
         #[command(subcommand)]
         command: Option<DteCommand>,
     },
+    /// A local SII (on SII_SIM_ADDR, default 127.0.0.1:8090): seed, token, DTEUpload, the
+    /// boleta API and status queries, judging uploads as the SII does.
+    SiiSim,
     /// Applies a service's migrations to its schema and exits (the Helm pre-upgrade Job).
     Migrate {
         /// The service: `iam`, `catalog`, `order`, `payment`, `dte`, or `all`.
@@ -220,6 +223,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::OrderProjector => "order-projector",
         Command::Payment => "payment",
         Command::Dte { .. } => "dte",
+        Command::SiiSim => "sii-sim",
         Command::Migrate { .. } => "migrate",
         Command::Healthcheck { .. } | Command::Loadgen(_) => unreachable!("handled above"),
     };
@@ -315,6 +319,16 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 .await?;
         }
         Command::Dte { command: Some(_) } => unreachable!("handled above"),
+        Command::SiiSim => {
+            let addr = r.parse(
+                "SII_SIM_ADDR",
+                std::net::SocketAddr::from(([127, 0, 0, 1], 8090)),
+            )?;
+            dte::sii::sim::SiiSimulator::bind(addr)
+                .await?
+                .run_until_stopped(platform::shutdown::on_signal())
+                .await?;
+        }
         Command::Migrate { service } => {
             let services: &[&str] = match service.as_str() {
                 "all" => &["iam", "catalog", "order", "payment", "dte"],

@@ -58,7 +58,7 @@ impl Suite {
         let catalog_settings = CatalogSettings::from_source(&r)?;
         let mut order_settings = OrderSettings::from_source(&r)?;
         let mut payment_settings = PaymentSettings::from_source(&r)?;
-        let dte_settings = DteSettings::from_source(&r)?;
+        let mut dte_settings = DteSettings::from_source(&r)?;
         let mut gateway_settings = GatewaySettings::from_source(&r)?;
 
         platform::db::create_database_if_missing(common.database_url.expose()).await?;
@@ -114,6 +114,22 @@ impl Suite {
                 .upstreams
                 .insert("payment".into(), loopback_url(payment.grpc_addr()));
         }
+        // Unless a real SII is configured, documents go to the local simulator.
+        let sii_simulator = if r.optional("DTE_SII_URL").is_none() {
+            let simulator = dte::sii::sim::SiiSimulator::bind(
+                r.parse("SII_SIM_ADDR", SocketAddr::from(([127, 0, 0, 1], 8090)))?,
+            )
+            .await?;
+            let url = simulator.url();
+            dte_settings.sii = dte::sii::client::SiiEndpoints {
+                dte: url.clone(),
+                boleta: format!("{url}/recursos/v1"),
+                boleta_upload: format!("{url}/recursos/v1"),
+            };
+            Some(simulator)
+        } else {
+            None
+        };
         let dte = DteApp::build(&common, dte_settings, platform::clock::Clock::system())
             .await
             .context("starting the DTE service")?;
@@ -145,7 +161,7 @@ impl Suite {
             .with_readiness(dte.readiness());
         let gateway_addr = gateway.local_addr();
 
-        let tasks = vec![
+        let mut tasks = vec![
             ("iam", tokio::spawn(iam.run_until_stopped(shutdown.clone()))),
             (
                 "catalog",
@@ -169,6 +185,12 @@ impl Suite {
                 tokio::spawn(gateway.run_until_stopped(shutdown.clone())),
             ),
         ];
+        if let Some(simulator) = sii_simulator {
+            tasks.push((
+                "sii-sim",
+                tokio::spawn(simulator.run_until_stopped(shutdown.clone())),
+            ));
+        }
         Ok(Self {
             gateway_addr,
             iam_addr,

@@ -68,9 +68,12 @@ impl TestEnv {
             "PAYMENT_ADMIN_ADDR",
             "DTE_GRPC_ADDR",
             "DTE_ADMIN_ADDR",
+            "SII_SIM_ADDR",
         ] {
             vars.insert(key.to_string(), "127.0.0.1:0".to_string());
         }
+        // The SII simulator answers at once: follow a submission closely.
+        vars.insert("DTE_SII_POLL_INTERVAL".to_string(), "100ms".to_string());
         Ok(Self { vars })
     }
 

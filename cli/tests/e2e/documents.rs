@@ -10,7 +10,8 @@ use crate::{
     helpers::{TestSuite, spawn_suite},
 };
 
-/// Polls the order's documents until `count` are issued.
+/// Polls the order's documents until `count` are issued (have their folio; they may
+/// already be on their way to the SII).
 async fn documents_issued(s: &TestSuite, token: &str, order: &str, count: usize) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
@@ -27,7 +28,12 @@ async fn documents_issued(s: &TestSuite, token: &str, order: &str, count: usize)
             .as_array()
             .cloned()
             .unwrap_or_default();
-        if list.iter().filter(|d| d["status"] == "issued").count() >= count {
+        if list
+            .iter()
+            .filter(|d| d["status"] != "pending_folio")
+            .count()
+            >= count
+        {
             return list;
         }
         assert!(
@@ -81,6 +87,39 @@ async fn a_paid_order_gets_its_boleta_and_a_refund_its_nota_de_credito() {
     assert!(report.valid(), "{}", report.render());
     assert_eq!(report.kind, "EnvioBOLETA");
     assert_eq!(report.documents[0].folio, folio);
+
+    // The SII (the simulator `orderflow all` starts) accepts it.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let accepted = loop {
+        let doc = s
+            .call(
+                Method::GET,
+                &format!("/v1/dte/documents/{doc_id}"),
+                Some(&ana),
+                None,
+            )
+            .await
+            .body;
+        if doc["status"] == "accepted" {
+            break doc;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never accepted: {doc}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(
+        !accepted["trackId"].as_str().unwrap().is_empty(),
+        "{accepted}"
+    );
+    assert!(
+        accepted["siiStatusDetail"]
+            .as_str()
+            .unwrap()
+            .contains("1 aceptados"),
+        "{accepted}"
+    );
 
     // The printable PDF.
     let pdf = download(&s, &ana, &format!("/v1/dte/documents/{doc_id}/pdf")).await;

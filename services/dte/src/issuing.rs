@@ -31,6 +31,7 @@ use crate::{
 pub struct Issuing {
     pub pool: PgPool,
     pub issuer: Issuer,
+    /// The company's certificate: signs documents, envelopes and SII token requests.
     pub identity: SigningIdentity,
     pub clock: Clock,
     /// Parsed CAFs by id: parsing means decoding an RSA key, so it is done once.

@@ -21,6 +21,7 @@ pub mod events;
 pub mod grpc;
 pub mod issuing;
 pub mod pdf;
+pub mod sii;
 pub mod store;
 pub mod verify;
 pub mod xml;
@@ -83,6 +84,14 @@ pub struct DteSettings {
     pub sii_environment: String,
     /// The signing certificate.
     pub certificate: CertificateSource,
+    /// Where the SII is: `DTE_SII_URL` (SOAP services and `DTEUpload`),
+    /// `DTE_SII_BOLETA_URL` (the boleta API), `DTE_SII_BOLETA_UPLOAD_URL` (its upload);
+    /// by default the SII's own hosts for `DTE_SII_ENVIRONMENT`.
+    pub sii: sii::client::SiiEndpoints,
+    /// How submission paces itself: `DTE_SII_POLL_INTERVAL`, `DTE_SII_MAX_BACKOFF`.
+    pub sii_worker: sii::worker::WorkerSettings,
+    /// `DTE_SII_TIMEOUT`: the longest one SII call may take.
+    pub sii_timeout: std::time::Duration,
 }
 
 impl DteSettings {
@@ -135,7 +144,45 @@ impl DteSettings {
                 });
             }
         };
+        let (dte_host, boleta_host, boleta_upload_host) = if sii_environment == "production" {
+            (
+                "https://palena.sii.cl",
+                "https://api.sii.cl/recursos/v1",
+                "https://rahue.sii.cl/recursos/v1",
+            )
+        } else {
+            (
+                "https://maullin.sii.cl",
+                "https://apicert.sii.cl/recursos/v1",
+                "https://pangal.sii.cl/recursos/v1",
+            )
+        };
+        let url = |key: &str, default: &str| -> Result<String, ConfigError> {
+            let value = r.string(key, default).trim_end_matches('/').to_string();
+            if !(value.starts_with("http://") || value.starts_with("https://")) {
+                return Err(ConfigError {
+                    key: key.into(),
+                    problem: format!("{value:?} is not an http(s) URL"),
+                });
+            }
+            Ok(value)
+        };
+        let poll_interval =
+            r.duration("DTE_SII_POLL_INTERVAL", std::time::Duration::from_secs(5))?;
+        let sii = sii::client::SiiEndpoints {
+            dte: url("DTE_SII_URL", dte_host)?,
+            boleta: url("DTE_SII_BOLETA_URL", boleta_host)?,
+            boleta_upload: url("DTE_SII_BOLETA_UPLOAD_URL", boleta_upload_host)?,
+        };
         Ok(Self {
+            sii,
+            sii_worker: sii::worker::WorkerSettings {
+                poll_interval,
+                max_backoff: r
+                    .duration("DTE_SII_MAX_BACKOFF", std::time::Duration::from_secs(600))?,
+                lease: std::time::Duration::from_secs(120),
+            },
+            sii_timeout: r.duration("DTE_SII_TIMEOUT", std::time::Duration::from_secs(30))?,
             grpc_addr: r.parse("DTE_GRPC_ADDR", SocketAddr::from(([0, 0, 0, 0], 50055)))?,
             admin_addr: r.parse("DTE_ADMIN_ADDR", SocketAddr::from(([0, 0, 0, 0], 9106)))?,
             issuer: Issuer {
@@ -256,6 +303,8 @@ pub async fn load_development_cafs(pool: &PgPool, issuer: &Issuer) -> anyhow::Re
 /// The DTE service, built and bound.
 pub struct DteApp {
     issuing: Arc<Issuing>,
+    sii: Arc<dyn sii::SiiClient>,
+    sii_worker: sii::worker::WorkerSettings,
     broker: Broker,
     subscription: Subscription,
     grpc_listener: TcpListener,
@@ -272,6 +321,14 @@ impl DteApp {
         let pool = open_database(common.database_url.expose()).await?;
         let identity =
             signing_identity(&pool, &settings.certificate, &settings.issuer.rut_envia).await?;
+        let sii = sii::client::HttpSiiClient::new(
+            settings.sii.clone(),
+            identity.clone(),
+            settings.issuer.rut,
+            settings.issuer.rut_envia,
+            settings.sii_timeout,
+        )
+        .context("the SII client")?;
         let broker = Broker::new(common.amqp_url.expose(), &common.amqp_exchange);
         let mut subscription = Subscription::new(
             &format!("{}dte", common.amqp_queue_prefix),
@@ -292,6 +349,8 @@ impl DteApp {
                 )
             })?;
         Ok(Self {
+            sii: Arc::new(sii),
+            sii_worker: settings.sii_worker,
             issuing: Arc::new(Issuing::new(pool, settings.issuer, identity, clock)),
             broker,
             subscription,
@@ -333,7 +392,8 @@ impl DteApp {
     }
 
     /// Serves gRPC and admin, consumes `order.paid` / `payment.refunded`, issues documents
-    /// left waiting, and relays the outbox, until `shutdown`.
+    /// left waiting, sends documents to the SII and follows them, and relays the outbox,
+    /// until `shutdown`.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let pool = self.issuing.pool.clone();
         if let Err(e) = self.issuing.issue_pending().await {
@@ -352,6 +412,12 @@ impl DteApp {
             }),
             shutdown.clone(),
         ));
+        let submission = tokio::spawn(sii::worker::run(
+            pool.clone(),
+            self.sii,
+            self.sii_worker,
+            shutdown.clone(),
+        ));
         let relay = tokio::spawn(outbox::OutboxRelay::new(pool, self.broker).run(shutdown.clone()));
         let server = GrpcServer {
             readiness,
@@ -366,6 +432,7 @@ impl DteApp {
             .await
             .context("DTE gRPC server")?;
         consumer.await??;
+        submission.await??;
         relay.await?
     }
 }

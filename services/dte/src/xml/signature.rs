@@ -29,6 +29,21 @@ pub fn template(id: &str, key_value: &str) -> String {
     )
 }
 
+/// An enveloped `Signature` template over the whole document (`Reference URI=""`, the
+/// enveloped-signature transform), as the SII's token request (`getToken`) is signed.
+pub fn enveloped_template(key_value: &str) -> String {
+    format!(
+        "<Signature xmlns=\"{DSIG_NS}\"><SignedInfo>\
+<CanonicalizationMethod Algorithm=\"http://www.w3.org/TR/2001/REC-xml-c14n-20010315\"/>\
+<SignatureMethod Algorithm=\"http://www.w3.org/2000/09/xmldsig#rsa-sha1\"/>\
+<Reference URI=\"\"><Transforms>\
+<Transform Algorithm=\"http://www.w3.org/2000/09/xmldsig#enveloped-signature\"/></Transforms>\
+<DigestMethod Algorithm=\"http://www.w3.org/2000/09/xmldsig#sha1\"/>\
+<DigestValue></DigestValue></Reference></SignedInfo><SignatureValue></SignatureValue>\
+<KeyInfo><KeyValue>{key_value}</KeyValue><X509Data/></KeyInfo></Signature>"
+    )
+}
+
 /// The company's signing key and certificate.
 #[derive(Clone)]
 pub struct SigningIdentity {
@@ -99,6 +114,21 @@ impl SigningIdentity {
     /// A `Signature` template referencing `#id` for this signer.
     pub fn template(&self, id: &str) -> String {
         template(id, &self.key_value)
+    }
+
+    /// Signs `<root>…</root>` (no declaration) whole, with an enveloped signature appended
+    /// as the root's last child.
+    pub fn sign_enveloped(&self, xml: &str) -> Result<String, SignError> {
+        let close = xml
+            .rfind("</")
+            .ok_or_else(|| SignError("not an element".into()))?;
+        let template = format!(
+            "{}{}{}",
+            &xml[..close],
+            enveloped_template(&self.key_value),
+            &xml[close..]
+        );
+        self.sign_last(&template)
     }
 
     /// The certificate, DER.

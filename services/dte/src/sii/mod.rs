@@ -1,0 +1,48 @@
+//! Submission to the SII, through [`SiiClient`], with the SII's real protocols ([`client`]):
+//! seed → signed token → upload (`DTEUpload` multipart for `EnvioDTE`, the boleta REST API
+//! for `EnvioBOLETA`) → track id → status. [`sim`] is a local SII speaking the same wire
+//! formats; [`worker`] sends issued documents and follows their status.
+
+pub mod client;
+pub mod protocol;
+pub mod sim;
+pub mod worker;
+
+/// Where the SII stands on an upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SiiStatus {
+    /// Still being processed (`REC`, `SOK`, `CRT`, `FOK`, `PDR`, …).
+    Pending {
+        estado: String,
+    },
+    Accepted {
+        detail: String,
+    },
+    AcceptedWithObjections {
+        detail: String,
+    },
+    Rejected {
+        detail: String,
+    },
+}
+
+/// Why a call to the SII failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SiiError {
+    /// The SII could not be reached or answered garbage: retried with back-off.
+    #[error("the SII is unreachable or answered unexpectedly: {0}")]
+    Transport(String),
+    /// The SII refused the request itself (a bad upload): not retried.
+    #[error("the SII refused: {0}")]
+    Refused(String),
+}
+
+/// The SII as the submission worker sees it.
+#[async_trait::async_trait]
+pub trait SiiClient: Send + Sync {
+    /// Uploads a signed envelope (ISO-8859-1 bytes); the track id.
+    async fn submit(&self, envelope: &[u8], boleta: bool) -> Result<String, SiiError>;
+
+    /// The status of an upload.
+    async fn status(&self, track_id: &str, boleta: bool) -> Result<SiiStatus, SiiError>;
+}
