@@ -293,3 +293,60 @@ fn dte_fake_caf_writes_a_caf_marked_as_not_from_the_sii() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--type 52"));
 }
+
+#[tokio::test]
+async fn sii_sim_serves_the_sii_endpoints() {
+    let addr = platform::testing::closed_port_url("http")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut child = Command::new(BIN)
+        .arg("sii-sim")
+        .env("SII_SIM_ADDR", &addr)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let seed = loop {
+        if let Ok(r) = http
+            .get(format!(
+                "http://{addr}/recursos/v1/boleta.electronica.semilla"
+            ))
+            .send()
+            .await
+        {
+            break r.text().await.unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sii-sim never answered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let soap = http
+        .post(format!("http://{addr}/DTEWS/CrSeed.jws"))
+        .header("soapaction", "")
+        .body(dte::sii::protocol::soap_request("getSeed", &[]))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        seed.contains("<SEMILLA>") && seed.contains("<ESTADO>00</ESTADO>"),
+        "{seed}"
+    );
+    let inner = dte::sii::protocol::soap_return(&soap, "getSeed").unwrap();
+    assert_eq!(
+        dte::sii::protocol::element_text(&inner, "SEMILLA")
+            .unwrap()
+            .len(),
+        12
+    );
+}

@@ -70,6 +70,13 @@ async fn a_paid_order_gets_its_boleta_and_a_refund_its_nota_de_credito() {
     assert_eq!(boleta["receptorRut"], "66666666-6");
     let folio = boleta["folio"].as_i64().unwrap();
     assert!(folio >= 1);
+    // Operators see the folios left per type.
+    assert!(
+        s.metrics()
+            .await
+            .contains("dte_folios_remaining{tipo=\"39\"}"),
+        "no folio gauge"
+    );
     // The order hears of it.
     order_reaches(&s, &ana, &id, "invoiced").await;
 

@@ -510,3 +510,121 @@ fn the_pdfs_barcode_decodes_to_the_exact_ted() {
     }
     assert_eq!(barcodes_in_pdf(&pdf), latin1::encode(&ted).unwrap());
 }
+
+#[tokio::test]
+async fn a_configured_certificate_signs_from_pem_files_or_pkcs12() {
+    let dir = scratch();
+    let (key_pem, der) = certificate::self_signed("12345678-5").unwrap();
+    let cert_pem = certificate::identity(&key_pem, der.clone())
+        .unwrap()
+        .certificate_pem();
+    std::fs::write(dir.join("key.pem"), &key_pem).unwrap();
+    std::fs::write(dir.join("cert.pem"), &cert_pem).unwrap();
+    run(Command::new("openssl")
+        .args(["pkcs12", "-export", "-passout", "pass:secreto", "-inkey"])
+        .arg(dir.join("key.pem"))
+        .arg("-in")
+        .arg(dir.join("cert.pem"))
+        .arg("-out")
+        .arg(dir.join("company.p12")))
+    .expect("openssl makes the PKCS#12 file");
+    // Neither source touches the database.
+    let pool = sqlx::PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").unwrap();
+    let holder = Rut::parse("12345678-5").unwrap();
+    for source in [
+        dte::CertificateSource::Pem {
+            certificate: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        },
+        dte::CertificateSource::Pkcs12 {
+            path: dir.join("company.p12"),
+            password: "secreto".into(),
+        },
+    ] {
+        let identity = dte::signing_identity(&pool, &source, &holder)
+            .await
+            .unwrap_or_else(|e| panic!("{source:?}: {e:#}"));
+        assert_eq!(identity.certificate_der(), der.as_slice(), "{source:?}");
+        let caf = caf_for(TipoDte::Boleta);
+        let content = domain::document_for_sale(Sale {
+            receptor: None,
+            items: vec![item("SKU-1", "Café", 1, 2_500, false)],
+        });
+        let dte = document::build_dte(
+            &issuer(),
+            &content,
+            1,
+            fecha(),
+            fecha().and_hms_opt(9, 0, 0).unwrap(),
+            &Stamp {
+                caf_element: &caf.caf_element,
+                caf_key: &caf.private_key,
+            },
+            &identity,
+        )
+        .unwrap();
+        let envelope = document::build_envelope(
+            &issuer(),
+            &[dte],
+            fecha().and_hms_opt(9, 0, 1).unwrap(),
+            &identity,
+        )
+        .unwrap();
+        signature_check(
+            &dir,
+            "envelope.xml",
+            &envelope,
+            "/*/*[local-name()='Signature']",
+        )
+        .unwrap_or_else(|e| panic!("{source:?}: {e}"));
+    }
+    // A wrong password is an error naming the setting.
+    let wrong = dte::signing_identity(
+        &pool,
+        &dte::CertificateSource::Pkcs12 {
+            path: dir.join("company.p12"),
+            password: "otra".into(),
+        },
+        &holder,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        format!("{wrong:#}").contains("DTE_CERT_PKCS12"),
+        "{wrong:#}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn certificate_settings_are_checked_at_start() {
+    use std::collections::HashMap;
+    let settings = |pairs: &[(&'static str, &'static str)]| {
+        let vars: HashMap<&str, &str> = pairs.iter().copied().collect();
+        dte::DteSettings::from_source(&platform::config::Reader::new(&vars))
+    };
+    assert!(matches!(
+        settings(&[]).unwrap().certificate,
+        dte::CertificateSource::Development
+    ));
+    let production = settings(&[("DTE_SII_ENVIRONMENT", "production")]).unwrap_err();
+    assert_eq!(production.key, "DTE_CERT_PKCS12");
+    let both = settings(&[("DTE_CERT_PKCS12", "a.p12"), ("DTE_CERT_PEM", "c.pem")]).unwrap_err();
+    assert_eq!(both.key, "DTE_CERT_PEM");
+    assert_eq!(
+        settings(&[("DTE_RUT_EMISOR", "76369187-5")])
+            .unwrap_err()
+            .key,
+        "DTE_RUT_EMISOR"
+    );
+    assert_eq!(
+        settings(&[("DTE_SII_URL", "maullin")]).unwrap_err().key,
+        "DTE_SII_URL"
+    );
+    let production = settings(&[
+        ("DTE_SII_ENVIRONMENT", "production"),
+        ("DTE_CERT_PKCS12", "/etc/orderflow/company.p12"),
+    ])
+    .unwrap();
+    assert_eq!(production.sii.dte, "https://palena.sii.cl");
+}

@@ -123,8 +123,19 @@ impl HttpSiiClient {
             .retain(|(b, _, _)| *b != boleta);
     }
 
-    /// Seed → signed seed → token, for the SOAP services or the boleta API.
+    /// Seed → signed seed → token, for the SOAP services or the boleta API. A refused
+    /// token is the company's problem (certificate, authorisation), not the document's, so
+    /// it is reported as a transport error: documents wait and are retried.
     async fn token(&self, boleta: bool) -> Result<String, SiiError> {
+        self.take_token(boleta).await.map_err(|e| match e {
+            SiiError::Refused(detail) => {
+                SiiError::Transport(format!("the SII refused a token: {detail}"))
+            }
+            transport => transport,
+        })
+    }
+
+    async fn take_token(&self, boleta: bool) -> Result<String, SiiError> {
         if let Some(token) = self.cached_token(boleta) {
             return Ok(token);
         }
