@@ -208,6 +208,45 @@ async fn a_paid_order_gets_its_boleta_and_a_refund_its_nota_de_credito() {
     )
     .await
     .assert_problem(400);
+    let bad_status = s
+        .call(
+            Method::GET,
+            "/v1/dte/documents?status=lost",
+            Some(&admin),
+            None,
+        )
+        .await;
+    bad_status.assert_problem(400);
+    assert_eq!(bad_status.body["errors"][0]["field"], "status");
+    let future = s
+        .call(
+            Method::GET,
+            "/v1/dte/documents?issuedFrom=2099-01-01T00:00:00Z",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(future.status, StatusCode::OK, "{}", future.body);
+    assert!(
+        future.body["documents"]
+            .as_array()
+            .is_none_or(|d| d.is_empty()),
+        "{}",
+        future.body
+    );
+    let since = s
+        .call(
+            Method::GET,
+            "/v1/dte/documents?issuedFrom=2000-01-01T00:00:00Z&tipoDte=39",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        since.body["documents"][0]["id"], boleta["id"],
+        "{}",
+        since.body
+    );
     s.call(Method::GET, "/v1/dte/documents", Some(&ana), None)
         .await
         .assert_problem(403);
