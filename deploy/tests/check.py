@@ -168,6 +168,10 @@ def check_chart_policy():
                 assert s["hpa"]["behavior"]["scaleUp"] and s["hpa"]["behavior"]["scaleDown"], where
         dte = role_settings(values, "dte")
         assert any(m["name"] == "dte_processing_rate" for m in dte["hpa"]["customMetrics"])
+        if dte.get("env", {}).get("DTE_SII_ENVIRONMENT") == "production":
+            cert = dte.get("certificate") or {}
+            assert {"secretName", "file", "passwordKey"} <= set(cert), \
+                f"{name}: production DTE needs the company's certificate"
         assert values["image"].get("tag", "") != "latest"
 
 
