@@ -1,7 +1,8 @@
 //! The deployment files, checked with the validators their ecosystems use: the compose-spec
 //! and GitLab CI schemas (check-jsonschema), Helm's own linter over every values file
 //! (helm-sdkpy bundles Helm's library), hadolint, and `kubectl kustomize` for the Istio
-//! overlays; plus the policies of `deploy/tests/check.py` (every role has its objects,
+//! overlays, whose objects are validated against Istio's CRD schemas (the npm package
+//! @kubernetes-models/istio, with Node.js); plus the policies of `deploy/tests/check.py` (every role has its objects,
 //! probes, limits, non-root; the projector is a singleton; callers match the architecture).
 //! The validators come from PyPI into a virtualenv under cargo's target directory.
 
@@ -22,6 +23,10 @@ fn check(name: &str) {
     let out = Command::new(python)
         .arg(script)
         .arg(name)
+        .env(
+            "DEPLOY_NODE_TOOLS",
+            PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("deploy-node"),
+        )
         .output()
         .expect("the check runs");
     assert!(
@@ -60,4 +65,9 @@ fn helm_chart_meets_the_deployment_policy() {
 #[test]
 fn istio_overlays_render_with_breakers_mtls_and_the_architectures_callers() {
     check("istio");
+}
+
+#[test]
+fn istio_objects_validate_against_istios_crd_schemas() {
+    check("istio-schemas");
 }

@@ -1,12 +1,13 @@
 """Checks of the deployment files, run by `cargo test` (cli/tests/deploy.rs) in a virtualenv
 holding the validators: `python check.py <check>`; exits non-zero with the findings.
 
-Checks: compose, gitlab, dockerfile, chart-lint, chart-policy, istio.
+Checks: compose, gitlab, dockerfile, chart-lint, chart-policy, istio, istio-schemas.
 """
 
 import asyncio
 import copy
 import json
+import os
 import pathlib
 import shutil
 import subprocess
@@ -221,6 +222,30 @@ def check_istio():
         assert by_kind["Gateway"]["orderflow"]["spec"]["servers"][0]["tls"]["mode"] == "SIMPLE"
 
 
+# Istio's CRD schemas as an npm package (validated with its own generated validators).
+ISTIO_SCHEMAS = "@kubernetes-models/istio@3.0.1"
+
+
+def check_istio_schemas():
+    """Every object of both overlays against Istio's CRD schemas."""
+    tools = pathlib.Path(os.environ["DEPLOY_NODE_TOOLS"])
+    marker = tools / "installed.txt"
+    if not marker.exists() or marker.read_text() != ISTIO_SCHEMAS:
+        tools.mkdir(parents=True, exist_ok=True)
+        expect_ok(run("npm", "install", "--no-audit", "--no-fund", "--prefix", str(tools),
+                      ISTIO_SCHEMAS), f"npm install {ISTIO_SCHEMAS}")
+        marker.write_text(ISTIO_SCHEMAS)
+    # ES modules resolve packages next to the importing file: run the script from there.
+    script = tools / "validate-istio.mjs"
+    shutil.copyfile(ROOT / "deploy" / "tests" / "validate-istio.mjs", script)
+    with tempfile.TemporaryDirectory() as scratch:
+        for overlay in ["staging", "production"]:
+            rendered = pathlib.Path(scratch) / f"{overlay}.json"
+            rendered.write_text(json.dumps(istio_objects(overlay)))
+            expect_ok(run("node", str(script), str(rendered)),
+                      f"the {overlay} overlay against Istio's CRD schemas")
+
+
 CHECKS = {
     "compose": check_compose,
     "gitlab": check_gitlab,
@@ -228,6 +253,7 @@ CHECKS = {
     "chart-lint": check_chart_lint,
     "chart-policy": check_chart_policy,
     "istio": check_istio,
+    "istio-schemas": check_istio_schemas,
 }
 
 if __name__ == "__main__":
