@@ -117,8 +117,15 @@ fn parse_mix(raw: &str) -> Result<Mix, String> {
     Ok(mix)
 }
 
-const OPERATIONS: [&str; 7] = [
-    "list", "search", "detail", "place", "pay", "orders", "order",
+const OPERATIONS: [&str; 8] = [
+    "list",
+    "search",
+    "detail",
+    "place",
+    "pay",
+    "orders",
+    "order",
+    "documents",
 ];
 
 /// Latency and outcome records, per operation and per second of the run.
@@ -127,10 +134,18 @@ struct Stats {
     per_op: BTreeMap<&'static str, OpStats>,
     timeline: Vec<Second>,
     checkouts_paid: u64,
+    /// Paid and then invoiced (the tax document issued): a complete checkout.
+    checkouts_invoiced: u64,
+    /// Never seen paid.
     checkouts_unfinished: u64,
+    /// Paid but never seen invoiced.
+    checkouts_not_invoiced: u64,
+    /// Placed → paid.
+    paid_latency: Histogram<u64>,
+    /// Placed → invoiced.
     checkout_latency: Histogram<u64>,
-    /// When the last checkout was seen paid.
-    last_paid: Option<Instant>,
+    /// When the last checkout was seen invoiced.
+    last_invoiced: Option<Instant>,
 }
 
 struct OpStats {
@@ -169,9 +184,12 @@ impl Stats {
                 .collect(),
             timeline: Vec::new(),
             checkouts_paid: 0,
+            checkouts_invoiced: 0,
             checkouts_unfinished: 0,
+            checkouts_not_invoiced: 0,
+            paid_latency: histogram(),
             checkout_latency: histogram(),
-            last_paid: None,
+            last_invoiced: None,
         }
     }
 
@@ -340,10 +358,11 @@ async fn operation(shared: &Arc<Shared>, user: &Mutex<User>, intended: Instant) 
             )
             .await;
         if paid.is_some() {
-            // Completion (the order becomes `paid` once the saga has run through RabbitMQ)
-            // is watched on the side: the shopper goes on, so a closed loop saturates the
-            // suite instead of waiting out the saga's latency.
-            let watcher = watch_until_paid(shared.clone(), token, id, intended);
+            // Completion (the order becomes `paid` once the saga has run through RabbitMQ,
+            // then `invoiced` once its tax document is issued) is watched on the side: the
+            // shopper goes on, so a closed loop saturates the suite instead of waiting out
+            // the saga's latency.
+            let watcher = watch_checkout(shared.clone(), token, id, intended);
             shared
                 .watchers
                 .lock()
@@ -352,6 +371,15 @@ async fn operation(shared: &Arc<Shared>, user: &Mutex<User>, intended: Instant) 
         }
     } else {
         match last_order {
+            Some(id) if step % 4 == 2 => {
+                shared
+                    .call(
+                        "documents",
+                        intended,
+                        shared.get(&format!("/v1/orders/{id}/documents"), Some(&token)),
+                    )
+                    .await;
+            }
             Some(id) if step % 2 == 0 => {
                 shared
                     .call(
@@ -374,12 +402,14 @@ async fn operation(shared: &Arc<Shared>, user: &Mutex<User>, intended: Instant) 
     }
 }
 
-/// Polls the order until it is `paid` (30 s at most) and records the checkout.
-async fn watch_until_paid(shared: Arc<Shared>, token: String, id: String, intended: Instant) {
+/// Polls the order until it is `invoiced` (30 s at most), recording when it was first seen
+/// paid and when invoiced.
+async fn watch_checkout(shared: Arc<Shared>, token: String, id: String, intended: Instant) {
     let deadline = Instant::now() + Duration::from_secs(30);
     // Like a polite frontend: after 100 ms, then less and less often, at most once a second
     // (a tight loop over every pending checkout would be most of the load).
     let mut pause = Duration::from_millis(100);
+    let mut paid = false;
     while Instant::now() < deadline {
         tokio::time::sleep(pause).await;
         pause = (pause * 3 / 2).min(Duration::from_secs(1));
@@ -395,21 +425,29 @@ async fn watch_until_paid(shared: Arc<Shared>, token: String, id: String, intend
                 .and_then(|v| v["status"].as_str().map(str::to_string)),
             Err(_) => None,
         };
-        // Invoiced follows paid as soon as the DTE is issued: both mean the checkout is done.
-        if matches!(status.as_deref(), Some("paid" | "invoiced")) {
+        let invoiced = status.as_deref() == Some("invoiced");
+        if !paid && (invoiced || status.as_deref() == Some("paid")) {
+            paid = true;
             let mut stats = shared.stats.lock().expect("stats lock");
             stats.checkouts_paid += 1;
             let micros = intended.elapsed().as_micros().max(1) as u64;
+            stats.paid_latency.saturating_record(micros);
+        }
+        if invoiced {
+            let mut stats = shared.stats.lock().expect("stats lock");
+            stats.checkouts_invoiced += 1;
+            let micros = intended.elapsed().as_micros().max(1) as u64;
             stats.checkout_latency.saturating_record(micros);
-            stats.last_paid = Some(Instant::now());
+            stats.last_invoiced = Some(Instant::now());
             return;
         }
     }
-    shared
-        .stats
-        .lock()
-        .expect("stats lock")
-        .checkouts_unfinished += 1;
+    let mut stats = shared.stats.lock().expect("stats lock");
+    if paid {
+        stats.checkouts_not_invoiced += 1;
+    } else {
+        stats.checkouts_unfinished += 1;
+    }
 }
 
 /// POSTs `body` to `path`, waiting out 429s (auth endpoints are strictly rate limited).
@@ -625,9 +663,11 @@ pub async fn run(opts: Options) -> anyhow::Result<Summary> {
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("loadgen: report written to {}", path.display());
     }
-    // A checkout paid for but never seen `paid` is a failure of the saga: it counts.
+    // A checkout paid for but never seen `paid`, or paid but never invoiced, is a failure of
+    // the saga: it counts.
     let (ok, errors) = stats.totals();
-    let ratio = (errors + stats.checkouts_unfinished) as f64 / (ok + errors).max(1) as f64;
+    let ratio = (errors + stats.checkouts_unfinished + stats.checkouts_not_invoiced) as f64
+        / (ok + errors).max(1) as f64;
     Ok(Summary {
         passed: ratio <= opts.max_error_ratio,
         json: summary,
@@ -659,14 +699,14 @@ async fn progress(shared: Arc<Shared>) {
         }
         let rate = (ok + errors - last.0 - last.1) as f64 / window;
         let line = format!(
-            "{:>5.0}s  {:>8.0} req/s  {:>8} ok  {:>6} errors  p50 {:>7.1} ms  p99 {:>7.1} ms  {:>6} checkouts paid",
+            "{:>5.0}s  {:>8.0} req/s  {:>8} ok  {:>6} errors  p50 {:>7.1} ms  p99 {:>7.1} ms  {:>6} checkouts invoiced",
             stats.started.elapsed().as_secs_f64(),
             rate,
             ok,
             errors,
             all.value_at_quantile(0.5) as f64 / 1000.0,
             all.value_at_quantile(0.99) as f64 / 1000.0,
-            stats.checkouts_paid
+            stats.checkouts_invoiced
         );
         last = (ok, errors);
         if terminal {
@@ -716,15 +756,19 @@ fn summarise(stats: &Stats, opts: &Options, elapsed: Duration) -> Value {
         "error_ratio": errors as f64 / (ok + errors).max(1) as f64,
         "checkouts": {
             "paid": stats.checkouts_paid,
+            "invoiced": stats.checkouts_invoiced,
             "unfinished": stats.checkouts_unfinished,
-            // Completed per second until the last one completed: checkouts still in the
-            // saga when the load stops count, and so does the time they took.
-            "per_second": stats.checkouts_paid as f64
+            "not_invoiced": stats.checkouts_not_invoiced,
+            // Completed (invoiced) per second until the last one completed: checkouts still
+            // in the saga when the load stops count, and so does the time they took.
+            "per_second": stats.checkouts_invoiced as f64
                 / stats
-                    .last_paid
+                    .last_invoiced
                     .map_or(secs, |t| t.duration_since(stats.started).as_secs_f64().max(secs)),
             "p50_ms": ms(stats.checkout_latency.value_at_quantile(0.5)),
             "p99_ms": ms(stats.checkout_latency.value_at_quantile(0.99)),
+            "paid_p50_ms": ms(stats.paid_latency.value_at_quantile(0.5)),
+            "paid_p99_ms": ms(stats.paid_latency.value_at_quantile(0.99)),
         },
     })
 }
@@ -758,16 +802,21 @@ fn table(summary: &Value) -> String {
         ));
     }
     out.push_str(&format!(
-        "total: {} ok, {} errors ({:.2} %), {:.1} req/s; checkouts paid: {} ({:.2}/s, placed → paid p50 {:.0} ms, p99 {:.0} ms), never paid: {}\n",
+        "total: {} ok, {} errors ({:.2} %), {:.1} req/s\n\
+checkouts invoiced: {} ({:.2}/s, placed → invoiced p50 {:.0} ms, p99 {:.0} ms); paid: {} (placed → paid p50 {:.0} ms, p99 {:.0} ms); never paid: {}; paid, never invoiced: {}\n",
         summary["total"]["ok"],
         summary["total"]["errors"],
         summary["error_ratio"].as_f64().unwrap_or_default() * 100.0,
         summary["total"]["throughput"].as_f64().unwrap_or_default(),
-        summary["checkouts"]["paid"],
+        summary["checkouts"]["invoiced"],
         summary["checkouts"]["per_second"].as_f64().unwrap_or_default(),
         summary["checkouts"]["p50_ms"].as_f64().unwrap_or_default(),
         summary["checkouts"]["p99_ms"].as_f64().unwrap_or_default(),
+        summary["checkouts"]["paid"],
+        summary["checkouts"]["paid_p50_ms"].as_f64().unwrap_or_default(),
+        summary["checkouts"]["paid_p99_ms"].as_f64().unwrap_or_default(),
         summary["checkouts"]["unfinished"],
+        summary["checkouts"]["not_invoiced"],
     ));
     out
 }

@@ -269,8 +269,8 @@ async fn cafs_are_checked_on_upload() {
     let today = chrono::Utc::now().date_naive();
     let fresh = dte::caf::fake(
         dte::domain::TipoDte::Factura,
-        1001,
-        2000,
+        200_001,
+        201_000,
         &rut,
         "Orderflow SpA",
         today,
@@ -284,7 +284,7 @@ async fn cafs_are_checked_on_upload() {
             &stored.body["folioFrom"],
             &stored.body["nextFolio"]
         ),
-        (&json!(33), &json!(1001), &json!(1001)),
+        (&json!(33), &json!(200_001), &json!(200_001)),
         "{}",
         stored.body
     );

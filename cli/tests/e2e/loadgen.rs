@@ -46,6 +46,12 @@ async fn a_closed_loop_run_completes_checkouts_and_writes_its_report() {
         "{}",
         summary.json
     );
+    // Complete checkouts: the tax document was issued and the order invoiced.
+    assert!(
+        summary.json["checkouts"]["invoiced"].as_u64().unwrap() > 0,
+        "{}",
+        summary.json
+    );
     let ops: Vec<&str> = summary.json["operations"]
         .as_array()
         .unwrap()

@@ -260,8 +260,11 @@ fn pem_to_der(pem: &str) -> anyhow::Result<Vec<u8>> {
     Ok(base64::engine::general_purpose::STANDARD.decode(body)?)
 }
 
-/// Development only: a fake CAF of folios 1..=1000 for every type with no CAF yet, so the
-/// suite issues documents out of the box. Returns the types loaded.
+/// Folios in a development CAF: enough for load tests (the SII grants far fewer at once).
+pub const DEVELOPMENT_FOLIOS: i64 = 100_000;
+
+/// Development only: a fake CAF of folios 1..=[`DEVELOPMENT_FOLIOS`] for every type with no
+/// CAF yet, so the suite issues documents out of the box. Returns the types loaded.
 pub async fn load_development_cafs(pool: &PgPool, issuer: &Issuer) -> anyhow::Result<Vec<i32>> {
     let stored: Vec<i32> = store::list_cafs(pool)
         .await?
@@ -276,15 +279,17 @@ pub async fn load_development_cafs(pool: &PgPool, issuer: &Issuer) -> anyhow::Re
         }
         let rut = issuer.rut;
         let name = issuer.razon_social.clone();
-        let xml = tokio::task::spawn_blocking(move || caf::fake(tipo, 1, 1000, &rut, &name, today))
-            .await??;
+        let xml = tokio::task::spawn_blocking(move || {
+            caf::fake(tipo, 1, DEVELOPMENT_FOLIOS, &rut, &name, today)
+        })
+        .await??;
         let mut tx = pool.begin().await?;
         let inserted = store::insert_caf(
             &mut tx,
             uuid::Uuid::now_v7(),
             tipo,
             1,
-            1000,
+            DEVELOPMENT_FOLIOS,
             today,
             xml.as_bytes(),
         )
