@@ -10,7 +10,7 @@ use crate::{
     helpers::{TestSuite, spawn_suite},
 };
 
-/// Polls the order's documents until `count` are issued (have their folio; they may
+/// Polls the order's documents until `count` are issued (signed and stored; they may
 /// already be on their way to the SII).
 async fn documents_issued(s: &TestSuite, token: &str, order: &str, count: usize) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -30,7 +30,7 @@ async fn documents_issued(s: &TestSuite, token: &str, order: &str, count: usize)
             .unwrap_or_default();
         if list
             .iter()
-            .filter(|d| d["status"] != "pending_folio")
+            .filter(|d| d["status"] != "pending_folio" && d["status"] != "numbered")
             .count()
             >= count
         {

@@ -1,7 +1,7 @@
 //! What the DTE service reacts to: `order.paid` (the sale's boleta or factura) and
-//! `payment.refunded` (a nota de crédito). Each is handled in the consumer's transaction,
-//! with the inbox making a redelivery a no-op and the document tables making a second
-//! event for the same order or refund one too.
+//! `payment.refunded` (a nota de crédito). Each records the document to issue in the
+//! consumer's transaction (the inbox makes a redelivery a no-op, the document table a second
+//! event for the same order or refund) and wakes the issuer.
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
@@ -54,10 +54,7 @@ impl EventHandler for DocumentHandler {
         &'a self,
         _event: &'a EventEnvelope,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
-        Box::pin(async move {
-            if let Err(e) = self.issuing.refresh_metrics().await {
-                tracing::warn!(error = format!("{e:#}"), "cannot refresh the folio metrics");
-            }
-        })
+        // The document is recorded: the issuer numbers, signs and stores it.
+        Box::pin(async move { self.issuing.wake() })
     }
 }

@@ -140,14 +140,7 @@ impl DteService for DteGrpc {
             "CAF stored"
         );
         // Documents that waited for folios of this type are issued now.
-        match self.issuing.issue_pending().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(issued = n, "documents waiting for a folio issued"),
-            Err(e) => tracing::error!(error = format!("{e:#}"), "issuing waiting documents"),
-        }
-        if let Err(e) = self.issuing.refresh_metrics().await {
-            tracing::warn!(error = format!("{e:#}"), "cannot refresh the folio metrics");
-        }
+        self.issuing.wake();
         Ok(Response::new(pb::Caf {
             id: row.id.to_string(),
             tipo_dte: row.tipo_dte,
@@ -171,8 +164,9 @@ impl DteService for DteGrpc {
                 "must be one of 33, 34, 39, 41, 56, 61",
             ));
         }
-        const STATUSES: [&str; 6] = [
+        const STATUSES: [&str; 7] = [
             "pending_folio",
+            "numbered",
             "issued",
             "submitted",
             "accepted",
@@ -276,7 +270,7 @@ impl DteService for DteGrpc {
             .ok_or_else(|| {
                 failed_precondition(
                     "id",
-                    "the document is waiting for a folio and has no XML yet",
+                    "the document is not issued yet (no XML until it is signed)",
                 )
             })?;
         Ok(Response::new(HttpBody {
@@ -297,7 +291,7 @@ impl DteService for DteGrpc {
         let waiting = || {
             failed_precondition(
                 "id",
-                "the document is waiting for a folio and has no PDF yet",
+                "the document is not issued yet (no PDF until it is signed)",
             )
         };
         let (Some(folio), Some(fecha), Some(content)) =

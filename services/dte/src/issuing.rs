@@ -1,31 +1,44 @@
-//! Issuing: a paid order or a refund becomes a document waiting for a folio; a folio is
-//! allocated, the document built, stamped and signed, and `dte.issued` written to the
-//! outbox, all in one transaction. With no folio left the document waits (`pending_folio`)
-//! and is issued when a CAF of its type is uploaded.
+//! Issuing. A paid order or a refund becomes a document waiting for its folio
+//! (`pending_folio`), recorded in the consumer's transaction. Issuers (a task per replica,
+//! woken by the consumer) then number waiting documents in short transactions, the only
+//! time a type's folio counter is locked; build, stamp and sign each outside any lock; and
+//! store the signed envelope with `dte.issued` in the outbox, in one transaction. A folio is
+//! taken only in a committed numbering, and a numbered document is always finished (by the
+//! next round if its issuer died), so folios stay gapless. With no folio left a document
+//! simply waits and is numbered when a CAF of its type arrives.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use chrono::NaiveDate;
 use platform::{
+    CancellationToken,
     amqp::outbox::{self, NewEvent},
     clock::Clock,
 };
 use proto::events::v1::{DteIssued, OrderPaid, PaymentRefunded};
 use sqlx::{PgConnection, PgPool};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::{
     caf::Caf,
     domain::{self, Content, Issued, Issuer, Item, Receptor, Sale, TipoDte},
-    store::{self, DocumentRow, NewDocument},
+    store::{self, DocumentRow, NewDocument, Numbering},
     xml::{
         document::{self, Stamp},
         signature::SigningIdentity,
     },
 };
+
+/// Documents numbered per transaction.
+const BATCH: i64 = 50;
+
+/// A numbered document not finished within this long is finished by another issuer.
+const STALE_NUMBERED: Duration = Duration::from_secs(30);
 
 /// What issuing needs: who issues, with which certificate, and when "today" is in Chile.
 pub struct Issuing {
@@ -36,19 +49,29 @@ pub struct Issuing {
     pub clock: Clock,
     /// Parsed CAFs by id: parsing means decoding an RSA key, so it is done once.
     cafs: Mutex<HashMap<Uuid, Arc<Caf>>>,
+    /// Wakes the issuer task when documents are waiting.
+    wake: Notify,
 }
 
-/// What became of a document.
+/// What became of an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    Issued {
-        folio: i64,
-    },
-    PendingFolio,
-    /// The document it refers to has no folio yet.
-    Waiting,
+    /// A document now waits for its folio.
+    Queued,
     /// The order or refund already has its document.
     AlreadyDone,
+}
+
+/// A document with its folio, to be built.
+struct ToBuild {
+    id: Uuid,
+    order_id: String,
+    refund_id: Option<String>,
+    causation_id: String,
+    folio: i64,
+    caf_id: Uuid,
+    fecha: NaiveDate,
+    content: Content,
 }
 
 impl Issuing {
@@ -59,23 +82,23 @@ impl Issuing {
             identity,
             clock,
             cafs: Mutex::default(),
+            wake: Notify::new(),
         }
     }
 
-    fn today(&self) -> (NaiveDate, chrono::NaiveDateTime) {
-        let now = self
-            .clock
+    fn now_in_chile(&self) -> chrono::NaiveDateTime {
+        self.clock
             .now()
             .with_timezone(&chrono_tz::America::Santiago)
-            .naive_local();
-        (now.date(), now)
+            .naive_local()
     }
 
-    async fn caf(&self, tx: &mut PgConnection, id: Uuid) -> anyhow::Result<Arc<Caf>> {
+    async fn caf(&self, id: Uuid) -> anyhow::Result<Arc<Caf>> {
         if let Some(caf) = self.cafs.lock().expect("not poisoned").get(&id) {
             return Ok(caf.clone());
         }
-        let xml = store::caf_xml(tx, id).await?;
+        let mut conn = self.pool.acquire().await?;
+        let xml = store::caf_xml(&mut conn, id).await?;
         let caf = Arc::new(Caf::parse(&xml)?);
         self.cafs
             .lock()
@@ -84,7 +107,12 @@ impl Issuing {
         Ok(caf)
     }
 
-    /// `order.paid`: the order's boleta or factura.
+    /// Asks the issuer task to look for waiting documents now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// `order.paid`: the order's boleta or factura waits for its folio.
     pub async fn order_paid(
         &self,
         tx: &mut PgConnection,
@@ -97,27 +125,28 @@ impl Issuing {
         {
             tracing::warn!(order_id = %paid.order_id, charged = totals.total, document = content.totals.total, "the order's total differs from its lines' SII total");
         }
-        let id = Uuid::now_v7();
         let fresh = store::insert_pending(
             tx,
             &NewDocument {
-                id,
+                id: Uuid::now_v7(),
                 order_id: &paid.order_id,
                 customer_id: &paid.customer_id,
                 tipo: content.tipo,
                 content: Some(&content),
                 refund: None,
+                causation_id,
             },
         )
         .await?;
-        if !fresh {
-            return Ok(Outcome::AlreadyDone);
-        }
-        self.issue(tx, id, content, None, &paid.order_id, None, causation_id)
-            .await
+        Ok(if fresh {
+            Outcome::Queued
+        } else {
+            Outcome::AlreadyDone
+        })
     }
 
-    /// `payment.refunded`: a nota de crédito for the order's document.
+    /// `payment.refunded`: a nota de crédito for the order's document waits for its folio
+    /// (and for the document's, if that has none yet).
     pub async fn payment_refunded(
         &self,
         tx: &mut PgConnection,
@@ -130,202 +159,203 @@ impl Issuing {
                 refunded.order_id
             );
         };
-        let id = Uuid::now_v7();
         let fresh = store::insert_pending(
             tx,
             &NewDocument {
-                id,
+                id: Uuid::now_v7(),
                 order_id: &refunded.order_id,
                 customer_id: &original.customer_id,
                 tipo: TipoDte::NotaCredito,
                 content: None,
                 refund: Some((&refunded.refund_id, refunded.amount, refunded.full)),
+                causation_id,
             },
         )
         .await?;
-        if !fresh {
-            return Ok(Outcome::AlreadyDone);
+        Ok(if fresh {
+            Outcome::Queued
+        } else {
+            Outcome::AlreadyDone
+        })
+    }
+
+    /// Numbers, builds and stores every document that can be issued now; how many were.
+    pub async fn issue_pending(&self) -> anyhow::Result<usize> {
+        let mut issued = 0;
+        loop {
+            let mut work = self.number_batch().await?;
+            let numbered_now = work.len();
+            for row in store::claim_stale_numbered(&self.pool, STALE_NUMBERED, BATCH).await? {
+                work.push(to_build(&row)?);
+            }
+            if work.is_empty() {
+                return Ok(issued);
+            }
+            for doc in work {
+                if self.finish(doc).await? {
+                    issued += 1;
+                }
+            }
+            if numbered_now < BATCH as usize {
+                return Ok(issued);
+            }
         }
-        self.issue_credit(
-            tx,
-            id,
-            &original,
-            refunded.amount,
-            refunded.full,
-            &refunded.refund_id,
-            causation_id,
-        )
-        .await
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn issue_credit(
-        &self,
-        tx: &mut PgConnection,
-        id: Uuid,
-        original: &DocumentRow,
-        amount: i64,
-        full: bool,
-        refund_id: &str,
-        causation_id: &str,
-    ) -> anyhow::Result<Outcome> {
-        let (Some(folio), Some(fecha), Some(content)) =
-            (original.folio, original.fch_emis, original.content.as_ref())
-        else {
-            return Ok(Outcome::Waiting);
-        };
-        let issued = Issued {
-            tipo: TipoDte::try_from(original.tipo_dte).map_err(anyhow::Error::msg)?,
-            folio,
-            fecha,
-            content: content.0.clone(),
-        };
-        let credit = domain::nota_de_credito(&issued, amount, full);
-        self.issue(
-            tx,
-            id,
-            credit,
-            Some(original.id),
-            &original.order_id,
-            Some(refund_id),
-            causation_id,
-        )
-        .await
-    }
-
-    /// Allocates a folio and issues the pending document `id`, or leaves it pending.
-    #[allow(clippy::too_many_arguments)]
-    async fn issue(
-        &self,
-        tx: &mut PgConnection,
-        id: Uuid,
-        content: Content,
-        references_document_id: Option<Uuid>,
-        order_id: &str,
-        refund_id: Option<&str>,
-        causation_id: &str,
-    ) -> anyhow::Result<Outcome> {
-        let Some((folio, caf_id)) = store::allocate_folio(tx, content.tipo).await? else {
-            tracing::warn!(%order_id, tipo = content.tipo.code(), "no folio left: the document waits for a CAF");
-            metrics::counter!("dte_pending_folio_total", "tipo" => content.tipo.to_string())
-                .increment(1);
-            return Ok(Outcome::PendingFolio);
-        };
-        let caf = self.caf(tx, caf_id).await?;
-        let (fecha, now) = self.today();
-        let dte = document::build_dte(
-            &self.issuer,
-            &content,
-            folio,
-            fecha,
-            now,
-            &Stamp {
-                caf_element: &caf.caf_element,
-                caf_key: &caf.private_key,
-            },
-            &self.identity,
-        )?;
-        let envelope = document::build_envelope(&self.issuer, &[dte], now, &self.identity)?;
-        store::mark_issued(
-            tx,
-            &store::Issue {
-                id,
+    /// One short transaction: waiting documents get their folios, in ascending TipoDTE order
+    /// (so concurrent issuers take the counters' locks in the same order).
+    async fn number_batch(&self) -> anyhow::Result<Vec<ToBuild>> {
+        let mut tx = self.pool.begin().await?;
+        let mut rows = store::lock_pending(&mut tx, BATCH).await?;
+        rows.sort_by_key(|r| r.tipo_dte);
+        let fecha = self.now_in_chile().date();
+        let mut exhausted = HashSet::new();
+        let mut numbered = Vec::new();
+        for row in &rows {
+            let tipo = TipoDte::try_from(row.tipo_dte).map_err(anyhow::Error::msg)?;
+            if exhausted.contains(&tipo) {
+                continue;
+            }
+            let (content, references) = match (&row.refund_id, &row.content) {
+                (Some(_), _) => {
+                    let Some(original) = store::sale_document(&mut tx, &row.order_id).await? else {
+                        continue;
+                    };
+                    let (Some(folio), Some(fecha), Some(content)) =
+                        (original.folio, original.fch_emis, original.content.as_ref())
+                    else {
+                        // The document it credits has no folio yet: it waits too.
+                        continue;
+                    };
+                    let issued = Issued {
+                        tipo: TipoDte::try_from(original.tipo_dte).map_err(anyhow::Error::msg)?,
+                        folio,
+                        fecha,
+                        content: content.0.clone(),
+                    };
+                    (
+                        domain::nota_de_credito(
+                            &issued,
+                            row.refund_amount.unwrap_or_default(),
+                            row.refund_full.unwrap_or_default(),
+                        ),
+                        Some(original.id),
+                    )
+                }
+                (None, Some(content)) => (content.0.clone(), None),
+                (None, None) => anyhow::bail!("document {} has no content", row.id),
+            };
+            let Some((folio, caf_id)) = store::allocate_folio(&mut tx, tipo).await? else {
+                tracing::warn!(
+                    tipo = tipo.code(),
+                    "no folio left: documents wait for a CAF"
+                );
+                metrics::counter!("dte_pending_folio_total", "tipo" => tipo.to_string())
+                    .increment(1);
+                exhausted.insert(tipo);
+                continue;
+            };
+            store::mark_numbered(
+                &mut tx,
+                &Numbering {
+                    id: row.id,
+                    folio,
+                    caf_id,
+                    fch_emis: fecha,
+                    content: &content,
+                    references_document_id: references,
+                },
+            )
+            .await?;
+            numbered.push(ToBuild {
+                id: row.id,
+                order_id: row.order_id.clone(),
+                refund_id: row.refund_id.clone(),
+                causation_id: row.causation_id.clone(),
                 folio,
                 caf_id,
-                fch_emis: fecha,
-                content: &content,
-                references_document_id,
-                envelope: &envelope,
-            },
-        )
-        .await?;
-        let document_id = id.to_string();
+                fecha,
+                content,
+            });
+        }
+        tx.commit().await?;
+        Ok(numbered)
+    }
+
+    /// Builds, stamps and signs a numbered document outside any lock, then stores it with
+    /// its `dte.issued`; `false` when another issuer finished it first.
+    async fn finish(&self, doc: ToBuild) -> anyhow::Result<bool> {
+        let caf = self.caf(doc.caf_id).await?;
+        let now = self.now_in_chile();
+        let issuer = self.issuer.clone();
+        let identity = self.identity.clone();
+        let content = doc.content.clone();
+        let (folio, fecha) = (doc.folio, doc.fecha);
+        let envelope = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
+            let dte = document::build_dte(
+                &issuer,
+                &content,
+                folio,
+                fecha,
+                now,
+                &Stamp {
+                    caf_element: &caf.caf_element,
+                    caf_key: &caf.private_key,
+                },
+                &identity,
+            )?;
+            Ok(document::build_envelope(&issuer, &[dte], now, &identity)?)
+        })
+        .await??;
+        let mut tx = self.pool.begin().await?;
+        if !store::mark_issued(&mut tx, doc.id, &envelope).await? {
+            return Ok(false);
+        }
+        let document_id = doc.id.to_string();
         outbox::enqueue(
-            tx,
+            &mut tx,
             NewEvent {
                 event_type: "dte.issued",
                 aggregate_id: &document_id,
                 payload: &DteIssued {
                     document_id: document_id.clone(),
-                    order_id: order_id.to_string(),
-                    tipo_dte: content.tipo.code(),
-                    folio,
-                    refund_id: refund_id.unwrap_or_default().to_string(),
+                    order_id: doc.order_id.clone(),
+                    tipo_dte: doc.content.tipo.code(),
+                    folio: doc.folio,
+                    refund_id: doc.refund_id.clone().unwrap_or_default(),
                 },
-                correlation_id: Some(order_id),
-                causation_id: Some(causation_id),
+                correlation_id: Some(&doc.order_id),
+                causation_id: Some(&doc.causation_id),
             },
         )
         .await?;
-        metrics::counter!("dte_issued_total", "tipo" => content.tipo.to_string()).increment(1);
-        tracing::info!(%order_id, tipo = content.tipo.code(), folio, "document issued");
-        Ok(Outcome::Issued { folio })
+        tx.commit().await?;
+        metrics::counter!("dte_issued_total", "tipo" => doc.content.tipo.to_string()).increment(1);
+        tracing::info!(order_id = %doc.order_id, tipo = doc.content.tipo.code(), folio = doc.folio, "document issued");
+        Ok(true)
     }
 
-    /// Issues documents that were waiting for a folio, oldest first, one transaction each;
-    /// returns how many were issued.
-    pub async fn issue_pending(&self) -> anyhow::Result<usize> {
-        let mut issued = 0;
-        for tipo in TipoDte::ALL {
-            loop {
-                let mut tx = self.pool.begin().await?;
-                let rows = store::lock_pending(&mut tx, tipo, 50).await?;
-                let mut progressed = false;
-                for row in &rows {
-                    let outcome = self.issue_pending_row(&mut tx, row).await?;
-                    match outcome {
-                        Outcome::Issued { .. } => {
-                            issued += 1;
-                            progressed = true;
-                        }
-                        Outcome::PendingFolio => break,
-                        Outcome::Waiting | Outcome::AlreadyDone => {}
-                    }
-                }
-                tx.commit().await?;
-                if !progressed || rows.len() < 50 {
-                    break;
-                }
+    /// Issues waiting documents whenever woken, and every `interval` in any case (documents
+    /// recorded by another replica, a numbered document whose issuer died), until
+    /// `shutdown`.
+    pub async fn run_issuer(
+        self: Arc<Self>,
+        interval: Duration,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        loop {
+            match self.issue_pending().await {
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = format!("{e:#}"), "issuing documents"),
             }
-        }
-        Ok(issued)
-    }
-
-    async fn issue_pending_row(
-        &self,
-        tx: &mut PgConnection,
-        row: &DocumentRow,
-    ) -> anyhow::Result<Outcome> {
-        let causation = format!("pending:{}", row.id);
-        match (&row.refund_id, &row.content) {
-            (Some(refund_id), _) => {
-                let Some(original) = store::sale_document(tx, &row.order_id).await? else {
-                    return Ok(Outcome::Waiting);
-                };
-                self.issue_credit(
-                    tx,
-                    row.id,
-                    &original,
-                    row.refund_amount.unwrap_or_default(),
-                    row.refund_full.unwrap_or_default(),
-                    refund_id,
-                    &causation,
-                )
-                .await
+            if let Err(e) = self.refresh_metrics().await {
+                tracing::warn!(error = format!("{e:#}"), "cannot refresh the folio metrics");
             }
-            (None, Some(content)) => {
-                self.issue(
-                    tx,
-                    row.id,
-                    content.0.clone(),
-                    None,
-                    &row.order_id,
-                    None,
-                    &causation,
-                )
-                .await
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(interval) => {}
+                () = shutdown.cancelled() => return Ok(()),
             }
-            (None, None) => anyhow::bail!("document {} has no content", row.id),
         }
     }
 
@@ -348,6 +378,25 @@ impl Issuing {
         }
         Ok(())
     }
+}
+
+/// A numbered document as stored, to be built again.
+fn to_build(row: &DocumentRow) -> anyhow::Result<ToBuild> {
+    let (Some(folio), Some(caf_id), Some(fecha), Some(content)) =
+        (row.folio, row.caf_id, row.fch_emis, row.content.as_ref())
+    else {
+        anyhow::bail!("numbered document {} lacks its folio data", row.id);
+    };
+    Ok(ToBuild {
+        id: row.id,
+        order_id: row.order_id.clone(),
+        refund_id: row.refund_id.clone(),
+        causation_id: row.causation_id.clone(),
+        folio,
+        caf_id,
+        fecha,
+        content: content.0.clone(),
+    })
 }
 
 /// The sale an `order.paid` event describes; a buyer with a RUT is the receptor.

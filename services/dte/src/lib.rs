@@ -401,12 +401,11 @@ impl DteApp {
     /// until `shutdown`.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let pool = self.issuing.pool.clone();
-        if let Err(e) = self.issuing.issue_pending().await {
-            tracing::error!(error = format!("{e:#}"), "issuing documents left waiting");
-        }
-        if let Err(e) = self.issuing.refresh_metrics().await {
-            tracing::warn!(error = format!("{e:#}"), "cannot refresh the folio metrics");
-        }
+        let issuer = tokio::spawn(
+            self.issuing
+                .clone()
+                .run_issuer(self.sii_worker.poll_interval, shutdown.clone()),
+        );
         let readiness = self.readiness();
         let consumer = tokio::spawn(platform::amqp::consumer::run(
             pool.clone(),
@@ -437,6 +436,7 @@ impl DteApp {
             .await
             .context("DTE gRPC server")?;
         consumer.await??;
+        issuer.await??;
         submission.await??;
         relay.await?
     }

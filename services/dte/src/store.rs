@@ -141,6 +141,8 @@ pub async fn caf_xml(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<Vec<u8>> {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DocumentRow {
     pub id: Uuid,
+    pub caf_id: Option<Uuid>,
+    pub causation_id: String,
     pub order_id: String,
     pub customer_id: String,
     pub refund_id: Option<String>,
@@ -163,7 +165,7 @@ pub struct DocumentRow {
     pub created_at: DateTime<Utc>,
 }
 
-const DOCUMENT_COLUMNS: &str = "id, order_id, customer_id, refund_id, refund_amount, refund_full, tipo_dte, folio, status, content, \
+const DOCUMENT_COLUMNS: &str = "id, caf_id, causation_id, order_id, customer_id, refund_id, refund_amount, refund_full, tipo_dte, folio, status, content, \
      receptor_rut, mnt_neto, mnt_exe, iva, mnt_total, fch_emis, track_id, sii_status_detail, references_document_id, issued_at, created_at";
 
 /// A document waiting for its folio.
@@ -176,14 +178,16 @@ pub struct NewDocument<'a> {
     /// original when it is issued.
     pub content: Option<&'a Content>,
     pub refund: Option<(&'a str, i64, bool)>,
+    /// The event that asked for it.
+    pub causation_id: &'a str,
 }
 
 /// Records a document as `pending_folio`; `false` when the order (or refund) already has
 /// one, so a redelivered event does nothing.
 pub async fn insert_pending(tx: &mut PgConnection, doc: &NewDocument<'_>) -> sqlx::Result<bool> {
     let inserted = sqlx::query(
-        "INSERT INTO documents (id, order_id, customer_id, refund_id, refund_amount, refund_full, tipo_dte, status, content) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending_folio', $8) ON CONFLICT DO NOTHING",
+        "INSERT INTO documents (id, order_id, customer_id, refund_id, refund_amount, refund_full, tipo_dte, status, content, causation_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending_folio', $8, $9) ON CONFLICT DO NOTHING",
     )
     .bind(doc.id)
     .bind(doc.order_id)
@@ -193,58 +197,85 @@ pub async fn insert_pending(tx: &mut PgConnection, doc: &NewDocument<'_>) -> sql
     .bind(doc.refund.map(|r| r.2))
     .bind(doc.tipo.code())
     .bind(doc.content.map(sqlx::types::Json))
+    .bind(doc.causation_id)
     .execute(tx)
     .await?;
     Ok(inserted.rows_affected() == 1)
 }
 
-/// What issuing a pending document records.
-pub struct Issue<'a> {
+/// What numbering a pending document records: its folio and everything it will say.
+pub struct Numbering<'a> {
     pub id: Uuid,
     pub folio: i64,
     pub caf_id: Uuid,
     pub fch_emis: NaiveDate,
     pub content: &'a Content,
     pub references_document_id: Option<Uuid>,
-    pub envelope: &'a [u8],
 }
 
-/// Marks a pending document issued with its folio and signed envelope.
-pub async fn mark_issued(tx: &mut PgConnection, issue: &Issue<'_>) -> sqlx::Result<()> {
-    let t = issue.content.totals;
+/// Gives a pending document its folio (`numbered`).
+pub async fn mark_numbered(tx: &mut PgConnection, n: &Numbering<'_>) -> sqlx::Result<()> {
+    let t = n.content.totals;
     sqlx::query(
-        "UPDATE documents SET status = 'issued', folio = $2, caf_id = $3, fch_emis = $4, content = $5, receptor_rut = $6, \
-         mnt_neto = $7, mnt_exe = $8, iva = $9, mnt_total = $10, references_document_id = $11, envelope = $12, \
-         issued_at = now(), updated_at = now() WHERE id = $1 AND status = 'pending_folio'",
+        "UPDATE documents SET status = 'numbered', folio = $2, caf_id = $3, fch_emis = $4, content = $5, receptor_rut = $6, \
+         mnt_neto = $7, mnt_exe = $8, iva = $9, mnt_total = $10, references_document_id = $11, \
+         updated_at = now() WHERE id = $1 AND status = 'pending_folio'",
     )
-    .bind(issue.id)
-    .bind(issue.folio)
-    .bind(issue.caf_id)
-    .bind(issue.fch_emis)
-    .bind(sqlx::types::Json(issue.content))
-    .bind(&issue.content.receptor.rut)
+    .bind(n.id)
+    .bind(n.folio)
+    .bind(n.caf_id)
+    .bind(n.fch_emis)
+    .bind(sqlx::types::Json(n.content))
+    .bind(&n.content.receptor.rut)
     .bind(t.net)
     .bind(t.exempt)
     .bind(t.iva)
     .bind(t.total)
-    .bind(issue.references_document_id)
-    .bind(issue.envelope)
+    .bind(n.references_document_id)
     .execute(tx)
     .await?;
     Ok(())
 }
 
-/// Pending documents of a type, oldest first, locked for issuing (others skip them).
-pub async fn lock_pending(
-    tx: &mut PgConnection,
-    tipo: TipoDte,
+/// Stores a numbered document's signed envelope (`issued`); `false` when another issuer
+/// stored it first.
+pub async fn mark_issued(tx: &mut PgConnection, id: Uuid, envelope: &[u8]) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE documents SET status = 'issued', envelope = $2, issued_at = now(), updated_at = now() \
+         WHERE id = $1 AND status = 'numbered'",
+    )
+    .bind(id)
+    .bind(envelope)
+    .execute(tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Numbered documents nobody finished within `stale` (their issuer died between numbering
+/// and storing): claimed for another `stale`.
+pub async fn claim_stale_numbered(
+    pool: &PgPool,
+    stale: std::time::Duration,
     limit: i64,
 ) -> sqlx::Result<Vec<DocumentRow>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {DOCUMENT_COLUMNS} FROM documents WHERE status = 'pending_folio' AND tipo_dte = $1 \
-         ORDER BY created_at, id LIMIT $2 FOR UPDATE SKIP LOCKED"
+        "UPDATE documents SET updated_at = now() WHERE id IN ( \
+            SELECT id FROM documents WHERE status = 'numbered' AND updated_at < now() - $1 \
+            ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+         RETURNING {DOCUMENT_COLUMNS}"
     )))
-    .bind(tipo.code())
+    .bind(stale)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Pending documents, oldest first, locked for numbering (other issuers skip them).
+pub async fn lock_pending(tx: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<DocumentRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {DOCUMENT_COLUMNS} FROM documents WHERE status = 'pending_folio' \
+         ORDER BY created_at, id LIMIT $1 FOR UPDATE SKIP LOCKED"
+    )))
     .bind(limit)
     .fetch_all(tx)
     .await

@@ -108,15 +108,27 @@ async fn a_hundred_concurrent_sales_take_one_contiguous_range_across_two_cafs() 
     // Two CAFs with a hole between them: allocation moves from one to the next.
     upload(&issuing.pool, TipoDte::Boleta, 1, 60).await;
     upload(&issuing.pool, TipoDte::Boleta, 101, 200).await;
-    let tasks: Vec<_> = (0..100)
+    let sales: Vec<_> = (0..100)
         .map(|i| {
             let issuing = issuing.clone();
             tokio::spawn(async move { pay(&issuing, i).await })
         })
         .collect();
-    for task in tasks {
-        assert!(matches!(task.await.unwrap(), Outcome::Issued { .. }));
+    for sale in sales {
+        assert_eq!(sale.await.unwrap(), Outcome::Queued);
     }
+    // Four issuers at once, as four replicas would run.
+    let issuers: Vec<_> = (0..4)
+        .map(|_| {
+            let issuing = issuing.clone();
+            tokio::spawn(async move { issuing.issue_pending().await.unwrap() })
+        })
+        .collect();
+    let mut issued = 0;
+    for issuer in issuers {
+        issued += issuer.await.unwrap();
+    }
+    assert_eq!(issued, 100);
     let expected: Vec<i64> = (1..=60).chain(101..=140).collect();
     assert_eq!(
         folios(&issuing.pool).await,
@@ -140,8 +152,9 @@ async fn without_folios_documents_wait_and_are_issued_when_a_caf_arrives() {
     let issuing = issuing().await;
     upload(&issuing.pool, TipoDte::Boleta, 1, 2).await;
     for i in 0..4 {
-        pay(&issuing, i).await;
+        assert_eq!(pay(&issuing, i).await, Outcome::Queued);
     }
+    assert_eq!(issuing.issue_pending().await.unwrap(), 2);
     assert_eq!(folios(&issuing.pool).await, vec![1, 2]);
     let remaining = store::folios_remaining(&issuing.pool).await.unwrap();
     assert_eq!(remaining, vec![(39, 0)]);
@@ -176,6 +189,39 @@ async fn without_folios_documents_wait_and_are_issued_when_a_caf_arrives() {
     assert_eq!(
         store::folios_remaining(&issuing.pool).await.unwrap(),
         vec![(39, 6)]
+    );
+}
+
+#[tokio::test]
+async fn a_document_numbered_by_an_issuer_that_died_is_finished_by_the_next() {
+    let issuing = issuing().await;
+    upload(&issuing.pool, TipoDte::Boleta, 1, 10).await;
+    pay(&issuing, 0).await;
+    // The issuer died right after numbering: the folio is the document's, nothing is built.
+    sqlx::query("UPDATE folio_counters SET next_folio = 2")
+        .execute(&issuing.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE documents SET status = 'numbered', folio = 1, caf_id = (SELECT id FROM cafs), \
+         fch_emis = current_date, updated_at = now() - interval '1 minute'",
+    )
+    .execute(&issuing.pool)
+    .await
+    .unwrap();
+    pay(&issuing, 1).await;
+    assert_eq!(issuing.issue_pending().await.unwrap(), 2);
+    let issued: Vec<(String, i64, String)> =
+        sqlx::query_as("SELECT order_id, folio, status FROM documents ORDER BY folio")
+            .fetch_all(&issuing.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        issued,
+        vec![
+            ("order-0".into(), 1, "issued".into()),
+            ("order-1".into(), 2, "issued".into())
+        ]
     );
 }
 

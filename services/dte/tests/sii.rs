@@ -299,6 +299,7 @@ async fn one_issued_boleta() -> Arc<Issuing> {
     let mut tx = pool.begin().await.unwrap();
     issuing.order_paid(&mut tx, &paid, "event-1").await.unwrap();
     tx.commit().await.unwrap();
+    assert_eq!(issuing.issue_pending().await.unwrap(), 1);
     issuing
 }
 

@@ -66,15 +66,31 @@ fn schema_dir() -> Result<&'static PathBuf, String> {
     .map_err(Clone::clone)
 }
 
+/// The compiled validator of `schema`, built once per process (compiling the SII's schemas
+/// costs far more than validating a document against them).
+fn validator(schema: Schema) -> Result<&'static XsdValidator, String> {
+    static COMPILED: [OnceLock<Result<XsdValidator, String>>; 3] =
+        [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    let slot = match schema {
+        Schema::EnvioDte => &COMPILED[0],
+        Schema::EnvioBoleta => &COMPILED[1],
+        Schema::Dte => &COMPILED[2],
+    };
+    slot.get_or_init(|| {
+        let dir = schema_dir().map_err(|e| format!("the schemas cannot be loaded: {e}"))?;
+        let source = std::fs::read_to_string(dir.join(schema.file())).map_err(|e| e.to_string())?;
+        let schema_doc = uppsala::parse(&source).map_err(|e| format!("schema: {e}"))?;
+        XsdValidator::from_schema_with_base_path(&schema_doc, Some(dir))
+            .map_err(|e| format!("schema: {e}"))
+    })
+    .as_ref()
+    .map_err(Clone::clone)
+}
+
 /// Validates `xml` (decoded text, declaration removed) against `schema`; the errors, with
 /// their lines, when it does not conform.
 pub fn validate(xml: &str, schema: Schema) -> Result<(), Vec<String>> {
-    let dir = schema_dir().map_err(|e| vec![format!("the schemas cannot be loaded: {e}")])?;
-    let path = dir.join(schema.file());
-    let source = std::fs::read_to_string(&path).map_err(|e| vec![e.to_string()])?;
-    let schema_doc = uppsala::parse(&source).map_err(|e| vec![format!("schema: {e}")])?;
-    let validator = XsdValidator::from_schema_with_base_path(&schema_doc, Some(dir))
-        .map_err(|e| vec![format!("schema: {e}")])?;
+    let validator = validator(schema).map_err(|e| vec![e])?;
     // uppsala 0.12 measures xs:length / xs:maxLength in UTF-8 bytes where XSD counts
     // characters, so "ñandú" would count 7. A copy with each non-ASCII character replaced by
     // one ASCII letter has the same lengths and nothing else the SII types constrain changes.
