@@ -112,6 +112,14 @@ fn main() -> anyhow::Result<()> {
         .expect("builds");
         document::build_envelope(&issuer, &[dte], now, &identity).expect("wraps");
     });
+    // What checking an envelope costs (the SII simulator and `dte verify` do it per upload).
+    let sample = {
+        let dte = document::build_dte(&issuer, &content, 1, today, now, &stamp, &identity)?;
+        document::build_envelope(&issuer, &[dte], now, &identity)?
+    };
+    let (verified, verify_time) = per_second(seconds, || {
+        assert!(dte::verify::verify(&sample).expect("verifies").valid());
+    });
     let key = RsaPrivateKey::from_pkcs8_pem(&key_pem)?;
     let digest = Sha256::digest(b"the floor: one bare RSA-2048 signature");
     let (sigs, sig_time) = per_second(seconds, || {
@@ -124,6 +132,7 @@ fn main() -> anyhow::Result<()> {
     println!(
         "  documents/s in an envelope of their own {enveloped:>7.1}   ({enveloped_time:?} each)"
     );
+    println!("  envelopes verified/s                   {verified:>8.1}   ({verify_time:?} each)");
     println!(
         "  one document costs {:.2}× one RSA-2048 signature ({:.2}× with an envelope of its own, which signs once more)",
         doc_time.as_secs_f64() / sig_time.as_secs_f64(),

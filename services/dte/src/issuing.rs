@@ -14,6 +14,7 @@ use std::{
 };
 
 use chrono::NaiveDate;
+use futures::StreamExt as _;
 use platform::{
     CancellationToken,
     amqp::outbox::{self, NewEvent},
@@ -36,6 +37,9 @@ use crate::{
 
 /// Documents numbered per transaction.
 const BATCH: i64 = 50;
+
+/// Numbered documents built and stored at once.
+const FINISHING_AT_ONCE: usize = 4;
 
 /// A numbered document not finished within this long is finished by another issuer.
 const STALE_NUMBERED: Duration = Duration::from_secs(30);
@@ -191,8 +195,12 @@ impl Issuing {
             if work.is_empty() {
                 return Ok(issued);
             }
-            for doc in work {
-                if self.finish(doc).await? {
+            // Signing is CPU work on the blocking pool and storing is a round trip: a few
+            // at once keep both busy.
+            let mut finishing = futures::stream::iter(work.into_iter().map(|doc| self.finish(doc)))
+                .buffer_unordered(FINISHING_AT_ONCE);
+            while let Some(done) = finishing.next().await {
+                if done? {
                     issued += 1;
                 }
             }
