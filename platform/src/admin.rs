@@ -43,6 +43,20 @@ impl Readiness {
         self
     }
 
+    /// Adds a check that `pool`'s Postgres answers (`SELECT 1`).
+    pub fn with_postgres(self, name: &str, pool: sqlx::PgPool) -> Self {
+        self.with_check(name, move || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query("SELECT 1")
+                    .execute(&pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        })
+    }
+
     /// Adds a check that is reported but does not gate readiness: for dependencies the
     /// role can serve without (Redis), where going unready would turn a degradation into
     /// an outage. A failure shows as `degraded: …`.

@@ -144,16 +144,7 @@ impl CatalogApp {
     /// Readiness: Postgres answers. (Redis is optional: reads fall back to Postgres.)
     pub fn readiness(&self) -> Readiness {
         let pool = self.state.pool.clone();
-        Readiness::new().with_check("catalog.postgres", move || {
-            let pool = pool.clone();
-            async move {
-                sqlx::query("SELECT 1")
-                    .execute(&pool)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
-        })
+        Readiness::new().with_postgres("catalog.postgres", pool)
     }
 
     /// Serves gRPC and admin, and consumes order events, until `shutdown`.

@@ -12,10 +12,9 @@ use chrono::NaiveDate;
 use dte::{
     caf::{self, Caf},
     certificate,
-    domain::{self, Issuer, Item, Receptor, Sale, TipoDte},
+    domain::{self, Item, Receptor, Sale, TipoDte},
     xml::document::{self, Stamp},
 };
-use platform::chile::Rut;
 use rsa::{Pkcs1v15Sign, RsaPrivateKey, pkcs8::DecodePrivateKey as _};
 use sha2::{Digest as _, Sha256};
 
@@ -39,18 +38,7 @@ fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    let issuer = Issuer {
-        rut: Rut::parse("76369187-K").unwrap(),
-        razon_social: "Orderflow SpA".into(),
-        giro: "Venta por internet".into(),
-        acteco: 479100,
-        address: "Av. Providencia 1234".into(),
-        comuna: "Providencia".into(),
-        ciudad: "Santiago".into(),
-        rut_envia: Rut::parse("12345678-5").unwrap(),
-        fch_resol: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
-        nro_resol: 0,
-    };
+    let issuer = dte::development_issuer();
     let today = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
     let caf = Caf::parse(
         caf::fake(

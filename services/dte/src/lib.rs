@@ -203,6 +203,14 @@ impl DteSettings {
     }
 }
 
+/// The company the settings' defaults describe: development, tests and benchmarks.
+pub fn development_issuer() -> Issuer {
+    let defaults: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    DteSettings::from_source(&Reader::new(&defaults))
+        .expect("the defaults are valid")
+        .issuer
+}
+
 /// The signing identity the settings name; in development, the stored self-signed one
 /// (generated on first use).
 pub async fn signing_identity(
@@ -384,16 +392,7 @@ impl DteApp {
     /// Readiness: Postgres answers.
     pub fn readiness(&self) -> Readiness {
         let pool = self.issuing.pool.clone();
-        Readiness::new().with_check("dte.postgres", move || {
-            let pool = pool.clone();
-            async move {
-                sqlx::query("SELECT 1")
-                    .execute(&pool)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
-        })
+        Readiness::new().with_postgres("dte.postgres", pool)
     }
 
     /// Serves gRPC and admin, consumes `order.paid` / `payment.refunded`, issues documents

@@ -38,18 +38,7 @@ fn sii_reference() -> PathBuf {
 }
 
 fn issuer() -> Issuer {
-    Issuer {
-        rut: Rut::parse("76369187-K").unwrap(),
-        razon_social: "Orderflow SpA".into(),
-        giro: "Venta al por menor por internet".into(),
-        acteco: 479100,
-        address: "Av. Providencia 1234".into(),
-        comuna: "Providencia".into(),
-        ciudad: "Santiago".into(),
-        rut_envia: Rut::parse("12345678-5").unwrap(),
-        fch_resol: NaiveDate::from_ymd_opt(2026, 1, 15).unwrap(),
-        nro_resol: 0,
-    }
+    dte::development_issuer()
 }
 
 struct Signer {

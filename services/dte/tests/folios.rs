@@ -9,23 +9,12 @@ use dte::{
     issuing::{Issuing, Outcome},
     store,
 };
-use platform::{chile::Rut, clock::Clock};
+use platform::clock::Clock;
 use proto::events::v1::{Buyer, Line, OrderPaid, Totals};
 use sqlx::PgPool;
 
 fn issuer() -> Issuer {
-    Issuer {
-        rut: Rut::parse("76369187-K").unwrap(),
-        razon_social: "Orderflow SpA".into(),
-        giro: "Venta por internet".into(),
-        acteco: 479100,
-        address: "Av. Providencia 1234".into(),
-        comuna: "Providencia".into(),
-        ciudad: "Santiago".into(),
-        rut_envia: Rut::parse("12345678-5").unwrap(),
-        fch_resol: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
-        nro_resol: 0,
-    }
+    dte::development_issuer()
 }
 
 async fn issuing() -> Arc<Issuing> {

@@ -25,18 +25,7 @@ use dte::{
 use platform::{CancellationToken, chile::Rut, clock::Clock};
 
 fn issuer() -> Issuer {
-    Issuer {
-        rut: Rut::parse("76369187-K").unwrap(),
-        razon_social: "Orderflow SpA".into(),
-        giro: "Venta por internet".into(),
-        acteco: 479100,
-        address: "Av. Providencia 1234".into(),
-        comuna: "Providencia".into(),
-        ciudad: "Santiago".into(),
-        rut_envia: Rut::parse("12345678-5").unwrap(),
-        fch_resol: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
-        nro_resol: 0,
-    }
+    dte::development_issuer()
 }
 
 fn identity() -> SigningIdentity {

@@ -227,16 +227,7 @@ impl IamApp {
         let pool = self.state.pool.clone();
         let redis = self.redis.clone();
         Readiness::new()
-            .with_check("iam.postgres", move || {
-                let pool = pool.clone();
-                async move {
-                    sqlx::query("SELECT 1")
-                        .execute(&pool)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
-                }
-            })
+            .with_postgres("iam.postgres", pool)
             .with_optional_check("iam.redis", move || {
                 let redis = redis.clone();
                 async move { redis.ping().await }

@@ -296,16 +296,7 @@ impl ProjectorApp {
     /// answers: a standby is healthy, it is waiting its turn.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let pool = self.pool.clone();
-        let readiness = Readiness::new().with_check("order-projector.postgres", move || {
-            let pool = pool.clone();
-            async move {
-                sqlx::query("SELECT 1")
-                    .execute(&pool)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
-        });
+        let readiness = Readiness::new().with_postgres("order-projector.postgres", pool);
         let admin = tokio::spawn(platform::admin::serve(
             self.admin_listener,
             readiness,

@@ -171,16 +171,7 @@ impl PaymentApp {
     /// Readiness: Postgres answers.
     pub fn readiness(&self) -> Readiness {
         let pool = self.state.pool.clone();
-        Readiness::new().with_check("payment.postgres", move || {
-            let pool = pool.clone();
-            async move {
-                sqlx::query("SELECT 1")
-                    .execute(&pool)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
-        })
+        Readiness::new().with_postgres("payment.postgres", pool)
     }
 
     /// Serves gRPC and admin, relays the outbox and consumes `order.cancelled`, until
