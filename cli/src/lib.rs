@@ -1,8 +1,9 @@
 //! The pieces of the `orderflow` binary that tests reuse: starting the whole suite in
-//! one process ([`suite`]), the container health probe ([`healthcheck`]) and the load
-//! generator ([`loadgen`]).
+//! one process ([`suite`]), the container health probe ([`healthcheck`]), the load
+//! generator ([`loadgen`]) and the suite it can start to measure ([`spawn`]).
 #![forbid(unsafe_code)]
 
 pub mod healthcheck;
 pub mod loadgen;
+pub mod spawn;
 pub mod suite;

@@ -69,6 +69,11 @@ pub struct Options {
     /// Write an HTML report with latency and throughput over time into this directory.
     #[arg(long)]
     pub report: Option<std::path::PathBuf>,
+    /// Start the suite (`orderflow all`, with this environment and the gateway on --url's
+    /// address) for the run, and report what it used: start → ready, RSS idle and peak,
+    /// CPU time. Without --admin-email, a bootstrap admin is made for the run.
+    #[arg(long)]
+    pub spawn: bool,
 }
 
 fn parse_duration(raw: &str) -> Result<Duration, String> {

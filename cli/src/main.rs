@@ -199,9 +199,37 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         print!("{xml}");
         return Ok(std::process::ExitCode::SUCCESS);
     }
-    if let Command::Loadgen(options) = cli.command {
+    if let Command::Loadgen(mut options) = cli.command {
         let json = options.json;
-        let summary = cli::loadgen::run(options).await?;
+        let suite = if options.spawn {
+            if options.admin_email.is_none() || options.admin_password.is_none() {
+                let run = uuid::Uuid::new_v4().simple().to_string();
+                options.admin_email = Some(format!("loadgen-admin-{}@example.cl", &run[..8]));
+                options.admin_password = Some(format!("loadgen-admin-{run}"));
+            }
+            Some(
+                cli::spawn::SpawnedSuite::start(
+                    &options.url,
+                    (
+                        options.admin_email.as_deref().unwrap_or_default(),
+                        options.admin_password.as_deref().unwrap_or_default(),
+                    ),
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        let outcome = cli::loadgen::run(options).await;
+        let resources = match suite {
+            Some(suite) => Some(suite.stop().await),
+            None => None,
+        };
+        let mut summary = outcome?;
+        if let Some(resources) = resources {
+            eprint!("{}", cli::spawn::describe(&resources));
+            summary.json["suite"] = resources;
+        }
         if json {
             println!("{}", serde_json::to_string_pretty(&summary.json)?);
         }

@@ -350,3 +350,53 @@ async fn sii_sim_serves_the_sii_endpoints() {
         12
     );
 }
+
+#[tokio::test]
+async fn loadgen_spawns_the_suite_drives_it_and_reports_what_it_used() {
+    let env = platform::testing::TestEnv::isolated()
+        .await
+        .unwrap()
+        .with(&[("SEED_DEMO_DATA", "false")]);
+    let url = platform::testing::closed_port_url("http");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["loadgen", "--spawn", "--url", &url])
+            .args([
+                "--users",
+                "2",
+                "--duration",
+                "3s",
+                "--mix",
+                "checkout=1",
+                "--json",
+            ])
+            .envs(&env.vars)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let suite = &summary["suite"];
+    assert!(
+        suite["start_to_ready_ms"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    assert!(suite["rss_idle_mib"].as_f64().unwrap() > 1.0, "{summary}");
+    assert!(
+        suite["rss_peak_mib"].as_f64().unwrap() >= suite["rss_idle_mib"].as_f64().unwrap(),
+        "{summary}"
+    );
+    assert!(suite["cpu_seconds"].as_f64().unwrap() > 0.0, "{summary}");
+    assert!(
+        summary["checkouts"]["invoiced"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    assert!(
+        stderr.contains("suite (orderflow all, spawned): ready in"),
+        "{stderr}"
+    );
+}
