@@ -25,6 +25,7 @@ fn options(base: &str) -> Options {
         max_error_ratio: 0.0,
         json: false,
         report: None,
+        spawn: false,
     }
 }
 
