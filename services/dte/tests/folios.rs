@@ -1,34 +1,11 @@
 //! Folio allocation against the real Postgres: gapless and unique under concurrency, moves
 //! to the next CAF, and documents wait (nothing lost) when folios run out.
 
-use std::sync::Arc;
+mod common;
 
-use dte::{
-    caf,
-    domain::{Issuer, TipoDte},
-    issuing::{Issuing, Outcome},
-    store,
-};
-use platform::clock::Clock;
-use proto::events::v1::{Buyer, Line, OrderPaid, Totals};
+use common::{issuer, issuing, pay};
+use dte::{caf, domain::TipoDte, issuing::Outcome, store};
 use sqlx::PgPool;
-
-fn issuer() -> Issuer {
-    dte::development_issuer()
-}
-
-async fn issuing() -> Arc<Issuing> {
-    let url = platform::testing::fresh_database().await.unwrap();
-    let pool = dte::open_database(&url).await.unwrap();
-    let identity = dte::signing_identity(
-        &pool,
-        &dte::CertificateSource::Development,
-        &issuer().rut_envia,
-    )
-    .await
-    .unwrap();
-    Arc::new(Issuing::new(pool, issuer(), identity, Clock::system()))
-}
 
 async fn upload(pool: &PgPool, tipo: TipoDte, from: i64, to: i64) {
     let today = chrono::Utc::now().date_naive();
@@ -48,40 +25,6 @@ async fn upload(pool: &PgPool, tipo: TipoDte, from: i64, to: i64) {
     .map_err(|o| format!("overlaps {}..{}", o.folio_from, o.folio_to))
     .unwrap();
     tx.commit().await.unwrap();
-}
-
-fn paid(order: usize) -> OrderPaid {
-    OrderPaid {
-        order_id: format!("order-{order}"),
-        customer_id: "customer".into(),
-        payment_id: format!("payment-{order}"),
-        lines: vec![Line {
-            sku: "SKU-1".into(),
-            name: "Té verde".into(),
-            quantity: 1,
-            unit_net_price: 1000,
-            exempt: false,
-            line_net: 1000,
-        }],
-        buyer: Some(Buyer::default()),
-        document_type: "boleta".into(),
-        totals: Some(Totals {
-            net: 1000,
-            exempt_total: 0,
-            iva: 190,
-            total: 1190,
-        }),
-    }
-}
-
-async fn pay(issuing: &Issuing, order: usize) -> Outcome {
-    let mut tx = issuing.pool.begin().await.unwrap();
-    let outcome = issuing
-        .order_paid(&mut tx, &paid(order), &format!("event-{order}"))
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    outcome
 }
 
 async fn folios(pool: &PgPool) -> Vec<i64> {

@@ -2,13 +2,17 @@
 //! the client takes a seed and a token, uploads (DTEUpload or the boleta API), and follows
 //! the status; the simulator judges like the SII. Also the worker against Postgres.
 
+mod common;
+
 use std::{sync::Arc, time::Duration};
+
+use common::{issuer, issuing, pay};
 
 use chrono::NaiveDate;
 use dte::{
     caf::{self, Caf},
     certificate,
-    domain::{self, Issuer, Item, Receptor, Sale},
+    domain::{self, Item, Receptor, Sale},
     issuing::Issuing,
     sii::{
         SiiClient, SiiError, SiiStatus,
@@ -22,11 +26,7 @@ use dte::{
         signature::SigningIdentity,
     },
 };
-use platform::{CancellationToken, chile::Rut, clock::Clock};
-
-fn issuer() -> Issuer {
-    dte::development_issuer()
-}
+use platform::{CancellationToken, chile::Rut};
 
 fn identity() -> SigningIdentity {
     let (key, der) = certificate::self_signed("12345678-5").unwrap();
@@ -256,38 +256,11 @@ async fn an_unreachable_sii_is_a_transport_error() {
 
 /// An issuing service on a fresh database with one boleta issued.
 async fn one_issued_boleta() -> Arc<Issuing> {
-    let url = platform::testing::fresh_database().await.unwrap();
-    let pool = dte::open_database(&url).await.unwrap();
-    let identity = dte::signing_identity(
-        &pool,
-        &dte::CertificateSource::Development,
-        &issuer().rut_envia,
-    )
-    .await
-    .unwrap();
-    let issuing = Arc::new(Issuing::new(
-        pool.clone(),
-        issuer(),
-        identity,
-        Clock::system(),
-    ));
-    dte::load_development_cafs(&pool, &issuer()).await.unwrap();
-    let paid = proto::events::v1::OrderPaid {
-        order_id: "order-1".into(),
-        customer_id: "c".into(),
-        lines: vec![proto::events::v1::Line {
-            sku: "SKU-1".into(),
-            name: "Té".into(),
-            quantity: 1,
-            unit_net_price: 1000,
-            exempt: false,
-            line_net: 1000,
-        }],
-        ..Default::default()
-    };
-    let mut tx = pool.begin().await.unwrap();
-    issuing.order_paid(&mut tx, &paid, "event-1").await.unwrap();
-    tx.commit().await.unwrap();
+    let issuing = issuing().await;
+    dte::load_development_cafs(&issuing.pool, &issuer())
+        .await
+        .unwrap();
+    assert_eq!(pay(&issuing, 1).await, dte::issuing::Outcome::Queued);
     assert_eq!(issuing.issue_pending().await.unwrap(), 1);
     issuing
 }
