@@ -351,13 +351,19 @@ impl Issuing {
         interval: Duration,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
+        // The gauges take two queries: once per interval, not on every wake (under load the
+        // consumer wakes the issuer for nearly every document).
+        let mut metrics_refreshed: Option<std::time::Instant> = None;
         loop {
             match self.issue_pending().await {
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = format!("{e:#}"), "issuing documents"),
             }
-            if let Err(e) = self.refresh_metrics().await {
-                tracing::warn!(error = format!("{e:#}"), "cannot refresh the folio metrics");
+            if metrics_refreshed.is_none_or(|at| at.elapsed() >= interval) {
+                if let Err(e) = self.refresh_metrics().await {
+                    tracing::warn!(error = format!("{e:#}"), "cannot refresh the folio metrics");
+                }
+                metrics_refreshed = Some(std::time::Instant::now());
             }
             tokio::select! {
                 () = self.wake.notified() => {}

@@ -242,7 +242,7 @@ pub fn verify(bytes: &[u8]) -> Result<Report, VerifyError> {
     };
     let schema_check = Check::of(
         schema::validate(&schema_source, schema)
-            .map(|()| format!("conforms to {}", schema_file(schema)))
+            .map(|()| format!("conforms to {}", schema.file()))
             .map_err(|errors| errors.join("; ")),
     );
     let documents = dte_nodes
@@ -280,14 +280,6 @@ fn boleta_in_envelope(dte: &str) -> String {
 <Exponent>{b64}</Exponent></RSAKeyValue></KeyValue><X509Data><X509Certificate>{b64}</X509Certificate></X509Data>\
 </KeyInfo></Signature></EnvioBOLETA>"
     )
-}
-
-fn schema_file(schema: Schema) -> &'static str {
-    match schema {
-        Schema::EnvioDte => "EnvioDTE_v10.xsd",
-        Schema::EnvioBoleta => "EnvioBOLETA_v11.xsd",
-        Schema::Dte => "DTE_v10.xsd",
-    }
 }
 
 fn document_report(doc: &Doc<'_>, dte: Node, schema: &Check) -> DocumentReport {

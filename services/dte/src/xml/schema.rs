@@ -1,8 +1,7 @@
 //! Validation against the SII's official schemas (copied into `services/dte/schemas`, ISO-8859-1
-//! as the SII publishes them). They are written once per process to a private directory as
-//! UTF-8, where the validator resolves their `xs:include` / `xs:import`.
+//! as the SII publishes them, and embedded in the binary).
 
-use std::{path::PathBuf, sync::OnceLock};
+use std::sync::OnceLock;
 
 use uppsala::XsdValidator;
 
@@ -37,7 +36,8 @@ pub enum Schema {
 }
 
 impl Schema {
-    fn file(self) -> &'static str {
+    /// The schema's file name, as the SII publishes it.
+    pub fn file(self) -> &'static str {
         match self {
             Schema::EnvioDte => "EnvioDTE_v10.xsd",
             Schema::EnvioBoleta => "EnvioBOLETA_v11.xsd",
@@ -46,45 +46,55 @@ impl Schema {
     }
 }
 
-fn schema_dir() -> Result<&'static PathBuf, String> {
-    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!(
-            "orderflow-sii-schemas-{}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4()
-        ));
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+/// The three compiled validators.
+struct Validators {
+    envio_dte: XsdValidator,
+    envio_boleta: XsdValidator,
+    dte: XsdValidator,
+}
+
+/// Writes the schemas (as UTF-8) to a private directory, where the validator resolves their
+/// `xs:include` / `xs:import`, compiles the three validators and removes the directory:
+/// once per process, since compiling the SII's schemas costs far more than validating a
+/// document against them.
+fn compile() -> Result<Validators, String> {
+    let dir = std::env::temp_dir().join(format!("orderflow-sii-schemas-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let compiled = (|| {
         for (name, bytes) in SCHEMAS {
             let text =
                 latin1::decode(bytes).replacen("encoding=\"ISO-8859-1\"", "encoding=\"UTF-8\"", 1);
             std::fs::write(dir.join(name), text).map_err(|e| e.to_string())?;
         }
-        Ok(dir)
-    })
-    .as_ref()
-    .map_err(Clone::clone)
+        let one = |schema: Schema| -> Result<XsdValidator, String> {
+            let source =
+                std::fs::read_to_string(dir.join(schema.file())).map_err(|e| e.to_string())?;
+            let schema_doc = uppsala::parse(&source).map_err(|e| format!("schema: {e}"))?;
+            XsdValidator::from_schema_with_base_path(&schema_doc, Some(&dir))
+                .map_err(|e| format!("schema: {e}"))
+        };
+        Ok(Validators {
+            envio_dte: one(Schema::EnvioDte)?,
+            envio_boleta: one(Schema::EnvioBoleta)?,
+            dte: one(Schema::Dte)?,
+        })
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    compiled
 }
 
-/// The compiled validator of `schema`, built once per process (compiling the SII's schemas
-/// costs far more than validating a document against them).
+/// The compiled validator of `schema`.
 fn validator(schema: Schema) -> Result<&'static XsdValidator, String> {
-    static COMPILED: [OnceLock<Result<XsdValidator, String>>; 3] =
-        [OnceLock::new(), OnceLock::new(), OnceLock::new()];
-    let slot = match schema {
-        Schema::EnvioDte => &COMPILED[0],
-        Schema::EnvioBoleta => &COMPILED[1],
-        Schema::Dte => &COMPILED[2],
-    };
-    slot.get_or_init(|| {
-        let dir = schema_dir().map_err(|e| format!("the schemas cannot be loaded: {e}"))?;
-        let source = std::fs::read_to_string(dir.join(schema.file())).map_err(|e| e.to_string())?;
-        let schema_doc = uppsala::parse(&source).map_err(|e| format!("schema: {e}"))?;
-        XsdValidator::from_schema_with_base_path(&schema_doc, Some(dir))
-            .map_err(|e| format!("schema: {e}"))
+    static COMPILED: OnceLock<Result<Validators, String>> = OnceLock::new();
+    let validators = COMPILED
+        .get_or_init(compile)
+        .as_ref()
+        .map_err(|e| format!("the schemas cannot be loaded: {e}"))?;
+    Ok(match schema {
+        Schema::EnvioDte => &validators.envio_dte,
+        Schema::EnvioBoleta => &validators.envio_boleta,
+        Schema::Dte => &validators.dte,
     })
-    .as_ref()
-    .map_err(Clone::clone)
 }
 
 /// Validates `xml` (decoded text, declaration removed) against `schema`; the errors, with
