@@ -321,19 +321,17 @@ impl SiiClient for HttpSiiClient {
                     && let Some(rows) = json["detalle_rep_rech"].as_array()
                 {
                     for row in rows {
+                        // Each document's reasons: "folio 7: <descripcion>, <descripcion>".
+                        let reasons: Vec<&str> = row["error"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|e| e["descripcion"].as_str())
+                            .collect();
                         detail.push_str(&format!(
-                            "; {}",
-                            row["error"]
-                                .as_array()
-                                .map(|e| e
-                                    .iter()
-                                    .map(|x| x["descripcion"]
-                                        .as_str()
-                                        .unwrap_or_default()
-                                        .to_string())
-                                    .collect::<Vec<_>>()
-                                    .join(", "))
-                                .unwrap_or_default()
+                            "; folio {}: {}",
+                            row["folio"],
+                            reasons.join(", ")
                         ));
                     }
                 }
