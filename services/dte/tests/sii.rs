@@ -315,6 +315,61 @@ async fn the_worker_sends_follows_and_publishes_the_sii_verdict() {
 }
 
 #[tokio::test]
+async fn one_round_sends_every_due_document_and_records_them_together() {
+    let issuing = issuing().await;
+    dte::load_development_cafs(&issuing.pool, &issuer())
+        .await
+        .unwrap();
+    for n in 1..=3 {
+        assert_eq!(pay(&issuing, n).await, dte::issuing::Outcome::Queued);
+    }
+    assert_eq!(issuing.issue_pending().await.unwrap(), 3);
+    let (endpoints, _stop) = simulator().await;
+    let sii = client(endpoints, issuing.identity.clone(), "76369187-K");
+    assert_eq!(
+        worker::step(&issuing.pool, &sii, &settings())
+            .await
+            .unwrap(),
+        3
+    );
+    let sent: Vec<(String, String)> =
+        sqlx::query_as("SELECT status, track_id FROM documents ORDER BY folio")
+            .fetch_all(&issuing.pool)
+            .await
+            .unwrap();
+    assert!(
+        sent.iter().all(|(status, _)| status == "submitted"),
+        "{sent:?}"
+    );
+    let tracks: std::collections::HashSet<_> = sent.iter().map(|(_, t)| t.clone()).collect();
+    assert_eq!(
+        tracks.len(),
+        3,
+        "each document its own upload and track id: {sent:?}"
+    );
+    // REC for all three, then all three verdicts, each with its event.
+    for _ in 0..2 {
+        assert_eq!(
+            worker::step(&issuing.pool, &sii, &settings())
+                .await
+                .unwrap(),
+            3
+        );
+    }
+    let accepted: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE event_type = 'dte.accepted'")
+            .fetch_one(&issuing.pool)
+            .await
+            .unwrap();
+    assert_eq!(accepted, 3);
+    let statuses: Vec<String> = sqlx::query_scalar("SELECT status FROM documents")
+        .fetch_all(&issuing.pool)
+        .await
+        .unwrap();
+    assert_eq!(statuses, ["accepted"; 3]);
+}
+
+#[tokio::test]
 async fn while_the_sii_is_unreachable_the_document_waits_and_backs_off() {
     let issuing = one_issued_boleta().await;
     let url = platform::testing::closed_port_url("http")

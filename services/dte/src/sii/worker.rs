@@ -6,6 +6,8 @@
 
 use std::{sync::Arc, time::Duration};
 
+use futures::StreamExt;
+
 use platform::{
     CancellationToken,
     amqp::outbox::{self, NewEvent},
@@ -60,73 +62,137 @@ pub async fn run(
     }
 }
 
-/// One round: claims due documents and handles each; how many were handled.
+/// What the SII answered for one claimed document.
+enum Outcome {
+    Submitted {
+        track_id: String,
+    },
+    Pending {
+        estado: String,
+    },
+    Final {
+        status: &'static str,
+        detail: String,
+    },
+    Failed {
+        detail: String,
+    },
+}
+
+/// SII calls in flight at once within a round.
+const CONCURRENT_CALLS: usize = 8;
+
+/// One round: claims due documents, asks the SII about each (a few at a time), and records
+/// every outcome of the round in one transaction (one commit per round, not per document;
+/// if it fails, the leases expire and the documents are handled again). How many were
+/// handled.
 pub async fn step(
     pool: &PgPool,
     client: &dyn SiiClient,
     settings: &WorkerSettings,
 ) -> anyhow::Result<usize> {
+    // The envelope is only read for documents still to be sent.
     let due: Vec<Due> = sqlx::query_as(
         "UPDATE documents SET sii_next_at = now() + $1 WHERE id IN ( \
             SELECT id FROM documents WHERE status IN ('issued', 'submitted') AND sii_next_at <= now() \
             ORDER BY sii_next_at LIMIT 20 FOR UPDATE SKIP LOCKED) \
-         RETURNING id, order_id, tipo_dte, folio, status, track_id, envelope, sii_attempts",
+         RETURNING id, order_id, tipo_dte, folio, status, track_id, \
+                   CASE WHEN status = 'issued' THEN envelope END AS envelope, sii_attempts",
     )
     .bind(settings.lease)
     .fetch_all(pool)
     .await?;
-    let handled = due.len();
-    for doc in due {
-        let boleta = TipoDte::from_code(doc.tipo_dte).is_some_and(TipoDte::is_boleta);
-        if doc.status == "issued" {
-            let envelope = doc.envelope.clone().unwrap_or_default();
-            match client.submit(&envelope, boleta).await {
-                Ok(track_id) => {
-                    sqlx::query(
-                        "UPDATE documents SET status = 'submitted', track_id = $2, sii_attempts = 0, \
-                         sii_next_at = now() + $3, updated_at = now() WHERE id = $1",
-                    )
-                    .bind(doc.id)
-                    .bind(&track_id)
-                    .bind(settings.poll_interval)
-                    .execute(pool)
-                    .await?;
-                    tracing::info!(document_id = %doc.id, %track_id, "sent to the SII");
-                }
-                Err(SiiError::Refused(detail)) => {
-                    settle(pool, &doc, "rejected", &detail).await?;
-                }
-                Err(SiiError::Transport(detail)) => back_off(pool, &doc, settings, &detail).await?,
+    if due.is_empty() {
+        return Ok(0);
+    }
+    // Collected first: a closure inside the stream's type would trip the spawned future's
+    // lifetime check (rust-lang/rust#102211).
+    let calls: Vec<_> = due.iter().map(|doc| ask(client, doc)).collect();
+    let outcomes: Vec<Outcome> = futures::stream::iter(calls)
+        .buffered(CONCURRENT_CALLS)
+        .collect()
+        .await;
+    let mut tx = pool.begin().await?;
+    for (doc, outcome) in due.iter().zip(&outcomes) {
+        match outcome {
+            Outcome::Submitted { track_id } => {
+                sqlx::query(
+                    "UPDATE documents SET status = 'submitted', track_id = $2, sii_attempts = 0, \
+                     sii_next_at = now() + $3, updated_at = now() WHERE id = $1",
+                )
+                .bind(doc.id)
+                .bind(track_id)
+                .bind(settings.poll_interval)
+                .execute(&mut *tx)
+                .await?;
             }
-        } else {
-            match client.status(&doc.track_id, boleta).await {
-                Ok(SiiStatus::Pending { estado }) => {
-                    sqlx::query(
-                        "UPDATE documents SET sii_status_detail = $2, sii_attempts = 0, sii_next_at = now() + $3, \
-                         updated_at = now() WHERE id = $1",
-                    )
-                    .bind(doc.id)
-                    .bind(&estado)
-                    .bind(settings.poll_interval)
-                    .execute(pool)
-                    .await?;
-                }
-                Ok(SiiStatus::Accepted { detail }) => {
-                    settle(pool, &doc, "accepted", &detail).await?
-                }
-                Ok(SiiStatus::AcceptedWithObjections { detail }) => {
-                    settle(pool, &doc, "accepted_with_objections", &detail).await?
-                }
-                Ok(SiiStatus::Rejected { detail }) => {
-                    settle(pool, &doc, "rejected", &detail).await?
-                }
-                Err(SiiError::Refused(detail)) | Err(SiiError::Transport(detail)) => {
-                    back_off(pool, &doc, settings, &detail).await?
-                }
+            Outcome::Pending { estado } => {
+                sqlx::query(
+                    "UPDATE documents SET sii_status_detail = $2, sii_attempts = 0, sii_next_at = now() + $3, \
+                     updated_at = now() WHERE id = $1",
+                )
+                .bind(doc.id)
+                .bind(estado)
+                .bind(settings.poll_interval)
+                .execute(&mut *tx)
+                .await?;
             }
+            Outcome::Final { status, detail } => settle(&mut tx, doc, status, detail).await?,
+            Outcome::Failed { detail } => back_off(&mut tx, doc, settings, detail).await?,
         }
     }
-    Ok(handled)
+    tx.commit().await?;
+    for (doc, outcome) in due.iter().zip(&outcomes) {
+        match outcome {
+            Outcome::Submitted { track_id } => {
+                tracing::info!(document_id = %doc.id, %track_id, "sent to the SII")
+            }
+            Outcome::Final { status, detail } => {
+                metrics::counter!("dte_sii_final_total", "status" => *status).increment(1);
+                if *status == "rejected" {
+                    tracing::error!(document_id = %doc.id, track_id = %doc.track_id, detail, "the SII rejected a document");
+                } else {
+                    tracing::info!(document_id = %doc.id, track_id = %doc.track_id, status, "the SII accepted a document");
+                }
+            }
+            Outcome::Pending { .. } | Outcome::Failed { .. } => {}
+        }
+    }
+    Ok(due.len())
+}
+
+/// Sends an issued document, or asks for a submitted one's status.
+async fn ask(client: &dyn SiiClient, doc: &Due) -> Outcome {
+    let boleta = TipoDte::from_code(doc.tipo_dte).is_some_and(TipoDte::is_boleta);
+    if doc.status == "issued" {
+        let envelope = doc.envelope.as_deref().unwrap_or_default();
+        return match client.submit(envelope, boleta).await {
+            Ok(track_id) => Outcome::Submitted { track_id },
+            Err(SiiError::Refused(detail)) => Outcome::Final {
+                status: "rejected",
+                detail,
+            },
+            Err(SiiError::Transport(detail)) => Outcome::Failed { detail },
+        };
+    }
+    match client.status(&doc.track_id, boleta).await {
+        Ok(SiiStatus::Pending { estado }) => Outcome::Pending { estado },
+        Ok(SiiStatus::Accepted { detail }) => Outcome::Final {
+            status: "accepted",
+            detail,
+        },
+        Ok(SiiStatus::AcceptedWithObjections { detail }) => Outcome::Final {
+            status: "accepted_with_objections",
+            detail,
+        },
+        Ok(SiiStatus::Rejected { detail }) => Outcome::Final {
+            status: "rejected",
+            detail,
+        },
+        Err(SiiError::Refused(detail)) | Err(SiiError::Transport(detail)) => {
+            Outcome::Failed { detail }
+        }
+    }
 }
 
 /// Exponential back-off: 1, 2, 4 … poll intervals, at most `max_backoff`.
@@ -136,7 +202,7 @@ fn backoff(settings: &WorkerSettings, attempts: i32) -> Duration {
 }
 
 async fn back_off(
-    pool: &PgPool,
+    tx: &mut sqlx::PgConnection,
     doc: &Due,
     settings: &WorkerSettings,
     detail: &str,
@@ -151,14 +217,18 @@ async fn back_off(
     .bind(doc.id)
     .bind(attempts)
     .bind(wait)
-    .execute(pool)
+    .execute(tx)
     .await?;
     Ok(())
 }
 
-/// Stores a final status and publishes it, in one transaction.
-async fn settle(pool: &PgPool, doc: &Due, status: &str, detail: &str) -> anyhow::Result<()> {
-    let mut tx = pool.begin().await?;
+/// Stores a final status and enqueues its event, in the round's transaction.
+async fn settle(
+    tx: &mut sqlx::PgConnection,
+    doc: &Due,
+    status: &str,
+    detail: &str,
+) -> anyhow::Result<()> {
     sqlx::query(
         "UPDATE documents SET status = $2, sii_status_detail = $3, updated_at = now() WHERE id = $1",
     )
@@ -174,7 +244,7 @@ async fn settle(pool: &PgPool, doc: &Due, status: &str, detail: &str) -> anyhow:
         "dte.accepted"
     };
     outbox::enqueue(
-        &mut tx,
+        tx,
         NewEvent {
             event_type,
             aggregate_id: &document_id,
@@ -192,12 +262,5 @@ async fn settle(pool: &PgPool, doc: &Due, status: &str, detail: &str) -> anyhow:
         },
     )
     .await?;
-    tx.commit().await?;
-    metrics::counter!("dte_sii_final_total", "status" => status.to_string()).increment(1);
-    if status == "rejected" {
-        tracing::error!(document_id = %doc.id, track_id = %doc.track_id, detail, "the SII rejected a document");
-    } else {
-        tracing::info!(document_id = %doc.id, track_id = %doc.track_id, status, "the SII accepted a document");
-    }
     Ok(())
 }
