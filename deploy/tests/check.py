@@ -61,11 +61,12 @@ def check_compose():
     validate_schema("vendor.compose-spec", ROOT / "docker-compose.dev.yml", "compose-spec")
     compose = yaml.safe_load((ROOT / "docker-compose.dev.yml").read_text())
     services = compose["services"]
-    for role in ["gateway", "iam", "catalog", "order", "order-projector", "payment"]:
+    for role in ROLES:
         assert role in services, f"compose has no {role} container"
         assert services[role]["command"] == [role], role
         assert services[role]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert services["migrate"]["command"] == ["migrate", "all"]
+    assert services["sii-sim"]["command"] == ["sii-sim"], "the dte role has its SII simulator"
     assert services["gateway"]["ports"] == ["127.0.0.1:8080:8080"]
     for infra in ["postgres", "rabbitmq", "redis"]:
         assert "healthcheck" in services[infra], infra
