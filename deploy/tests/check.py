@@ -1,7 +1,7 @@
 """Checks of the deployment files, run by `cargo test` (cli/tests/deploy.rs) in a virtualenv
 holding the validators: `python check.py <check>`; exits non-zero with the findings.
 
-Checks: compose, gitlab, dockerfile, chart-lint, chart-schemas, chart-policy, istio,
+Checks: compose, gitlab, gitlab-rules, dockerfile, chart-lint, chart-schemas, chart-policy, istio,
 istio-schemas.
 """
 
@@ -86,6 +86,39 @@ def check_gitlab():
     assert "--atomic" in text and "image.tag=\"$CI_COMMIT_SHA\"" in text
 
 
+def pipeline_for(branch):
+    """The jobs a push to `branch` creates, as gitlab-ci-local evaluates the rules (in a
+    scratch repository holding only the pipeline, so nothing is written here)."""
+    tool = node_tools() / "node_modules" / ".bin" / "gitlab-ci-local"
+    with tempfile.TemporaryDirectory() as repo:
+        shutil.copyfile(ROOT / ".gitlab-ci.yml", pathlib.Path(repo) / ".gitlab-ci.yml")
+        expect_ok(run("git", "init", "-q", cwd=repo), "git init")
+        result = run(str(tool), "--list-json", "--variable", f"CI_COMMIT_BRANCH={branch}",
+                     cwd=repo)
+    expect_ok(result, f"gitlab-ci-local for {branch}")
+    out = result.stdout
+    jobs = json.loads(out[out.index("\n[") + 1:])
+    return {j["name"]: j for j in jobs}
+
+
+def check_gitlab_rules():
+    deploys = ["deploy-staging", "deploy-production"]
+    develop, main, feature = (pipeline_for(b) for b in ["develop", "main", "feature/cart"])
+    for name, jobs in [("develop", develop), ("main", main), ("feature/cart", feature)]:
+        for job in ["fmt", "test", "audit"]:
+            assert jobs[job]["when"] == "on_success", f"{name}: {job} runs on every push"
+        for deploy in deploys:
+            needs = {n["job"] for n in jobs[deploy].get("needs") or []}
+            assert {"test", "build", "image-scan"} <= needs, f"{deploy} waits for {needs}"
+    assert develop["build"]["when"] == "on_success" and main["build"]["when"] == "on_success"
+    assert develop["deploy-staging"]["when"] == "on_success", "develop deploys to staging itself"
+    assert develop["deploy-production"]["when"] == "never"
+    assert main["deploy-production"]["when"] == "manual", "main reaches production by hand"
+    assert main["deploy-staging"]["when"] == "never"
+    for job in ["build", "image-scan", *deploys]:
+        assert feature[job]["when"] == "never", f"a feature branch does not {job}"
+
+
 def check_dockerfile():
     dockerfile = ROOT / "Dockerfile"
     expect_ok(run(str(BIN / "hadolint"), "--failure-threshold", "warning", str(dockerfile)),
@@ -115,6 +148,8 @@ CRD_MODELS = {
     "external-secrets.io": "@kubernetes-models/external-secrets",
 }
 NODE_PACKAGES = [
+    # Evaluates .gitlab-ci.yml's rules like GitLab does (4.60 is the last for Node.js 20).
+    "gitlab-ci-local@4.60.1",
     "@kubernetes-models/istio@3.0.1",
     "@kubernetes-models/autoscaler@5.0.0",
     "@kubernetes-models/prometheus-operator@6.0.0",
@@ -167,9 +202,8 @@ def kubernetes_problems(objects):
     return problems
 
 
-def crd_problems(objects, what):
-    """Custom resources against their CRD schemas (Node.js and the @kubernetes-models
-    packages); returns the failing lines."""
+def node_tools():
+    """The npm packages of NODE_PACKAGES, installed once (under a lock) in DEPLOY_NODE_TOOLS."""
     tools = pathlib.Path(os.environ["DEPLOY_NODE_TOOLS"])
     tools.mkdir(parents=True, exist_ok=True)
     marker = tools / "installed.txt"
@@ -181,10 +215,17 @@ def crd_problems(objects, what):
             expect_ok(run("npm", "install", "--no-audit", "--no-fund", "--prefix", str(tools),
                           *NODE_PACKAGES), f"npm install {NODE_PACKAGES}")
             marker.write_text(wanted)
-        # ES modules resolve packages next to the importing file: run the script from there
-        # (a copy per process, so none reads another's half-written one).
-        script = tools / f"validate-crds-{os.getpid()}.mjs"
-        shutil.copyfile(ROOT / "deploy" / "tests" / "validate-crds.mjs", script)
+    return tools
+
+
+def crd_problems(objects, what):
+    """Custom resources against their CRD schemas (Node.js and the @kubernetes-models
+    packages); returns the failing lines."""
+    tools = node_tools()
+    # ES modules resolve packages next to the importing file: run the script from there
+    # (a copy per process, so none reads another's half-written one).
+    script = tools / f"validate-crds-{os.getpid()}.mjs"
+    shutil.copyfile(ROOT / "deploy" / "tests" / "validate-crds.mjs", script)
     with tempfile.TemporaryDirectory() as scratch:
         items = pathlib.Path(scratch) / "objects.json"
         items.write_text(json.dumps([{"package": CRD_MODELS[api_group(o)], "object": o}
@@ -374,6 +415,7 @@ def check_istio_schemas():
 CHECKS = {
     "compose": check_compose,
     "gitlab": check_gitlab,
+    "gitlab-rules": check_gitlab_rules,
     "dockerfile": check_dockerfile,
     "chart-lint": check_chart_lint,
     "chart-policy": check_chart_policy,
