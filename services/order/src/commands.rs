@@ -81,12 +81,12 @@ impl From<AppendError> for CommandError {
 
 /// Loads an order: its latest snapshot, then the events after it.
 pub async fn load(conn: &mut PgConnection, id: &str) -> anyhow::Result<Option<Order>> {
-    let snapshot = event_store::load_snapshot(&mut *conn, id).await?;
-    let (mut order, after) = match snapshot {
-        Some((version, state)) => (Some(serde_json::from_value::<Order>(state)?), version),
-        None => (None, 0),
+    let (snapshot, events) = event_store::load_stream(&mut *conn, id).await?;
+    let mut order = match snapshot {
+        Some((_, state)) => Some(serde_json::from_value::<Order>(state)?),
+        None => None,
     };
-    for recorded in event_store::read_stream(&mut *conn, id, after).await? {
+    for recorded in events {
         let event: OrderEvent = serde_json::from_value(recorded.data)?;
         match order.as_mut() {
             Some(order) => order.apply(&event),

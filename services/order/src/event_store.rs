@@ -214,6 +214,58 @@ pub async fn read_all(
     .await?)
 }
 
+/// One event of a stream as a reader rebuilds it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StreamEvent {
+    /// 1-based position within the stream.
+    pub stream_position: i64,
+    /// Body.
+    pub data: Value,
+    /// When it was appended.
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct StreamRow {
+    is_snapshot: bool,
+    stream_position: i64,
+    data: Value,
+    created_at: DateTime<Utc>,
+}
+
+/// A stream to rebuild its state: its latest snapshot (version and state), if any, and the
+/// events after it, in order. One statement: one round trip and one consistent view (an
+/// aggregate is loaded for every command and every read of an order, so this is hot).
+pub async fn load_stream(
+    db: impl PgExecutor<'_>,
+    stream_id: &str,
+) -> anyhow::Result<(Option<(i64, Value)>, Vec<StreamEvent>)> {
+    let rows: Vec<StreamRow> = sqlx::query_as(
+        "SELECT true AS is_snapshot, stream_position, data, created_at FROM snapshots WHERE stream_id = $1 \
+         UNION ALL \
+         SELECT false, stream_position, data, created_at FROM events WHERE stream_id = $1 \
+           AND stream_position > COALESCE((SELECT stream_position FROM snapshots WHERE stream_id = $1), 0) \
+         ORDER BY is_snapshot DESC, stream_position",
+    )
+    .bind(stream_id)
+    .fetch_all(db)
+    .await?;
+    let mut snapshot = None;
+    let mut events = Vec::with_capacity(rows.len());
+    for row in rows {
+        if row.is_snapshot {
+            snapshot = Some((row.stream_position, row.data));
+        } else {
+            events.push(StreamEvent {
+                stream_position: row.stream_position,
+                data: row.data,
+                created_at: row.created_at,
+            });
+        }
+    }
+    Ok((snapshot, events))
+}
+
 /// A stream's latest snapshot: its version and state.
 pub async fn load_snapshot(
     db: impl PgExecutor<'_>,

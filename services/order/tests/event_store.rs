@@ -298,3 +298,33 @@ async fn the_newest_snapshot_is_kept() {
         None
     );
 }
+
+#[tokio::test]
+async fn a_stream_loads_as_its_snapshot_and_the_events_after_it_in_one_read() {
+    let pool = store().await;
+    let events: Vec<NewEvent> = (1..=5).map(|n| event("OrderUpdated", n)).collect();
+    event_store::append_committed(&pool, "order-l", 0, &events)
+        .await
+        .unwrap();
+    // Another stream's events are not mixed in.
+    event_store::append_committed(&pool, "order-other", 0, &events[..2])
+        .await
+        .unwrap();
+    let (snapshot, all) = event_store::load_stream(&pool, "order-l").await.unwrap();
+    assert_eq!(snapshot, None);
+    let positions: Vec<i64> = all.iter().map(|e| e.stream_position).collect();
+    assert_eq!(positions, [1, 2, 3, 4, 5]);
+    assert_eq!(all[4].data, json!({ "n": 5 }));
+
+    let mut conn = pool.acquire().await.unwrap();
+    event_store::save_snapshot(&mut conn, "order-l", 3, &json!({"status": "paid"}))
+        .await
+        .unwrap();
+    let (snapshot, after) = event_store::load_stream(&pool, "order-l").await.unwrap();
+    assert_eq!(snapshot, Some((3, json!({"status": "paid"}))));
+    let positions: Vec<i64> = after.iter().map(|e| e.stream_position).collect();
+    assert_eq!(positions, [4, 5], "only the events after the snapshot");
+
+    let (snapshot, none) = event_store::load_stream(&pool, "nope").await.unwrap();
+    assert!(snapshot.is_none() && none.is_empty());
+}
