@@ -173,6 +173,19 @@ pub async fn read_stream(
     .await?)
 }
 
+/// Several whole streams in one statement, each in order (grouped by stream).
+pub async fn read_streams(
+    db: impl PgExecutor<'_>,
+    stream_ids: &[String],
+) -> anyhow::Result<Vec<RecordedEvent>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ANY($1) ORDER BY stream_id, stream_position"
+    )))
+    .bind(stream_ids)
+    .fetch_all(db)
+    .await?)
+}
+
 /// Where a global reader (projector, relay) is: the last event it handled.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Checkpoint {

@@ -157,17 +157,23 @@ async fn prepare(
     conn: &mut PgConnection,
     events: &[RecordedEvent],
 ) -> anyhow::Result<Vec<Prepared>> {
+    // Every stream of the batch in one read.
+    let mut ids: Vec<String> = events.iter().map(|e| e.stream_id.clone()).collect();
+    ids.sort();
+    ids.dedup();
     let mut streams: HashMap<String, Vec<OrderEvent>> = HashMap::new();
+    for e in event_store::read_streams(&mut *conn, &ids).await? {
+        streams
+            .entry(e.stream_id)
+            .or_default()
+            .push(serde_json::from_value::<OrderEvent>(e.data)?);
+    }
     let mut prepared = Vec::with_capacity(events.len());
     for recorded in events {
-        if !streams.contains_key(&recorded.stream_id) {
-            let mut history = Vec::new();
-            for e in event_store::read_stream(&mut *conn, &recorded.stream_id, 0).await? {
-                history.push(serde_json::from_value::<OrderEvent>(e.data)?);
-            }
-            streams.insert(recorded.stream_id.clone(), history);
-        }
-        let history = &streams[&recorded.stream_id];
+        let history = streams
+            .get(&recorded.stream_id)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let upto = usize::try_from(recorded.stream_position)?;
         anyhow::ensure!(
             upto <= history.len(),
