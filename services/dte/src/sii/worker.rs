@@ -105,8 +105,8 @@ pub async fn step(
     if due.is_empty() {
         return Ok(0);
     }
-    // Collected first: a closure inside the stream's type would trip the spawned future's
-    // lifetime check (rust-lang/rust#102211).
+    // The futures are collected first: with the closure inside the stream's type, the
+    // spawned worker future fails the compiler's higher-ranked lifetime check.
     let calls: Vec<_> = due.iter().map(|doc| ask(client, doc)).collect();
     let outcomes: Vec<Outcome> = futures::stream::iter(calls)
         .buffered(CONCURRENT_CALLS)
