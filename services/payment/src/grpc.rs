@@ -174,7 +174,16 @@ impl PaymentGrpc {
 
     /// Everything after the idempotency key was claimed. `Ok(payment id)` is a settled
     /// result the key keeps (captured or declined); errors free the key.
-    async fn charge(&self, user: Uuid, order_id: &str, card: &Card) -> Result<Uuid, Status> {
+    /// Charges the order and returns the settled payment. `key` is the request's
+    /// Idempotency-Key, already claimed: a settled outcome is recorded on it in the same
+    /// transaction as the settlement.
+    async fn charge(
+        &self,
+        user: Uuid,
+        key: &str,
+        order_id: &str,
+        card: &Card,
+    ) -> Result<pb::Payment, Status> {
         let order = self.payable(order_id).await?;
         if order.customer_id != user.to_string() {
             return Err(not_found(order_id));
@@ -297,6 +306,28 @@ impl PaymentGrpc {
                 ))
             }
         };
+        let outcome = match outcome {
+            Ok(id) => {
+                sqlx::query(
+                    "UPDATE idempotency_keys SET payment_id = $3 WHERE customer_id = $1 AND key = $2",
+                )
+                .bind(user.to_string())
+                .bind(key)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(internal)?;
+                let settled = ledger::payment(&mut *tx, id)
+                    .await
+                    .map_err(internal)?
+                    .ok_or_else(|| Status::internal("internal error"))?;
+                let refunds = ledger::refunds_of(&mut *tx, order_id)
+                    .await
+                    .map_err(internal)?;
+                Ok(payment_proto(&settled, &refunds))
+            }
+            Err(status) => Err(status),
+        };
         tx.commit().await.map_err(internal)?;
         outcome
     }
@@ -388,7 +419,7 @@ impl PaymentService for PaymentGrpc {
             };
         }
 
-        let result = self.charge(user, &order_id, &card).await;
+        let result = self.charge(user, &key, &order_id, &card).await;
         let forget = || async {
             // Not a settled result: the key is free for a retry.
             if let Err(e) =
@@ -402,20 +433,7 @@ impl PaymentService for PaymentGrpc {
             }
         };
         match result {
-            Ok(id) => {
-                let kept = sqlx::query(
-                    "UPDATE idempotency_keys SET payment_id = $3 WHERE customer_id = $1 AND key = $2",
-                )
-                .bind(user.to_string())
-                .bind(&key)
-                .bind(id)
-                .execute(&self.state.pool)
-                .await;
-                if let Err(e) = kept {
-                    tracing::error!(error = %e, payment = %id, "cannot record the idempotency key's payment");
-                }
-                Ok(Response::new(self.payment_with_refunds(id).await?))
-            }
+            Ok(payment) => Ok(Response::new(payment)),
             Err(status) => {
                 forget().await;
                 Err(status)
