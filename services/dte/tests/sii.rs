@@ -254,15 +254,22 @@ async fn an_unreachable_sii_is_a_transport_error() {
     ));
 }
 
-/// An issuing service on a fresh database with one boleta issued.
-async fn one_issued_boleta() -> Arc<Issuing> {
+/// An issuing service on a fresh database with `count` boletas issued.
+async fn issued_boletas(count: usize) -> Arc<Issuing> {
     let issuing = issuing().await;
     dte::load_development_cafs(&issuing.pool, &issuer())
         .await
         .unwrap();
-    assert_eq!(pay(&issuing, 1).await, dte::issuing::Outcome::Queued);
-    assert_eq!(issuing.issue_pending().await.unwrap(), 1);
+    for n in 1..=count {
+        assert_eq!(pay(&issuing, n).await, dte::issuing::Outcome::Queued);
+    }
+    assert_eq!(issuing.issue_pending().await.unwrap(), count);
     issuing
+}
+
+/// One worker round; how many documents it handled.
+async fn round(issuing: &Issuing, sii: &dyn SiiClient, settings: &WorkerSettings) -> usize {
+    worker::step(&issuing.pool, sii, settings).await.unwrap()
 }
 
 fn settings() -> WorkerSettings {
@@ -282,23 +289,17 @@ async fn status_of(issuing: &Issuing) -> (String, String, i32) {
 
 #[tokio::test]
 async fn the_worker_sends_follows_and_publishes_the_sii_verdict() {
-    let issuing = one_issued_boleta().await;
+    let issuing = issued_boletas(1).await;
     let (endpoints, _stop) = simulator().await;
     let sii = client(endpoints, issuing.identity.clone(), "76369187-K");
-    worker::step(&issuing.pool, &sii, &settings())
-        .await
-        .unwrap();
+    round(&issuing, &sii, &settings()).await;
     let (status, track, _) = status_of(&issuing).await;
     assert_eq!(status, "submitted");
     assert!(!track.is_empty());
     // REC, then the verdict.
-    worker::step(&issuing.pool, &sii, &settings())
-        .await
-        .unwrap();
+    round(&issuing, &sii, &settings()).await;
     assert_eq!(status_of(&issuing).await.0, "submitted");
-    worker::step(&issuing.pool, &sii, &settings())
-        .await
-        .unwrap();
+    round(&issuing, &sii, &settings()).await;
     assert_eq!(status_of(&issuing).await.0, "accepted");
     let published: Vec<String> = sqlx::query_scalar("SELECT event_type FROM outbox ORDER BY seq")
         .fetch_all(&issuing.pool)
@@ -306,32 +307,15 @@ async fn the_worker_sends_follows_and_publishes_the_sii_verdict() {
         .unwrap();
     assert_eq!(published, ["dte.issued", "dte.accepted"]);
     // Nothing more to do.
-    assert_eq!(
-        worker::step(&issuing.pool, &sii, &settings())
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(round(&issuing, &sii, &settings()).await, 0);
 }
 
 #[tokio::test]
 async fn one_round_sends_every_due_document_and_records_them_together() {
-    let issuing = issuing().await;
-    dte::load_development_cafs(&issuing.pool, &issuer())
-        .await
-        .unwrap();
-    for n in 1..=3 {
-        assert_eq!(pay(&issuing, n).await, dte::issuing::Outcome::Queued);
-    }
-    assert_eq!(issuing.issue_pending().await.unwrap(), 3);
+    let issuing = issued_boletas(3).await;
     let (endpoints, _stop) = simulator().await;
     let sii = client(endpoints, issuing.identity.clone(), "76369187-K");
-    assert_eq!(
-        worker::step(&issuing.pool, &sii, &settings())
-            .await
-            .unwrap(),
-        3
-    );
+    assert_eq!(round(&issuing, &sii, &settings()).await, 3);
     let sent: Vec<(String, String)> =
         sqlx::query_as("SELECT status, track_id FROM documents ORDER BY folio")
             .fetch_all(&issuing.pool)
@@ -349,12 +333,7 @@ async fn one_round_sends_every_due_document_and_records_them_together() {
     );
     // REC for all three, then all three verdicts, each with its event.
     for _ in 0..2 {
-        assert_eq!(
-            worker::step(&issuing.pool, &sii, &settings())
-                .await
-                .unwrap(),
-            3
-        );
+        assert_eq!(round(&issuing, &sii, &settings()).await, 3);
     }
     let accepted: i64 =
         sqlx::query_scalar("SELECT count(*) FROM outbox WHERE event_type = 'dte.accepted'")
@@ -371,7 +350,7 @@ async fn one_round_sends_every_due_document_and_records_them_together() {
 
 #[tokio::test]
 async fn while_the_sii_is_unreachable_the_document_waits_and_backs_off() {
-    let issuing = one_issued_boleta().await;
+    let issuing = issued_boletas(1).await;
     let url = platform::testing::closed_port_url("http")
         .trim_end_matches('/')
         .to_string();
@@ -388,18 +367,11 @@ async fn while_the_sii_is_unreachable_the_document_waits_and_backs_off() {
         poll_interval: Duration::from_secs(1),
         ..settings()
     };
-    worker::step(&issuing.pool, &sii, &backing_off)
-        .await
-        .unwrap();
+    round(&issuing, &sii, &backing_off).await;
     let (status, _, attempts) = status_of(&issuing).await;
     assert_eq!((status.as_str(), attempts), ("issued", 1));
     // Not due again before its back-off (2 s).
-    assert_eq!(
-        worker::step(&issuing.pool, &sii, &backing_off)
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(round(&issuing, &sii, &backing_off).await, 0);
     let wait: f64 =
         sqlx::query_scalar("SELECT EXTRACT(EPOCH FROM sii_next_at - now())::float8 FROM documents")
             .fetch_one(&issuing.pool)
