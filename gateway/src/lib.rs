@@ -293,9 +293,7 @@ impl Gateway {
                 }
             })
         };
-        let listener = TcpListener::bind(settings.addr)
-            .await
-            .with_context(|| format!("setting GATEWAY_ADDR: cannot bind {}", settings.addr))?;
+        let listener = platform::config::bind(settings.addr, "GATEWAY_ADDR").await?;
         let redis = platform::redis::RedisHandle::new(
             settings.redis_url.expose(),
             &settings.redis_key_prefix,

@@ -143,6 +143,18 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Binds the listener an address setting names; a failure names the setting
+/// (`setting ORDER_GRPC_ADDR: cannot bind 0.0.0.0:50053: address in use`).
+pub async fn bind(
+    addr: std::net::SocketAddr,
+    setting: &str,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    use anyhow::Context as _;
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("setting {setting}: cannot bind {addr}"))
+}
+
 /// Parses `900`, `30s`, `15m`, `2h`, `30d` or `500ms`.
 pub fn parse_duration(raw: &str) -> Option<Duration> {
     let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
@@ -249,6 +261,19 @@ impl CommonSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_port_in_use_is_refused_naming_the_setting() {
+        let taken = bind("127.0.0.1:0".parse().unwrap(), "FIRST_ADDR")
+            .await
+            .unwrap();
+        let addr = taken.local_addr().unwrap();
+        let err = bind(addr, "SECOND_ADDR").await.unwrap_err();
+        assert!(
+            format!("{err:#}").starts_with(&format!("setting SECOND_ADDR: cannot bind {addr}: ")),
+            "{err:#}"
+        );
+    }
 
     fn map(pairs: &[(&'static str, &'static str)]) -> HashMap<&'static str, &'static str> {
         pairs.iter().copied().collect()

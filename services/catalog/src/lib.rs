@@ -104,22 +104,9 @@ impl CatalogApp {
             events::SUBSCRIBED,
         );
         subscription.expires = common.amqp_queue_expires;
-        let grpc_listener = TcpListener::bind(settings.grpc_addr)
-            .await
-            .with_context(|| {
-                format!(
-                    "setting CATALOG_GRPC_ADDR: cannot bind {}",
-                    settings.grpc_addr
-                )
-            })?;
-        let admin_listener = TcpListener::bind(settings.admin_addr)
-            .await
-            .with_context(|| {
-                format!(
-                    "setting CATALOG_ADMIN_ADDR: cannot bind {}",
-                    settings.admin_addr
-                )
-            })?;
+        let grpc_listener = platform::config::bind(settings.grpc_addr, "CATALOG_GRPC_ADDR").await?;
+        let admin_listener =
+            platform::config::bind(settings.admin_addr, "CATALOG_ADMIN_ADDR").await?;
         Ok(Self {
             state: Arc::new(CatalogState { pool, cache }),
             broker,

@@ -348,19 +348,8 @@ impl DteApp {
             events::SUBSCRIBED,
         );
         subscription.expires = common.amqp_queue_expires;
-        let grpc_listener = TcpListener::bind(settings.grpc_addr)
-            .await
-            .with_context(|| {
-                format!("setting DTE_GRPC_ADDR: cannot bind {}", settings.grpc_addr)
-            })?;
-        let admin_listener = TcpListener::bind(settings.admin_addr)
-            .await
-            .with_context(|| {
-                format!(
-                    "setting DTE_ADMIN_ADDR: cannot bind {}",
-                    settings.admin_addr
-                )
-            })?;
+        let grpc_listener = platform::config::bind(settings.grpc_addr, "DTE_GRPC_ADDR").await?;
+        let admin_listener = platform::config::bind(settings.admin_addr, "DTE_ADMIN_ADDR").await?;
         Ok(Self {
             sii: Arc::new(sii),
             sii_worker: settings.sii_worker,

@@ -175,19 +175,8 @@ impl IamApp {
             )
         })
         .await??;
-        let grpc_listener = TcpListener::bind(settings.grpc_addr)
-            .await
-            .with_context(|| {
-                format!("setting IAM_GRPC_ADDR: cannot bind {}", settings.grpc_addr)
-            })?;
-        let admin_listener = TcpListener::bind(settings.admin_addr)
-            .await
-            .with_context(|| {
-                format!(
-                    "setting IAM_ADMIN_ADDR: cannot bind {}",
-                    settings.admin_addr
-                )
-            })?;
+        let grpc_listener = platform::config::bind(settings.grpc_addr, "IAM_GRPC_ADDR").await?;
+        let admin_listener = platform::config::bind(settings.admin_addr, "IAM_ADMIN_ADDR").await?;
         let state = Arc::new(IamState {
             pool,
             keys,

@@ -99,12 +99,6 @@ impl OrderSettings {
     }
 }
 
-async fn bind(addr: SocketAddr, setting: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("setting {setting}: cannot bind {addr}"))
-}
-
 /// Readiness of the `orders` schema: Postgres answers and the read model is at most
 /// `max_lag` events behind the store. Also exports the lag and the relay's backlog.
 pub fn readiness(pool: &PgPool, max_lag: i64) -> Readiness {
@@ -181,8 +175,9 @@ impl OrderApp {
             events::SUBSCRIBED,
         );
         subscription.expires = common.amqp_queue_expires;
-        let grpc_listener = bind(settings.grpc_addr, "ORDER_GRPC_ADDR").await?;
-        let admin_listener = bind(settings.admin_addr, "ORDER_ADMIN_ADDR").await?;
+        let grpc_listener = platform::config::bind(settings.grpc_addr, "ORDER_GRPC_ADDR").await?;
+        let admin_listener =
+            platform::config::bind(settings.admin_addr, "ORDER_ADMIN_ADDR").await?;
         let state = Arc::new(grpc::OrderState {
             pool,
             catalog: proto::catalog::v1::catalog_service_client::CatalogServiceClient::new(catalog),
@@ -287,8 +282,11 @@ impl ProjectorApp {
         Ok(Self {
             projector: projector::Projector::new(pool.clone()),
             pool,
-            admin_listener: bind(settings.projector_admin_addr, "ORDER_PROJECTOR_ADMIN_ADDR")
-                .await?,
+            admin_listener: platform::config::bind(
+                settings.projector_admin_addr,
+                "ORDER_PROJECTOR_ADMIN_ADDR",
+            )
+            .await?,
         })
     }
 

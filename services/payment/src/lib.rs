@@ -124,22 +124,9 @@ impl PaymentApp {
             events::SUBSCRIBED,
         );
         subscription.expires = common.amqp_queue_expires;
-        let grpc_listener = TcpListener::bind(settings.grpc_addr)
-            .await
-            .with_context(|| {
-                format!(
-                    "setting PAYMENT_GRPC_ADDR: cannot bind {}",
-                    settings.grpc_addr
-                )
-            })?;
-        let admin_listener = TcpListener::bind(settings.admin_addr)
-            .await
-            .with_context(|| {
-                format!(
-                    "setting PAYMENT_ADMIN_ADDR: cannot bind {}",
-                    settings.admin_addr
-                )
-            })?;
+        let grpc_listener = platform::config::bind(settings.grpc_addr, "PAYMENT_GRPC_ADDR").await?;
+        let admin_listener =
+            platform::config::bind(settings.admin_addr, "PAYMENT_ADMIN_ADDR").await?;
         Ok(Self {
             state: Arc::new(grpc::PaymentState {
                 pool,
