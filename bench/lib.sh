@@ -30,6 +30,9 @@ fresh_db() {
 
 # The environment every role of the suite under test shares.
 suite_env() {
+  # Every role of the suite shares one internal key (it signs their calls' credentials).
+  [ -n "${INTERNAL_TOKEN_KEY:-}" ] || INTERNAL_TOKEN_KEY=$("$BIN" internal-key)
+  export INTERNAL_TOKEN_KEY
   export DATABASE_URL="$PG_BASE/$DB" REDIS_KEY_PREFIX="$TAG:" AMQP_EXCHANGE="$TAG.events" \
     AMQP_QUEUE_PREFIX="$TAG." RUST_LOG=warn LOG_FORMAT=text SEED_DEMO_DATA=true \
     IAM_BOOTSTRAP_ADMIN_EMAIL=$ADMIN_EMAIL IAM_BOOTSTRAP_ADMIN_PASSWORD=$ADMIN_PASSWORD \

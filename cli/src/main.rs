@@ -58,6 +58,14 @@ enum Command {
     /// read-back over the REST API, then a latency/throughput table (exits 1 when the
     /// error ratio exceeds --max-error-ratio).
     Loadgen(cli::loadgen::Options),
+    /// Prints a new internal key (Ed25519, PKCS#8 PEM) for INTERNAL_TOKEN_KEY: every role
+    /// of a deployment signs and verifies its gRPC calls' credentials with it.
+    InternalKey {
+        /// Write it to this file instead (for INTERNAL_TOKEN_KEY_FILE), unless the file
+        /// already holds a key: then it is kept.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// Exits 0 when the readiness endpoint answers 200 (for Docker HEALTHCHECK).
     Healthcheck {
         /// The endpoint to probe.
@@ -154,6 +162,24 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 std::process::ExitCode::FAILURE
             }
         });
+    }
+    if let Command::InternalKey { out } = &cli.command {
+        let key = platform::identity::InternalKey::generate();
+        match out {
+            None => print!("{}", key.pem().expose()),
+            Some(path) => {
+                if let Ok(existing) = std::fs::read_to_string(path) {
+                    platform::identity::InternalKey::from_pem(&existing)
+                        .map_err(|e| anyhow::anyhow!("{} exists but {e}", path.display()))?;
+                    eprintln!("{}: keeping the key it holds", path.display());
+                } else {
+                    std::fs::write(path, key.pem().expose())
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    eprintln!("{}: new internal key written", path.display());
+                }
+            }
+        }
+        return Ok(std::process::ExitCode::SUCCESS);
     }
     if let Command::Dte {
         command: Some(DteCommand::Verify { files }),
@@ -253,7 +279,9 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Dte { .. } => "dte",
         Command::SiiSim => "sii-sim",
         Command::Migrate { .. } => "migrate",
-        Command::Healthcheck { .. } | Command::Loadgen(_) => unreachable!("handled above"),
+        Command::Healthcheck { .. } | Command::Loadgen(_) | Command::InternalKey { .. } => {
+            unreachable!("handled above")
+        }
     };
     let _telemetry = platform::telemetry::init(role, &common)?;
 
@@ -383,7 +411,9 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 println!("{name}: migrations applied");
             }
         }
-        Command::Healthcheck { .. } | Command::Loadgen(_) => unreachable!("handled above"),
+        Command::Healthcheck { .. } | Command::Loadgen(_) | Command::InternalKey { .. } => {
+            unreachable!("handled above")
+        }
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -24,6 +24,9 @@ pub struct Suite {
     pub iam_addr: SocketAddr,
     /// Where the catalog's gRPC API listens (benchmarks compare it with the gateway).
     pub catalog_addr: SocketAddr,
+    /// Every service's gRPC address, by the service's full name
+    /// (`orderflow.catalog.v1.CatalogService`).
+    pub grpc_addrs: std::collections::HashMap<&'static str, SocketAddr>,
     /// IAM's pool (tests inspect and seed through it).
     pub iam_pool: sqlx::PgPool,
     /// The catalog's pool.
@@ -53,13 +56,45 @@ impl Suite {
     /// `shutdown` fires.
     pub async fn start(source: &dyn Source, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let r = Reader::new(source);
-        let common = CommonSettings::from_source(&r)?;
-        let iam_settings = IamSettings::from_source(&r)?;
-        let catalog_settings = CatalogSettings::from_source(&r)?;
+        let mut common = CommonSettings::from_source(&r)?;
+        let mut iam_settings = IamSettings::from_source(&r)?;
+        let mut catalog_settings = CatalogSettings::from_source(&r)?;
         let mut order_settings = OrderSettings::from_source(&r)?;
         let mut payment_settings = PaymentSettings::from_source(&r)?;
         let mut dte_settings = DteSettings::from_source(&r)?;
         let mut gateway_settings = GatewaySettings::from_source(&r)?;
+
+        // The roles of one process share one internal key; without a configured one, a
+        // fresh key for this run (nothing outside the process needs it).
+        if common.internal_key.is_none() {
+            common.internal_key = Some(std::sync::Arc::new(
+                platform::identity::InternalKey::generate(),
+            ));
+        }
+        gateway_settings.internal_key = common.internal_key.clone();
+
+        // Only the gateway faces the network: the services' gRPC and admin ports listen
+        // on loopback unless their setting says otherwise.
+        let loopback = |r: &Reader<'_>, key: &str, addr: &mut SocketAddr| {
+            if r.optional(key).is_none() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+        };
+        loopback(&r, "IAM_GRPC_ADDR", &mut iam_settings.grpc_addr);
+        loopback(&r, "IAM_ADMIN_ADDR", &mut iam_settings.admin_addr);
+        loopback(&r, "CATALOG_GRPC_ADDR", &mut catalog_settings.grpc_addr);
+        loopback(&r, "CATALOG_ADMIN_ADDR", &mut catalog_settings.admin_addr);
+        loopback(&r, "ORDER_GRPC_ADDR", &mut order_settings.grpc_addr);
+        loopback(&r, "ORDER_ADMIN_ADDR", &mut order_settings.admin_addr);
+        loopback(
+            &r,
+            "ORDER_PROJECTOR_ADMIN_ADDR",
+            &mut order_settings.projector_admin_addr,
+        );
+        loopback(&r, "PAYMENT_GRPC_ADDR", &mut payment_settings.grpc_addr);
+        loopback(&r, "PAYMENT_ADMIN_ADDR", &mut payment_settings.admin_addr);
+        loopback(&r, "DTE_GRPC_ADDR", &mut dte_settings.grpc_addr);
+        loopback(&r, "DTE_ADMIN_ADDR", &mut dte_settings.admin_addr);
 
         platform::db::create_database_if_missing(common.database_url.expose()).await?;
         let iam = IamApp::build(&common, iam_settings)
@@ -145,6 +180,13 @@ impl Suite {
                 .upstreams
                 .insert("dte".into(), loopback_url(dte.grpc_addr()));
         }
+        let grpc_addrs = std::collections::HashMap::from([
+            ("orderflow.iam.v1.IamService", iam.grpc_addr()),
+            ("orderflow.catalog.v1.CatalogService", catalog.grpc_addr()),
+            ("orderflow.order.v1.OrderService", order.grpc_addr()),
+            ("orderflow.payment.v1.PaymentService", payment.grpc_addr()),
+            ("orderflow.dte.v1.DteService", dte.grpc_addr()),
+        ]);
         let dte_pool = dte.pool().clone();
         let catalog_pool = catalog.pool().clone();
         let catalog_addr = catalog.grpc_addr();
@@ -197,6 +239,7 @@ impl Suite {
             iam_pool,
             catalog_pool,
             catalog_addr,
+            grpc_addrs,
             order_pool,
             payment_pool,
             dte_pool,

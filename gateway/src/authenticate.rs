@@ -25,6 +25,7 @@ pub fn anonymous(peer: SocketAddr) -> Caller {
         user_id: None,
         roles: Vec::new(),
         client_ip: Some(peer.ip().to_string()),
+        service: None,
     }
 }
 

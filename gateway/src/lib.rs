@@ -100,6 +100,9 @@ pub struct GatewaySettings {
     pub redis_url: platform::config::Secret,
     /// `REDIS_KEY_PREFIX`.
     pub redis_key_prefix: String,
+    /// `INTERNAL_TOKEN_KEY`: signs the credential of every upstream call (the caller's
+    /// identity, verified here, as the services verify it again).
+    pub internal_key: Option<Arc<platform::identity::InternalKey>>,
 }
 
 impl GatewaySettings {
@@ -142,6 +145,7 @@ impl GatewaySettings {
             rate_limit_auth: quota(r, "GATEWAY_RATE_LIMIT_AUTH", "60/m", 20)?,
             redis_url: r.secret("REDIS_URL", "redis://127.0.0.1:6379/"),
             redis_key_prefix: r.string("REDIS_KEY_PREFIX", "orderflow:"),
+            internal_key: platform::identity::InternalKey::from_settings(r)?,
         })
     }
 }
@@ -241,6 +245,8 @@ struct GatewayState {
     routes: RouteTable,
     channels: HashMap<String, Channel>,
     jwks: Jwks,
+    /// Mints each upstream call's credential.
+    minter: platform::identity::Minter,
     readiness: Readiness,
     settings: GatewaySettings,
 }
@@ -266,6 +272,13 @@ impl Gateway {
                 );
             }
         }
+        let minter = platform::identity::Minter::new(
+            settings
+                .internal_key
+                .clone()
+                .ok_or_else(platform::identity::InternalKey::missing)?,
+            platform::identity::GATEWAY,
+        );
         let openapi_doc = openapi::document(&routes);
         let docs = Bytes::from(docs::render(&openapi_doc));
         let openapi = Bytes::from(serde_json::to_vec(&openapi_doc)?);
@@ -315,6 +328,7 @@ impl Gateway {
                 routes,
                 channels,
                 jwks,
+                minter,
                 readiness,
                 settings,
             }),
@@ -591,7 +605,16 @@ async fn forward(
     })?;
 
     let mut metadata = tonic::metadata::MetadataMap::new();
-    caller.write_to(&mut metadata);
+    let credential = format!(
+        "Bearer {}",
+        state
+            .minter
+            .token(route.rpc.parent_service().full_name(), &caller)
+    );
+    metadata.insert(
+        "authorization",
+        credential.parse().expect("a JWT is valid metadata"),
+    );
     for name in ["x-request-id", "idempotency-key"] {
         if let Some(v) = parts
             .headers

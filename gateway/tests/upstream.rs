@@ -66,6 +66,13 @@ async fn gateway(settings: &[(&str, &str)]) -> Running {
             "REDIS_KEY_PREFIX".into(),
             platform::testing::unique_redis_prefix(),
         ),
+        (
+            platform::identity::KEY_SETTING.into(),
+            platform::testing::test_internal_key()
+                .pem()
+                .expose()
+                .to_string(),
+        ),
     ]);
     for (k, v) in settings {
         vars.insert(k.to_string(), v.to_string());
@@ -177,6 +184,14 @@ async fn reads_refused_by_the_upstream_are_retried_writes_never() {
         !metrics.contains("gateway_upstream_retries_total{service=\"iam\"}"),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn a_gateway_without_the_internal_key_refuses_to_start_naming_it() {
+    let vars: HashMap<&str, &str> = HashMap::from([("GATEWAY_ADDR", "127.0.0.1:0")]);
+    let settings = GatewaySettings::from_source(&Reader::new(&vars)).unwrap();
+    let error = Gateway::build(settings).await.err().expect("refused");
+    assert!(error.to_string().contains("INTERNAL_TOKEN_KEY"), "{error}");
 }
 
 #[tokio::test]

@@ -214,6 +214,10 @@ pub struct CommonSettings {
     pub log_filter: String,
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`: OTLP/gRPC collector; export is off when unset.
     pub otlp_endpoint: Option<String>,
+    /// `INTERNAL_TOKEN_KEY` (or `INTERNAL_TOKEN_KEY_FILE`): the key every role signs and
+    /// verifies internal tokens with. `orderflow all` generates one when unset; separate
+    /// role processes must share one.
+    pub internal_key: Option<std::sync::Arc<crate::identity::InternalKey>>,
 }
 
 impl CommonSettings {
@@ -254,7 +258,17 @@ impl CommonSettings {
             log_format: r.parse("LOG_FORMAT", LogFormat::Text)?,
             log_filter: r.string("RUST_LOG", "info"),
             otlp_endpoint,
+            internal_key: crate::identity::InternalKey::from_settings(r)?,
         })
+    }
+
+    /// The internal key, or the error naming `INTERNAL_TOKEN_KEY` when none is set.
+    pub fn internal_key(
+        &self,
+    ) -> Result<std::sync::Arc<crate::identity::InternalKey>, ConfigError> {
+        self.internal_key
+            .clone()
+            .ok_or_else(crate::identity::InternalKey::missing)
     }
 }
 

@@ -3,78 +3,49 @@
 
 use std::time::Duration;
 
-use tonic::{Code, Status, metadata::MetadataMap};
+use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use uuid::Uuid;
 
-/// Metadata key: the verified user id, set by the gateway after checking the JWT.
-pub const USER_ID_HEADER: &str = "x-orderflow-user-id";
-/// Metadata key: the verified user's roles, comma separated.
-pub const ROLES_HEADER: &str = "x-orderflow-roles";
-/// Metadata key: the client's address as the gateway saw it (for throttling).
-pub const CLIENT_IP_HEADER: &str = "x-orderflow-client-ip";
 /// Metadata key: the request id, for correlating logs.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// The caller of an RPC as established by the gateway. Services inside the mesh trust
-/// these headers: the gateway strips them from public requests and sets them only after
-/// verifying a token, and the mesh's AuthorizationPolicy admits only the expected callers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The caller of an RPC, as the service's own [`crate::grpc_auth`] layer established it
+/// from a verified internal token ([`crate::identity`]). Nothing else makes a caller: plain
+/// headers such as `x-orderflow-user-id` are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Caller {
-    /// The signed-in user, if any.
+    /// The signed-in user on whose behalf the call is made, if any.
     pub user_id: Option<Uuid>,
     /// That user's roles (empty when anonymous).
     pub roles: Vec<String>,
-    /// The client address, when known.
+    /// The end client's address, when the gateway vouched for it.
     pub client_ip: Option<String>,
+    /// The role that made the call (`gateway`, `order`, …), when it sent a token.
+    pub service: Option<String>,
 }
 
 impl Caller {
-    /// Reads the caller from request metadata.
-    pub fn from_metadata(md: &MetadataMap) -> Self {
-        let text = |k: &str| {
-            md.get(k)
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-        };
-        Self {
-            user_id: text(USER_ID_HEADER).and_then(|s| Uuid::parse_str(s).ok()),
-            roles: text(ROLES_HEADER)
-                .map(|s| {
-                    s.split(',')
-                        .map(|r| r.trim().to_string())
-                        .filter(|r| !r.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default(),
-            client_ip: text(CLIENT_IP_HEADER).map(str::to_string),
-        }
-    }
-
-    /// Writes the caller into outgoing metadata (the gateway, and service-to-service calls
-    /// made on a user's behalf).
-    pub fn write_to(&self, md: &mut MetadataMap) {
-        if let Some(id) = self.user_id
-            && let Ok(v) = id.to_string().parse()
-        {
-            md.insert(USER_ID_HEADER, v);
-        }
-        if !self.roles.is_empty()
-            && let Ok(v) = self.roles.join(",").parse()
-        {
-            md.insert(ROLES_HEADER, v);
-        }
-        if let Some(ip) = &self.client_ip
-            && let Ok(v) = ip.parse()
-        {
-            md.insert(CLIENT_IP_HEADER, v);
-        }
+    /// The verified caller of `request` (anonymous when it carried no token).
+    pub fn of<T>(request: &tonic::Request<T>) -> Self {
+        request
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Whether the caller holds `role`.
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)
+    }
+
+    /// Whether the call comes from one of orderflow's backend services (not the gateway,
+    /// which speaks for outside clients).
+    pub fn is_backend_service(&self) -> bool {
+        self.service
+            .as_deref()
+            .is_some_and(|s| s != crate::identity::GATEWAY)
     }
 
     /// The signed-in user, or Unauthenticated.
@@ -162,21 +133,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn caller_round_trips_through_metadata() {
-        let caller = Caller {
-            user_id: Some(Uuid::now_v7()),
-            roles: vec!["customer".into(), "admin".into()],
-            client_ip: Some("10.0.0.7".into()),
-        };
-        let mut md = MetadataMap::new();
-        caller.write_to(&mut md);
-        assert_eq!(Caller::from_metadata(&md), caller);
-        assert!(caller.require_admin().is_ok());
-    }
-
-    #[test]
     fn anonymous_and_customer_callers_are_refused_admin_work() {
-        let anon = Caller::from_metadata(&MetadataMap::new());
+        let anon = Caller::of(&tonic::Request::new(()));
         assert_eq!(
             anon.require_admin().unwrap_err().code(),
             Code::Unauthenticated
@@ -184,7 +142,7 @@ mod tests {
         let customer = Caller {
             user_id: Some(Uuid::now_v7()),
             roles: vec!["customer".into()],
-            client_ip: None,
+            ..Caller::default()
         };
         assert_eq!(
             customer.require_admin().unwrap_err().code(),

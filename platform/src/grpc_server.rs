@@ -1,5 +1,6 @@
 //! Serving a service's gRPC API the same way everywhere: the standard health service,
-//! reflection over every orderflow proto, one trace span per call, and the admin
+//! reflection over every orderflow proto, one trace span per call, every call's
+//! credential verified and its access enforced ([`crate::grpc_auth`]), and the admin
 //! endpoint beside it; all of it drains when `shutdown` fires.
 //!
 //! Behind the `grpc-server` feature, which pulls tonic's server (and axum through its
@@ -9,7 +10,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{server::NamedService, service::Routes};
 
-use crate::{admin::Readiness, telemetry::GrpcTraceLayer};
+use std::sync::Arc;
+
+use crate::{
+    admin::Readiness, grpc_auth::AuthorizeLayer, identity::InternalKey, identity::Verifier,
+    telemetry::GrpcTraceLayer,
+};
 
 /// A service's listeners and its API, ready to serve.
 pub struct GrpcServer {
@@ -19,6 +25,8 @@ pub struct GrpcServer {
     pub admin: TcpListener,
     /// What `/health/ready` checks.
     pub readiness: Readiness,
+    /// The deployment's internal key: every call's token is verified with it.
+    pub key: Arc<InternalKey>,
 }
 
 impl GrpcServer {
@@ -59,8 +67,13 @@ impl GrpcServer {
         let routes = Routes::new(service)
             .add_service(health_service)
             .add_service(reflection);
-        tonic::transport::Server::builder()
+        // Tracing first, so refused calls are traced too; then the access check, which
+        // every RPC of the service passes through (grpc_auth).
+        let layers = tower::ServiceBuilder::new()
             .layer(GrpcTraceLayer)
+            .layer(AuthorizeLayer::new(Verifier::new(self.key, S::NAME)));
+        tonic::transport::Server::builder()
+            .layer(layers)
             .add_routes(routes)
             .serve_with_incoming_shutdown(
                 // No Nagle: small replies must not wait for the peer's delayed ACK

@@ -8,7 +8,9 @@
 //! - [`db`]: a Postgres pool confined to the service's own schema, plus migrations.
 //! - [`redis`]: a reconnecting Redis connection with a key prefix.
 //! - [`admin`]: `/health/live`, `/health/ready` (named checks) and `/metrics`.
-//! - [`grpc`]: caller identity from metadata, errors with details, the health service.
+//! - [`grpc`]: the verified caller, errors with details, the health service.
+//! - [`identity`]: internal tokens: how a role proves who calls, and on whose behalf.
+//! - [`grpc_auth`]: the layer that verifies them and enforces each RPC's access level.
 //! - [`jwt`]: access-token claims and verification against a JWK set.
 //! - [`shutdown`]: the signal every server drains on.
 //! - [`clock`]: "now" behind a handle that tests can move.
@@ -22,7 +24,10 @@ pub mod config;
 pub mod db;
 pub mod grpc;
 #[cfg(feature = "grpc-server")]
+pub mod grpc_auth;
+#[cfg(feature = "grpc-server")]
 pub mod grpc_server;
+pub mod identity;
 pub mod jwt;
 pub mod redis;
 pub mod shutdown;

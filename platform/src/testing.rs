@@ -55,6 +55,10 @@ impl TestEnv {
         vars.insert("AMQP_QUEUE_PREFIX".to_string(), format!("test.{tag}."));
         vars.insert("AMQP_QUEUE_EXPIRES".to_string(), "60s".to_string());
         vars.insert("RUST_LOG".to_string(), "warn".to_string());
+        vars.insert(
+            crate::identity::KEY_SETTING.to_string(),
+            test_internal_key().pem().expose().to_string(),
+        );
         for key in [
             "GATEWAY_ADDR",
             "IAM_GRPC_ADDR",
@@ -97,9 +101,17 @@ pub fn amqp_url() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
-/// A gRPC request made on behalf of `user` holding `roles` (comma separated), as the
-/// gateway sends it after checking a token.
-pub fn as_caller<T>(message: T, user: &str, roles: &str) -> tonic::Request<T> {
+/// The internal key of every [`TestEnv`] of this test process (generated at run time).
+pub fn test_internal_key() -> std::sync::Arc<crate::identity::InternalKey> {
+    static KEY: std::sync::LazyLock<std::sync::Arc<crate::identity::InternalKey>> =
+        std::sync::LazyLock::new(|| std::sync::Arc::new(crate::identity::InternalKey::generate()));
+    KEY.clone()
+}
+
+/// A gRPC request to `service` (its full name, e.g. `orderflow.order.v1.OrderService`)
+/// on behalf of `user` holding `roles` (comma separated), as the gateway sends it after
+/// checking the user's access token: with an internal token minted by the test key.
+pub fn as_caller<T>(message: T, service: &str, user: &str, roles: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     let caller = crate::grpc::Caller {
         user_id: Uuid::parse_str(user).ok(),
@@ -109,9 +121,21 @@ pub fn as_caller<T>(message: T, user: &str, roles: &str) -> tonic::Request<T> {
             .filter(|r| !r.is_empty())
             .map(str::to_string)
             .collect(),
-        client_ip: None,
+        ..Default::default()
     };
-    caller.write_to(request.metadata_mut());
+    crate::identity::Minter::new(test_internal_key(), crate::identity::GATEWAY).authorize(
+        &mut request,
+        service,
+        &caller,
+    );
+    request
+}
+
+/// A gRPC request to `service` made by the backend role `role` on its own behalf.
+pub fn as_service<T>(message: T, service: &str, role: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    crate::identity::Minter::new(test_internal_key(), role)
+        .authorize_as_service(&mut request, service);
     request
 }
 

@@ -12,6 +12,8 @@ pub struct TestSuite {
     pub base: String,
     pub http: reqwest::Client,
     pub iam_pool: sqlx::PgPool,
+    /// Each service's gRPC address by its full name, for calls that skip the gateway.
+    pub grpc_addrs: std::collections::HashMap<&'static str, std::net::SocketAddr>,
     shutdown: CancellationToken,
 }
 
@@ -81,11 +83,13 @@ pub async fn spawn_suite_with(overrides: &[(&str, &str)]) -> TestSuite {
         .expect("the suite starts");
     let base = format!("http://{}", suite.gateway_addr);
     let iam_pool = suite.iam_pool.clone();
+    let grpc_addrs = suite.grpc_addrs.clone();
     tokio::spawn(suite.wait());
     let this = TestSuite {
         base,
         http: reqwest::Client::new(),
         iam_pool,
+        grpc_addrs,
         shutdown,
     };
     this.wait_until_ready().await;

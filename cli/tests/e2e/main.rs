@@ -8,6 +8,7 @@ mod helpers;
 mod idempotency;
 mod loadgen;
 mod orders;
+mod zero_trust;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use helpers::{PASSWORD, spawn_suite, spawn_suite_with};

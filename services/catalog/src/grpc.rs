@@ -184,7 +184,7 @@ impl CatalogService for CatalogGrpc {
         &self,
         request: Request<CreateProductRequest>,
     ) -> Result<Response<Product>, Status> {
-        admin(&Caller::from_metadata(request.metadata()))?;
+        admin(&Caller::of(&request))?;
         let req = request.into_inner();
         let product = NewProduct {
             sku: sku_of(&req.sku)?,
@@ -216,7 +216,7 @@ impl CatalogService for CatalogGrpc {
         &self,
         request: Request<UpdateProductRequest>,
     ) -> Result<Response<Product>, Status> {
-        admin(&Caller::from_metadata(request.metadata()))?;
+        admin(&Caller::of(&request))?;
         let req = request.into_inner();
         let sku = sku_of(&req.sku)?;
         let changes = ProductChanges {
@@ -247,7 +247,7 @@ impl CatalogService for CatalogGrpc {
         &self,
         request: Request<DeactivateProductRequest>,
     ) -> Result<Response<Product>, Status> {
-        admin(&Caller::from_metadata(request.metadata()))?;
+        admin(&Caller::of(&request))?;
         let sku = sku_of(&request.into_inner().sku)?;
         let changes = ProductChanges {
             active: Some(false),
@@ -264,7 +264,7 @@ impl CatalogService for CatalogGrpc {
         &self,
         request: Request<SetStockRequest>,
     ) -> Result<Response<Product>, Status> {
-        admin(&Caller::from_metadata(request.metadata()))?;
+        admin(&Caller::of(&request))?;
         let req = request.into_inner();
         let sku = sku_of(&req.sku)?;
         let on_hand =

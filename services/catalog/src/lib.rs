@@ -83,11 +83,13 @@ pub struct CatalogApp {
     subscription: Subscription,
     grpc_listener: TcpListener,
     admin_listener: TcpListener,
+    internal_key: Arc<platform::identity::InternalKey>,
 }
 
 impl CatalogApp {
     /// Connects, migrates, seeds an empty catalog when asked, and binds.
     pub async fn build(common: &CommonSettings, settings: CatalogSettings) -> anyhow::Result<Self> {
+        let internal_key = common.internal_key()?;
         let pool = open_database(common).await?;
         if settings.seed_demo_data && store::is_empty(&pool).await? {
             let added = seed::seed_demo(&pool).await?;
@@ -113,6 +115,7 @@ impl CatalogApp {
             subscription,
             grpc_listener,
             admin_listener,
+            internal_key,
         })
     }
 
@@ -152,6 +155,7 @@ impl CatalogApp {
             readiness,
             grpc: self.grpc_listener,
             admin: self.admin_listener,
+            key: self.internal_key,
         };
         let service = proto::catalog::v1::catalog_service_server::CatalogServiceServer::new(
             grpc::CatalogGrpc::new(self.state),

@@ -106,7 +106,7 @@ impl DteService for DteGrpc {
         &self,
         request: Request<UploadCafRequest>,
     ) -> Result<Response<pb::Caf>, Status> {
-        Caller::from_metadata(request.metadata()).require_admin()?;
+        Caller::of(&request).require_admin()?;
         let xml = body_of(request.into_inner().body)?;
         let caf = Caf::parse(&xml).map_err(|e| invalid_argument(e.field, e.problem))?;
         caf.check_issuer(&self.issuing.issuer.rut)
@@ -156,7 +156,7 @@ impl DteService for DteGrpc {
         &self,
         request: Request<ListDocumentsRequest>,
     ) -> Result<Response<ListDocumentsResponse>, Status> {
-        Caller::from_metadata(request.metadata()).require_admin()?;
+        Caller::of(&request).require_admin()?;
         let req = request.into_inner();
         if req.tipo_dte != 0 && TipoDte::from_code(req.tipo_dte).is_none() {
             return Err(invalid_argument(
@@ -224,7 +224,7 @@ impl DteService for DteGrpc {
         &self,
         request: Request<ListOrderDocumentsRequest>,
     ) -> Result<Response<ListDocumentsResponse>, Status> {
-        let caller = Caller::from_metadata(request.metadata());
+        let caller = Caller::of(&request);
         let user = caller.require_user()?;
         let order_id = request.into_inner().order_id;
         if order_id.is_empty() {
@@ -249,7 +249,7 @@ impl DteService for DteGrpc {
         &self,
         request: Request<GetDocumentRequest>,
     ) -> Result<Response<pb::Document>, Status> {
-        let caller = Caller::from_metadata(request.metadata());
+        let caller = Caller::of(&request);
         let document = self
             .visible_document(&caller, &request.into_inner().id)
             .await?;
@@ -260,7 +260,7 @@ impl DteService for DteGrpc {
         &self,
         request: Request<GetDocumentRequest>,
     ) -> Result<Response<HttpBody>, Status> {
-        let caller = Caller::from_metadata(request.metadata());
+        let caller = Caller::of(&request);
         let document = self
             .visible_document(&caller, &request.into_inner().id)
             .await?;
@@ -284,7 +284,7 @@ impl DteService for DteGrpc {
         &self,
         request: Request<GetDocumentRequest>,
     ) -> Result<Response<HttpBody>, Status> {
-        let caller = Caller::from_metadata(request.metadata());
+        let caller = Caller::of(&request);
         let document = self
             .visible_document(&caller, &request.into_inner().id)
             .await?;
@@ -335,7 +335,7 @@ impl DteService for DteGrpc {
         &self,
         request: Request<VerifyRequest>,
     ) -> Result<Response<VerifyResponse>, Status> {
-        Caller::from_metadata(request.metadata()).require_admin()?;
+        Caller::of(&request).require_admin()?;
         let xml = body_of(request.into_inner().body)?;
         let report = tokio::task::spawn_blocking(move || verify::verify(&xml))
             .await

@@ -322,6 +322,7 @@ pub struct DteApp {
     subscription: Subscription,
     grpc_listener: TcpListener,
     admin_listener: TcpListener,
+    internal_key: Arc<platform::identity::InternalKey>,
 }
 
 impl DteApp {
@@ -331,6 +332,7 @@ impl DteApp {
         settings: DteSettings,
         clock: Clock,
     ) -> anyhow::Result<Self> {
+        let internal_key = common.internal_key()?;
         let pool = open_database(common.database_url.expose()).await?;
         let identity =
             signing_identity(&pool, &settings.certificate, &settings.issuer.rut_envia).await?;
@@ -358,6 +360,7 @@ impl DteApp {
             subscription,
             grpc_listener,
             admin_listener,
+            internal_key,
         })
     }
 
@@ -415,6 +418,7 @@ impl DteApp {
             readiness,
             grpc: self.grpc_listener,
             admin: self.admin_listener,
+            key: self.internal_key,
         };
         let service = proto::dte::v1::dte_service_server::DteServiceServer::new(
             grpc::DteGrpc::new(self.issuing),

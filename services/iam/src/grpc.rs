@@ -128,7 +128,7 @@ impl IamService for IamGrpc {
     }
 
     async fn login(&self, request: Request<LoginRequest>) -> Result<Response<TokenPair>, Status> {
-        let caller = Caller::from_metadata(request.metadata());
+        let caller = Caller::of(&request);
         let req = request.into_inner();
         let email = Email::parse(&req.email).map_err(|e| invalid_argument("email", e))?;
         if req.password.is_empty() {
@@ -224,7 +224,7 @@ impl IamService for IamGrpc {
     }
 
     async fn get_me(&self, request: Request<()>) -> Result<Response<User>, Status> {
-        let id = Caller::from_metadata(request.metadata()).require_user()?;
+        let id = Caller::of(&request).require_user()?;
         let user = store::find_user(&self.state.pool, id)
             .await
             .map_err(internal)?
@@ -236,7 +236,7 @@ impl IamService for IamGrpc {
         &self,
         request: Request<ListUsersRequest>,
     ) -> Result<Response<ListUsersResponse>, Status> {
-        Caller::from_metadata(request.metadata()).require_admin()?;
+        Caller::of(&request).require_admin()?;
         let req = request.into_inner();
         let size = match req.page_size {
             0 => DEFAULT_PAGE_SIZE,
@@ -274,7 +274,7 @@ impl IamService for IamGrpc {
         &self,
         request: Request<GrantRoleRequest>,
     ) -> Result<Response<User>, Status> {
-        let admin = Caller::from_metadata(request.metadata()).require_admin()?;
+        let admin = Caller::of(&request).require_admin()?;
         let req = request.into_inner();
         let id = parse_user_id(&req.id)?;
         let role = Role::parse(&req.role).map_err(|e| invalid_argument("role", e))?;
@@ -291,7 +291,7 @@ impl IamService for IamGrpc {
         &self,
         request: Request<RevokeRoleRequest>,
     ) -> Result<Response<User>, Status> {
-        let admin = Caller::from_metadata(request.metadata()).require_admin()?;
+        let admin = Caller::of(&request).require_admin()?;
         let req = request.into_inner();
         let id = parse_user_id(&req.id)?;
         let role = Role::parse(&req.role).map_err(|e| invalid_argument("role", e))?;

@@ -159,12 +159,14 @@ pub struct IamApp {
     redis: RedisHandle,
     grpc_listener: TcpListener,
     admin_listener: TcpListener,
+    internal_key: Arc<platform::identity::InternalKey>,
 }
 
 impl IamApp {
     /// Connects to Postgres (migrating) and Redis, loads keys and binds both ports
     /// (port 0 picks a free one: tests read the real ports back).
     pub async fn build(common: &CommonSettings, settings: IamSettings) -> anyhow::Result<Self> {
+        let internal_key = common.internal_key()?;
         let pool = open_database(common).await?;
         let keys = load_keys(&settings, &pool).await?;
         let redis = RedisHandle::new(common.redis_url.expose(), &common.redis_key_prefix)?;
@@ -189,6 +191,7 @@ impl IamApp {
             redis,
             grpc_listener,
             admin_listener,
+            internal_key,
         })
     }
 
@@ -230,6 +233,7 @@ impl IamApp {
             readiness: self.readiness(),
             grpc: self.grpc_listener,
             admin: self.admin_listener,
+            key: self.internal_key,
         };
         let service = proto::iam::v1::iam_service_server::IamServiceServer::new(
             grpc::IamGrpc::new(self.state),

@@ -49,6 +49,8 @@ pub struct OrderState {
     pub snapshot_interval: i64,
     /// What "now" is.
     pub clock: Clock,
+    /// Mints the credential of this role's calls to the catalog.
+    pub minter: platform::identity::Minter,
 }
 
 /// The `OrderService` implementation.
@@ -144,6 +146,9 @@ fn buyer_of(buyer: Option<pb::Buyer>) -> Option<Buyer> {
     (buyer != Buyer::default()).then_some(buyer)
 }
 
+/// The audience of this role's calls to the catalog.
+const CATALOG_SERVICE: &str = "orderflow.catalog.v1.CatalogService";
+
 fn retryable(code: Code) -> bool {
     matches!(
         code,
@@ -154,7 +159,12 @@ fn retryable(code: Code) -> bool {
 impl OrderGrpc {
     /// Reserves the lines for `order_id`. Safe to repeat: the catalog reserves once per
     /// order id and answers a repeat with the first snapshot.
-    async fn reserve(&self, order_id: &str, lines: &[StockLine]) -> Result<Vec<Line>, Status> {
+    async fn reserve(
+        &self,
+        caller: &Caller,
+        order_id: &str,
+        lines: &[StockLine],
+    ) -> Result<Vec<Line>, Status> {
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 1;
         loop {
@@ -165,6 +175,9 @@ impl OrderGrpc {
             let mut trace = http::HeaderMap::new();
             platform::telemetry::inject_context(&mut trace);
             *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(trace);
+            self.state
+                .minter
+                .authorize(&mut request, CATALOG_SERVICE, caller);
             request.set_timeout(self.state.catalog_timeout);
             match self.state.catalog.clone().reserve_stock(request).await {
                 Ok(reply) => {
@@ -305,7 +318,7 @@ impl OrderService for OrderGrpc {
         &self,
         request: Request<PlaceOrderRequest>,
     ) -> Result<Response<pb::Order>, Status> {
-        let caller = Caller::from_metadata(request.metadata());
+        let caller = Caller::of(&request);
         let user = caller.require_user()?;
         let req = request.into_inner();
         let document_type = DocumentType::parse(&req.document_type)
@@ -347,7 +360,7 @@ impl OrderService for OrderGrpc {
             .map_err(|e| invalid_argument(&e.field, e.problem))?;
 
         let order_id = Uuid::now_v7().to_string();
-        let mut reserved = self.reserve(&order_id, &lines).await?;
+        let mut reserved = self.reserve(&caller, &order_id, &lines).await?;
         // The customer's order of lines, whatever order the catalog answered in.
         reserved.sort_by_key(|r| lines.iter().position(|l| l.sku == r.sku));
         let placed_at = self.state.clock.now();
@@ -391,6 +404,9 @@ impl OrderService for OrderGrpc {
                     order_id: order_id.clone(),
                 });
                 release.set_timeout(self.state.catalog_timeout);
+                self.state
+                    .minter
+                    .authorize(&mut release, CATALOG_SERVICE, &caller);
                 if let Err(status) = self
                     .state
                     .catalog
@@ -409,7 +425,7 @@ impl OrderService for OrderGrpc {
         &self,
         request: Request<ListOrdersRequest>,
     ) -> Result<Response<ListOrdersResponse>, Status> {
-        let caller = Caller::from_metadata(request.metadata());
+        let caller = Caller::of(&request);
         let user = caller.require_user()?;
         let req = request.into_inner();
         let customer = match (caller.has_role("admin"), req.customer_id.trim()) {
@@ -529,7 +545,7 @@ impl OrderService for OrderGrpc {
         &self,
         request: Request<GetOrderRequest>,
     ) -> Result<Response<pb::Order>, Status> {
-        let caller = Caller::from_metadata(request.metadata());
+        let caller = Caller::of(&request);
         let order = self.visible_order(&caller, &request.get_ref().id).await?;
         Ok(Response::new(to_proto(&order)))
     }
@@ -538,7 +554,7 @@ impl OrderService for OrderGrpc {
         &self,
         request: Request<CancelOrderRequest>,
     ) -> Result<Response<pb::Order>, Status> {
-        let caller = Caller::from_metadata(request.metadata());
+        let caller = Caller::of(&request);
         let order = self.visible_order(&caller, &request.get_ref().id).await?;
         let now = self.state.clock.now();
         let metadata = Metadata::new(&order.id, &order.id, caller.user_id.map(|u| u.to_string()));
@@ -559,7 +575,7 @@ impl OrderService for OrderGrpc {
         &self,
         request: Request<ListOrderEventsRequest>,
     ) -> Result<Response<ListOrderEventsResponse>, Status> {
-        let caller = Caller::from_metadata(request.metadata());
+        let caller = Caller::of(&request);
         let order = self.visible_order(&caller, &request.get_ref().id).await?;
         let events = event_store::read_stream(&self.state.pool, &order.id, 0)
             .await

@@ -150,6 +150,7 @@ pub struct OrderApp {
     subscription: Subscription,
     grpc_listener: TcpListener,
     admin_listener: TcpListener,
+    internal_key: Arc<platform::identity::InternalKey>,
 }
 
 impl OrderApp {
@@ -159,6 +160,7 @@ impl OrderApp {
         settings: OrderSettings,
         clock: Clock,
     ) -> anyhow::Result<Self> {
+        let internal_key = common.internal_key()?;
         let pool = open_database(common.database_url.expose()).await?;
         let catalog = Endpoint::from_shared(settings.catalog_url.clone())
             .with_context(|| {
@@ -185,6 +187,7 @@ impl OrderApp {
             payment_timeout: settings.payment_timeout,
             snapshot_interval: settings.snapshot_interval,
             clock,
+            minter: platform::identity::Minter::new(internal_key.clone(), "order"),
         });
         Ok(Self {
             state,
@@ -193,6 +196,7 @@ impl OrderApp {
             subscription,
             grpc_listener,
             admin_listener,
+            internal_key,
         })
     }
 
@@ -252,6 +256,7 @@ impl OrderApp {
             readiness: readiness(&pool, self.settings.max_projection_lag),
             grpc: self.grpc_listener,
             admin: self.admin_listener,
+            key: self.internal_key,
         };
         let service = proto::order::v1::order_service_server::OrderServiceServer::new(
             grpc::OrderGrpc::new(self.state),

@@ -42,6 +42,8 @@ pub struct PaymentState {
     pub provider_timeout: Duration,
     /// What "now" is (card expiry).
     pub clock: Clock,
+    /// Mints the credential of this role's calls to the order service.
+    pub minter: platform::identity::Minter,
 }
 
 /// The `PaymentService` implementation.
@@ -97,6 +99,9 @@ fn payment_proto(p: &PaymentRow, refunds: &[RefundRow]) -> pb::Payment {
     }
 }
 
+/// The audience of this role's calls to the order service.
+const ORDER_SERVICE: &str = "orderflow.order.v1.OrderService";
+
 fn not_found(order_id: &str) -> Status {
     Status::not_found(format!("no order {order_id}"))
 }
@@ -108,13 +113,18 @@ enum Charged {
 }
 
 impl PaymentGrpc {
-    async fn payable(&self, order_id: &str) -> Result<PayableOrder, Status> {
+    /// The order's owner, status and amount, asked of the order service on `caller`'s
+    /// behalf.
+    async fn payable(&self, caller: &Caller, order_id: &str) -> Result<PayableOrder, Status> {
         let mut request = Request::new(GetOrderRequest {
             id: order_id.to_string(),
         });
         let mut trace = http::HeaderMap::new();
         platform::telemetry::inject_context(&mut trace);
         *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(trace);
+        self.state
+            .minter
+            .authorize(&mut request, ORDER_SERVICE, caller);
         request.set_timeout(self.state.order_timeout);
         match self.state.orders.clone().get_payable_order(request).await {
             Ok(reply) => Ok(reply.into_inner()),
@@ -131,7 +141,7 @@ impl PaymentGrpc {
     /// The order, if `caller` may see its payments (its owner, or an admin).
     async fn visible_order(&self, caller: &Caller, order_id: &str) -> Result<PayableOrder, Status> {
         let user = caller.require_user()?;
-        let order = self.payable(order_id).await?;
+        let order = self.payable(caller, order_id).await?;
         if order.customer_id != user.to_string() && !caller.has_role("admin") {
             return Err(not_found(order_id));
         }
@@ -179,12 +189,13 @@ impl PaymentGrpc {
     /// transaction as the settlement.
     async fn charge(
         &self,
+        caller: &Caller,
         user: Uuid,
         key: &str,
         order_id: &str,
         card: &Card,
     ) -> Result<pb::Payment, Status> {
-        let order = self.payable(order_id).await?;
+        let order = self.payable(caller, order_id).await?;
         if order.customer_id != user.to_string() {
             return Err(not_found(order_id));
         }
@@ -347,7 +358,7 @@ fn fingerprint(order_id: &str, card: &Card) -> String {
 #[tonic::async_trait]
 impl PaymentService for PaymentGrpc {
     async fn pay(&self, request: Request<PayRequest>) -> Result<Response<pb::Payment>, Status> {
-        let caller = Caller::from_metadata(request.metadata());
+        let caller = Caller::of(&request);
         let user = caller.require_user()?;
         let key = request
             .metadata()
@@ -419,7 +430,7 @@ impl PaymentService for PaymentGrpc {
             };
         }
 
-        let result = self.charge(user, &key, &order_id, &card).await;
+        let result = self.charge(&caller, user, &key, &order_id, &card).await;
         let forget = || async {
             // Not a settled result: the key is free for a retry.
             if let Err(e) =
@@ -445,7 +456,7 @@ impl PaymentService for PaymentGrpc {
         &self,
         request: Request<ListPaymentsRequest>,
     ) -> Result<Response<ListPaymentsResponse>, Status> {
-        let caller = Caller::from_metadata(request.metadata());
+        let caller = Caller::of(&request);
         let order_id = request.get_ref().order_id.trim().to_string();
         if order_id.is_empty() {
             return Err(invalid_argument("order_id", "is required"));
@@ -469,7 +480,7 @@ impl PaymentService for PaymentGrpc {
         &self,
         request: Request<RefundRequest>,
     ) -> Result<Response<pb::Refund>, Status> {
-        let caller = Caller::from_metadata(request.metadata());
+        let caller = Caller::of(&request);
         caller.require_admin()?;
         let req = request.into_inner();
         let order_id = req.order_id.trim().to_string();

@@ -96,6 +96,7 @@ pub struct PaymentApp {
     subscription: Subscription,
     grpc_listener: TcpListener,
     admin_listener: TcpListener,
+    internal_key: Arc<platform::identity::InternalKey>,
 }
 
 impl PaymentApp {
@@ -105,6 +106,7 @@ impl PaymentApp {
         settings: PaymentSettings,
         clock: Clock,
     ) -> anyhow::Result<Self> {
+        let internal_key = common.internal_key()?;
         let pool = open_database(common.database_url.expose()).await?;
         let orders = Endpoint::from_shared(settings.order_url.clone())
             .with_context(|| {
@@ -135,7 +137,9 @@ impl PaymentApp {
                 order_timeout: settings.order_timeout,
                 provider_timeout: settings.provider_timeout,
                 clock,
+                minter: platform::identity::Minter::new(internal_key.clone(), "payment"),
             }),
+            internal_key,
             broker,
             subscription,
             grpc_listener,
@@ -180,6 +184,7 @@ impl PaymentApp {
             readiness,
             grpc: self.grpc_listener,
             admin: self.admin_listener,
+            key: self.internal_key,
         };
         let service = proto::payment::v1::payment_service_server::PaymentServiceServer::new(
             grpc::PaymentGrpc::new(self.state),

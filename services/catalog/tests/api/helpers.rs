@@ -58,7 +58,12 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
 }
 
 pub fn as_admin<T>(message: T) -> tonic::Request<T> {
-    platform::testing::as_caller(message, &uuid::Uuid::now_v7().to_string(), "customer,admin")
+    platform::testing::as_caller(
+        message,
+        "orderflow.catalog.v1.CatalogService",
+        &uuid::Uuid::now_v7().to_string(),
+        "customer,admin",
+    )
 }
 
 impl TestApp {

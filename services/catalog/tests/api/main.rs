@@ -19,8 +19,16 @@ async fn spawn_app() -> helpers::TestApp {
     spawn_app_with(&[]).await
 }
 
-fn reserve(order: &str, lines: &[(&str, i64)]) -> ReserveStockRequest {
-    ReserveStockRequest {
+/// The audience of calls to the catalog.
+const CATALOG: &str = "orderflow.catalog.v1.CatalogService";
+
+/// An internal call as the order service makes it.
+fn from_order<T>(message: T) -> tonic::Request<T> {
+    platform::testing::as_service(message, CATALOG, "order")
+}
+
+fn reserve(order: &str, lines: &[(&str, i64)]) -> tonic::Request<ReserveStockRequest> {
+    from_order(ReserveStockRequest {
         order_id: order.into(),
         lines: lines
             .iter()
@@ -29,7 +37,7 @@ fn reserve(order: &str, lines: &[(&str, i64)]) -> ReserveStockRequest {
                 quantity: *quantity,
             })
             .collect(),
-    }
+    })
 }
 
 #[tokio::test]
@@ -150,25 +158,25 @@ async fn commit_and_release_are_idempotent() {
     for _ in 0..2 {
         app.client
             .clone()
-            .commit_reservation(ReservationRef {
+            .commit_reservation(from_order(ReservationRef {
                 order_id: "paid".into(),
-            })
+            }))
             .await
             .unwrap();
         app.client
             .clone()
-            .release_reservation(ReservationRef {
+            .release_reservation(from_order(ReservationRef {
                 order_id: "cancelled".into(),
-            })
+            }))
             .await
             .unwrap();
     }
     // Releasing a committed reservation changes nothing either.
     app.client
         .clone()
-        .release_reservation(ReservationRef {
+        .release_reservation(from_order(ReservationRef {
             order_id: "paid".into(),
-        })
+        }))
         .await
         .unwrap();
     assert_eq!(app.stock("MATE-1").await, (7, 0));

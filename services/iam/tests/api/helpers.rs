@@ -4,7 +4,6 @@ use iam::{IamApp, IamSettings};
 use platform::{
     CancellationToken,
     config::{CommonSettings, Reader},
-    grpc::CLIENT_IP_HEADER,
     testing::TestEnv,
 };
 use proto::iam::v1::{
@@ -13,7 +12,13 @@ use proto::iam::v1::{
 use sqlx::PgPool;
 use tonic::transport::Channel;
 
-pub use platform::testing::as_caller as as_user;
+/// The audience of calls to IAM.
+const IAM: &str = "orderflow.iam.v1.IamService";
+
+/// A request on behalf of `user` holding `roles`, as the gateway sends it.
+pub fn as_user<T>(message: T, user: &str, roles: &str) -> tonic::Request<T> {
+    platform::testing::as_caller(message, IAM, user, roles)
+}
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -59,12 +64,18 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     }
 }
 
-/// A request from client address `ip`.
+/// A request from client address `ip`, vouched for by the gateway's token.
 pub fn from_address<T>(message: T, ip: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert(CLIENT_IP_HEADER, ip.parse().unwrap());
+    let caller = platform::grpc::Caller {
+        client_ip: Some(ip.to_string()),
+        ..Default::default()
+    };
+    platform::identity::Minter::new(
+        platform::testing::test_internal_key(),
+        platform::identity::GATEWAY,
+    )
+    .authorize(&mut request, IAM, &caller);
     request
 }
 

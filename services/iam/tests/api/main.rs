@@ -314,6 +314,58 @@ async fn repeated_failures_from_one_address_are_throttled_across_emails() {
 }
 
 #[tokio::test]
+async fn a_forged_client_address_header_does_not_choose_the_throttling_bucket() {
+    let app = spawn_app_with(&[
+        ("IAM_LOGIN_MAX_FAILURES_PER_ADDRESS", "3"),
+        ("IAM_LOGIN_MAX_FAILURES_PER_EMAIL", "100"),
+    ])
+    .await;
+    app.register("victim@example.cl").await;
+    // An attacker calling IAM directly names the victim's address in a plain header to
+    // lock it out: the header is not a credential, so it counts for nobody's address.
+    for i in 0..5 {
+        let mut req = tonic::Request::new(proto::iam::v1::LoginRequest {
+            email: format!("guess{i}@example.cl"),
+            password: "not the password".into(),
+        });
+        req.metadata_mut()
+            .insert("x-orderflow-client-ip", "203.0.113.9".parse().unwrap());
+        assert_eq!(
+            app.client.clone().login(req).await.unwrap_err().code(),
+            Code::Unauthenticated
+        );
+    }
+    let req = proto::iam::v1::LoginRequest {
+        email: "victim@example.cl".into(),
+        password: PASSWORD.into(),
+    };
+    assert!(
+        app.client
+            .clone()
+            .login(from_address(req, "203.0.113.9"))
+            .await
+            .is_ok(),
+        "the address named only in a forged header is not throttled"
+    );
+}
+
+#[tokio::test]
+async fn forged_identity_headers_do_not_list_users() {
+    let app = spawn_app().await;
+    let mut req = tonic::Request::new(ListUsersRequest::default());
+    req.metadata_mut().insert(
+        "x-orderflow-user-id",
+        uuid::Uuid::now_v7().to_string().parse().unwrap(),
+    );
+    req.metadata_mut()
+        .insert("x-orderflow-roles", "admin".parse().unwrap());
+    assert_eq!(
+        app.client.clone().list_users(req).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+}
+
+#[tokio::test]
 async fn admins_list_users_page_by_page_and_manage_roles() {
     let app = spawn_app().await;
     let admin = app.admin("boss@example.cl").await;

@@ -16,7 +16,7 @@ use platform::{
     amqp::Broker,
     clock::Clock,
     config::{CommonSettings, Reader},
-    testing::{TestEnv, as_caller},
+    testing::TestEnv,
 };
 use prost::Message as _;
 use proto::{
@@ -153,11 +153,17 @@ where
     }
 }
 
+/// A request to the order service on behalf of `user` holding `roles`, as the gateway
+/// sends it.
+pub fn as_caller<T>(message: T, user: &str, roles: &str) -> tonic::Request<T> {
+    platform::testing::as_caller(message, "orderflow.order.v1.OrderService", user, roles)
+}
+
 impl TestOrders {
     pub async fn product(&self, sku: &str, net_price: i64, exempt: bool, on_hand: i64) {
         self.catalog
             .clone()
-            .create_product(as_caller(
+            .create_product(platform::testing::as_caller(
                 CreateProductRequest {
                     sku: sku.into(),
                     name: format!("Producto {sku}"),
@@ -167,6 +173,7 @@ impl TestOrders {
                     exempt,
                     on_hand,
                 },
+                "orderflow.catalog.v1.CatalogService",
                 &customer(),
                 "customer,admin",
             ))

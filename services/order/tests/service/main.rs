@@ -5,12 +5,12 @@ mod helpers;
 mod projection;
 mod relay;
 
+use helpers::as_caller;
 use helpers::{customer, eventually, factura_buyer, line, spawn};
 use order::{
     commands::{self, CommandError, Metadata},
     domain::Status,
 };
-use platform::testing::as_caller;
 use proto::{
     events::v1::{DteIssued, PaymentCaptured, PaymentFailed, PaymentRefunded},
     order::v1::{

@@ -2,6 +2,7 @@
 
 use std::{sync::atomic::Ordering, time::Duration};
 
+use crate::helpers::as_caller;
 use chrono::Utc;
 use order::{
     commands::{self, Metadata},
@@ -9,7 +10,7 @@ use order::{
     event_store,
     projector::{self, Projector},
 };
-use platform::{CancellationToken, testing::as_caller};
+use platform::CancellationToken;
 use proto::order::v1::{CancelOrderRequest, ListOrdersRequest};
 use sqlx::PgPool;
 

@@ -3,8 +3,9 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::helpers::as_caller;
 use order::event_store;
-use platform::testing::{TcpProxy, as_caller};
+use platform::testing::TcpProxy;
 use proto::{
     events::v1::{OrderPaid, PaymentCaptured},
     order::v1::{CancelOrderRequest, PlaceOrderRequest},
