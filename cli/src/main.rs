@@ -66,6 +66,13 @@ enum Command {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
+    /// Writes a development CA and a certificate per role into DIR (kept when present) for
+    /// mutual TLS between the roles without a mesh (GRPC_TLS_*). NOT for production.
+    DevCerts {
+        /// Where to write ca.pem, <role>.pem and <role>-key.pem.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// Exits 0 when the readiness endpoint answers 200 (for Docker HEALTHCHECK).
     Healthcheck {
         /// The endpoint to probe.
@@ -128,6 +135,9 @@ enum IamCommand {
     },
 }
 
+/// The roles that serve or call gRPC, each with its own certificate under mTLS.
+const ROLES_WITH_GRPC: &[&str] = &["gateway", "iam", "catalog", "order", "payment", "dte"];
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -162,6 +172,19 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 std::process::ExitCode::FAILURE
             }
         });
+    }
+    if let Command::DevCerts { out } = &cli.command {
+        let files = platform::tls::generate_development(out, ROLES_WITH_GRPC)?;
+        eprintln!(
+            "development CA {} (NOT FOR PRODUCTION); for each role set GRPC_TLS_CA_FILE={} \
+             and GRPC_TLS_CERT_FILE / GRPC_TLS_KEY_FILE to:",
+            files.ca.display(),
+            files.ca.display()
+        );
+        for (role, cert, key) in files.roles {
+            println!("{role} {} {}", cert.display(), key.display());
+        }
+        return Ok(std::process::ExitCode::SUCCESS);
     }
     if let Command::InternalKey { out } = &cli.command {
         let key = platform::identity::InternalKey::generate();
@@ -279,7 +302,10 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Dte { .. } => "dte",
         Command::SiiSim => "sii-sim",
         Command::Migrate { .. } => "migrate",
-        Command::Healthcheck { .. } | Command::Loadgen(_) | Command::InternalKey { .. } => {
+        Command::Healthcheck { .. }
+        | Command::Loadgen(_)
+        | Command::InternalKey { .. }
+        | Command::DevCerts { .. } => {
             unreachable!("handled above")
         }
     };
@@ -411,7 +437,10 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 println!("{name}: migrations applied");
             }
         }
-        Command::Healthcheck { .. } | Command::Loadgen(_) | Command::InternalKey { .. } => {
+        Command::Healthcheck { .. }
+        | Command::Loadgen(_)
+        | Command::InternalKey { .. }
+        | Command::DevCerts { .. } => {
             unreachable!("handled above")
         }
     }

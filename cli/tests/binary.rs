@@ -400,3 +400,272 @@ async fn loadgen_spawns_the_suite_drives_it_and_reports_what_it_used() {
         "{stderr}"
     );
 }
+
+/// A free loopback address (nothing listens there until a role binds it).
+fn free_addr() -> String {
+    platform::testing::closed_port_url("http")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// Child processes killed when the test ends, however it ends.
+struct Roles(Vec<std::process::Child>);
+
+impl Drop for Roles {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+}
+
+#[tokio::test]
+async fn separate_roles_over_mutual_tls_serve_a_whole_checkout() {
+    let env = platform::testing::TestEnv::isolated()
+        .await
+        .unwrap()
+        .with(&[("SEED_DEMO_DATA", "false")]);
+    let dir = std::env::temp_dir().join(format!("mtls-{}", uuid::Uuid::new_v4()));
+    let out = Command::new(BIN)
+        .args(["dev-certs", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cert = |role: &str| {
+        (
+            dir.join(format!("{role}.pem")).display().to_string(),
+            dir.join(format!("{role}-key.pem")).display().to_string(),
+        )
+    };
+    let ca = dir.join("ca.pem").display().to_string();
+
+    let database_url = env.get("DATABASE_URL").to_string();
+    let migrated = Command::new(BIN)
+        .args(["migrate", "all"])
+        .env("DATABASE_URL", &database_url)
+        .output()
+        .unwrap();
+    assert!(migrated.status.success());
+    let grpc: std::collections::HashMap<&str, String> =
+        ["iam", "catalog", "order", "payment", "dte"]
+            .into_iter()
+            .map(|r| (r, free_addr()))
+            .collect();
+    let (gateway_addr, sii_addr) = (free_addr(), free_addr());
+    let url = |role: &str| format!("https://{}", grpc[role]);
+    let mut shared: Vec<(String, String)> = env
+        .vars
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    shared.extend([
+        ("GRPC_TLS_CA_FILE".to_string(), ca.clone()),
+        ("GATEWAY_ADDR".into(), gateway_addr.clone()),
+        ("SII_SIM_ADDR".into(), sii_addr.clone()),
+        ("DTE_SII_URL".into(), format!("http://{sii_addr}")),
+        (
+            "DTE_SII_BOLETA_URL".into(),
+            format!("http://{sii_addr}/recursos/v1"),
+        ),
+        (
+            "DTE_SII_BOLETA_UPLOAD_URL".into(),
+            format!("http://{sii_addr}/recursos/v1"),
+        ),
+        ("ORDER_CATALOG_URL".into(), url("catalog")),
+        ("PAYMENT_ORDER_URL".into(), url("order")),
+    ]);
+    for role in ["iam", "catalog", "order", "payment", "dte"] {
+        shared.push((format!("GATEWAY_{}_URL", role.to_uppercase()), url(role)));
+        shared.push((
+            format!("{}_GRPC_ADDR", role.to_uppercase()),
+            grpc[role].clone(),
+        ));
+    }
+    let mut roles = Roles(Vec::new());
+    let spawn = |args: &[&str], tls_role: Option<&str>| {
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .envs(shared.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(role) = tls_role {
+            let (c, k) = cert(role);
+            command
+                .env("GRPC_TLS_CERT_FILE", c)
+                .env("GRPC_TLS_KEY_FILE", k);
+        } else {
+            command.env_remove("GRPC_TLS_CA_FILE");
+        }
+        command.spawn().unwrap()
+    };
+    roles.0.push(spawn(&["sii-sim"], None));
+    for role in ["iam", "catalog", "order", "payment", "dte", "gateway"] {
+        roles.0.push(spawn(&[role], Some(role)));
+    }
+    roles.0.push(spawn(&["order-projector"], Some("order")));
+
+    let http = reqwest::Client::new();
+    let base = format!("http://{gateway_addr}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    // Ready once IAM answered the gateway's JWKS fetch: a TLS handshake that succeeded.
+    loop {
+        if let Ok(r) = http.get(format!("{base}/health/ready")).send().await
+            && r.status() == 200
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway never became ready"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let caf = Command::new(BIN)
+        .args(["dte", "fake-caf", "--type", "39"])
+        .output()
+        .unwrap();
+    let pools = platform::db::connect(&database_url, iam::SCHEMA, 2)
+        .await
+        .unwrap();
+    iam::create_admin(
+        &pools,
+        "mtls-admin@example.cl",
+        "correct horse battery staple",
+    )
+    .await
+    .unwrap();
+    let token = |email: &'static str| {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            let login: serde_json::Value = http
+                .post(format!("{base}/v1/auth/login"))
+                .json(&serde_json::json!({"email": email, "password": "correct horse battery staple"}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            login["accessToken"]
+                .as_str()
+                .expect("signed in")
+                .to_string()
+        }
+    };
+    let admin = token("mtls-admin@example.cl").await;
+    let uploaded = http
+        .post(format!("{base}/v1/dte/cafs"))
+        .bearer_auth(&admin)
+        .header("content-type", "application/xml")
+        .body(caf.stdout)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.status(), 200, "{}", uploaded.text().await.unwrap());
+    let created = http
+        .post(format!("{base}/v1/products"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"sku": "MTLS-1", "name": "Té verde", "netPrice": 2000, "onHand": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200, "{}", created.text().await.unwrap());
+    let registered = http
+        .post(format!("{base}/v1/auth/register"))
+        .json(&serde_json::json!({"email": "mtls-buyer@example.cl", "password": "correct horse battery staple"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 200);
+    let buyer = token("mtls-buyer@example.cl").await;
+    let placed: serde_json::Value = http
+        .post(format!("{base}/v1/orders"))
+        .bearer_auth(&buyer)
+        .json(&serde_json::json!({"lines": [{"sku": "MTLS-1", "quantity": 1}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = placed["id"].as_str().unwrap_or_else(|| panic!("{placed}"));
+    let paid = http
+        .post(format!("{base}/v1/orders/{id}/payments"))
+        .bearer_auth(&buyer)
+        .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+        .json(&serde_json::json!({"card": {"number": "4242424242424242", "expMonth": 12, "expYear": 2040, "cvc": "123", "holder": "Ana"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status(), 200, "{}", paid.text().await.unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let order: serde_json::Value = http
+            .get(format!("{base}/v1/orders/{id}"))
+            .bearer_auth(&buyer)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if order["status"] == "invoiced" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never invoiced: {order}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    // The services' ports take no caller without a certificate from the CA: neither
+    // plaintext nor TLS without a client certificate.
+    let catalog = grpc["catalog"].clone();
+    let plain = tonic::transport::Endpoint::from_shared(format!("http://{catalog}"))
+        .unwrap()
+        .connect()
+        .await;
+    let refused_plain = match plain {
+        Err(_) => true,
+        Ok(channel) => {
+            proto::catalog::v1::catalog_service_client::CatalogServiceClient::new(channel)
+                .list_products(proto::catalog::v1::ListProductsRequest::default())
+                .await
+                .is_err()
+        }
+    };
+    assert!(refused_plain, "a plaintext client was served");
+    let ca_pem = std::fs::read(&ca).unwrap();
+    let anonymous_tls = tonic::transport::Endpoint::from_shared(format!("https://{catalog}"))
+        .unwrap()
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem)),
+        )
+        .unwrap()
+        .connect()
+        .await;
+    let refused_tls = match anonymous_tls {
+        Err(_) => true,
+        Ok(channel) => {
+            proto::catalog::v1::catalog_service_client::CatalogServiceClient::new(channel)
+                .list_products(proto::catalog::v1::ListProductsRequest::default())
+                .await
+                .is_err()
+        }
+    };
+    assert!(refused_tls, "a TLS client without a certificate was served");
+    drop(roles);
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -103,6 +103,8 @@ pub struct GatewaySettings {
     /// `INTERNAL_TOKEN_KEY`: signs the credential of every upstream call (the caller's
     /// identity, verified here, as the services verify it again).
     pub internal_key: Option<Arc<platform::identity::InternalKey>>,
+    /// `GRPC_TLS_*`: mutual TLS to the upstreams, when configured.
+    pub grpc_tls: Option<platform::tls::GrpcTls>,
 }
 
 impl GatewaySettings {
@@ -146,6 +148,7 @@ impl GatewaySettings {
             redis_url: r.secret("REDIS_URL", "redis://127.0.0.1:6379/"),
             redis_key_prefix: r.string("REDIS_KEY_PREFIX", "orderflow:"),
             internal_key: platform::identity::InternalKey::from_settings(r)?,
+            grpc_tls: platform::tls::GrpcTls::from_settings(r)?,
         })
     }
 }
@@ -284,7 +287,8 @@ impl Gateway {
         let openapi = Bytes::from(serde_json::to_vec(&openapi_doc)?);
         let mut channels = HashMap::new();
         for (name, url) in &settings.upstreams {
-            let channel = Endpoint::from_shared(url.clone())?
+            let setting = format!("GATEWAY_{}_URL", name.to_uppercase());
+            let channel = platform::tls::endpoint(url, &setting, settings.grpc_tls.as_ref())?
                 .connect_timeout(Duration::from_secs(2))
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(30))

@@ -218,6 +218,9 @@ pub struct CommonSettings {
     /// verifies internal tokens with. `orderflow all` generates one when unset; separate
     /// role processes must share one.
     pub internal_key: Option<std::sync::Arc<crate::identity::InternalKey>>,
+    /// `GRPC_TLS_CA_FILE`, `GRPC_TLS_CERT_FILE`, `GRPC_TLS_KEY_FILE`: mutual TLS between
+    /// the roles, off when unset.
+    pub grpc_tls: Option<crate::tls::GrpcTls>,
 }
 
 impl CommonSettings {
@@ -259,6 +262,7 @@ impl CommonSettings {
             log_filter: r.string("RUST_LOG", "info"),
             otlp_endpoint,
             internal_key: crate::identity::InternalKey::from_settings(r)?,
+            grpc_tls: crate::tls::GrpcTls::from_settings(r)?,
         })
     }
 

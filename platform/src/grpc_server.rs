@@ -27,6 +27,8 @@ pub struct GrpcServer {
     pub readiness: Readiness,
     /// The deployment's internal key: every call's token is verified with it.
     pub key: Arc<InternalKey>,
+    /// Mutual TLS on the gRPC port, when configured.
+    pub tls: Option<crate::tls::GrpcTls>,
 }
 
 impl GrpcServer {
@@ -72,7 +74,11 @@ impl GrpcServer {
         let layers = tower::ServiceBuilder::new()
             .layer(GrpcTraceLayer)
             .layer(AuthorizeLayer::new(Verifier::new(self.key, S::NAME)));
-        tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &self.tls {
+            builder = builder.tls_config(tls.server_config())?;
+        }
+        builder
             .layer(layers)
             .add_routes(routes)
             .serve_with_incoming_shutdown(

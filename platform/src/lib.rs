@@ -12,6 +12,7 @@
 //! - [`identity`]: internal tokens: how a role proves who calls, and on whose behalf.
 //! - [`grpc_auth`]: the layer that verifies them and enforces each RPC's access level.
 //! - [`jwt`]: access-token claims and verification against a JWK set.
+//! - [`tls`]: optional mutual TLS between the roles (without a mesh).
 //! - [`shutdown`]: the signal every server drains on.
 //! - [`clock`]: "now" behind a handle that tests can move.
 #![forbid(unsafe_code)]
@@ -33,5 +34,6 @@ pub mod redis;
 pub mod shutdown;
 pub mod telemetry;
 pub mod testing;
+pub mod tls;
 
 pub use tokio_util::sync::CancellationToken;

@@ -84,6 +84,7 @@ pub struct CatalogApp {
     grpc_listener: TcpListener,
     admin_listener: TcpListener,
     internal_key: Arc<platform::identity::InternalKey>,
+    grpc_tls: Option<platform::tls::GrpcTls>,
 }
 
 impl CatalogApp {
@@ -116,6 +117,7 @@ impl CatalogApp {
             grpc_listener,
             admin_listener,
             internal_key,
+            grpc_tls: common.grpc_tls.clone(),
         })
     }
 
@@ -156,6 +158,7 @@ impl CatalogApp {
             grpc: self.grpc_listener,
             admin: self.admin_listener,
             key: self.internal_key,
+            tls: self.grpc_tls,
         };
         let service = proto::catalog::v1::catalog_service_server::CatalogServiceServer::new(
             grpc::CatalogGrpc::new(self.state),

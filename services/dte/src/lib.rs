@@ -323,6 +323,7 @@ pub struct DteApp {
     grpc_listener: TcpListener,
     admin_listener: TcpListener,
     internal_key: Arc<platform::identity::InternalKey>,
+    grpc_tls: Option<platform::tls::GrpcTls>,
 }
 
 impl DteApp {
@@ -361,6 +362,7 @@ impl DteApp {
             grpc_listener,
             admin_listener,
             internal_key,
+            grpc_tls: common.grpc_tls.clone(),
         })
     }
 
@@ -419,6 +421,7 @@ impl DteApp {
             grpc: self.grpc_listener,
             admin: self.admin_listener,
             key: self.internal_key,
+            tls: self.grpc_tls,
         };
         let service = proto::dte::v1::dte_service_server::DteServiceServer::new(
             grpc::DteGrpc::new(self.issuing),

@@ -160,6 +160,7 @@ pub struct IamApp {
     grpc_listener: TcpListener,
     admin_listener: TcpListener,
     internal_key: Arc<platform::identity::InternalKey>,
+    grpc_tls: Option<platform::tls::GrpcTls>,
 }
 
 impl IamApp {
@@ -192,6 +193,7 @@ impl IamApp {
             grpc_listener,
             admin_listener,
             internal_key,
+            grpc_tls: common.grpc_tls.clone(),
         })
     }
 
@@ -234,6 +236,7 @@ impl IamApp {
             grpc: self.grpc_listener,
             admin: self.admin_listener,
             key: self.internal_key,
+            tls: self.grpc_tls,
         };
         let service = proto::iam::v1::iam_service_server::IamServiceServer::new(
             grpc::IamGrpc::new(self.state),

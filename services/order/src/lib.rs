@@ -34,7 +34,6 @@ use platform::{
 };
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tonic::transport::Endpoint;
 
 /// The embedded migrations of the `orders` schema.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -151,6 +150,7 @@ pub struct OrderApp {
     grpc_listener: TcpListener,
     admin_listener: TcpListener,
     internal_key: Arc<platform::identity::InternalKey>,
+    grpc_tls: Option<platform::tls::GrpcTls>,
 }
 
 impl OrderApp {
@@ -162,15 +162,13 @@ impl OrderApp {
     ) -> anyhow::Result<Self> {
         let internal_key = common.internal_key()?;
         let pool = open_database(common.database_url.expose()).await?;
-        let catalog = Endpoint::from_shared(settings.catalog_url.clone())
-            .with_context(|| {
-                format!(
-                    "setting ORDER_CATALOG_URL: {} is not a URL",
-                    settings.catalog_url
-                )
-            })?
-            .connect_timeout(Duration::from_secs(5))
-            .connect_lazy();
+        let catalog = platform::tls::endpoint(
+            &settings.catalog_url,
+            "ORDER_CATALOG_URL",
+            common.grpc_tls.as_ref(),
+        )?
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy();
         let broker = Broker::new(common.amqp_url.expose(), &common.amqp_exchange);
         let mut subscription = Subscription::new(
             &format!("{}order", common.amqp_queue_prefix),
@@ -197,6 +195,7 @@ impl OrderApp {
             grpc_listener,
             admin_listener,
             internal_key,
+            grpc_tls: common.grpc_tls.clone(),
         })
     }
 
@@ -257,6 +256,7 @@ impl OrderApp {
             grpc: self.grpc_listener,
             admin: self.admin_listener,
             key: self.internal_key,
+            tls: self.grpc_tls,
         };
         let service = proto::order::v1::order_service_server::OrderServiceServer::new(
             grpc::OrderGrpc::new(self.state),

@@ -32,7 +32,6 @@ use platform::{
 };
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tonic::transport::Endpoint;
 
 /// The embedded migrations of the `payment` schema.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -97,6 +96,7 @@ pub struct PaymentApp {
     grpc_listener: TcpListener,
     admin_listener: TcpListener,
     internal_key: Arc<platform::identity::InternalKey>,
+    grpc_tls: Option<platform::tls::GrpcTls>,
 }
 
 impl PaymentApp {
@@ -108,15 +108,13 @@ impl PaymentApp {
     ) -> anyhow::Result<Self> {
         let internal_key = common.internal_key()?;
         let pool = open_database(common.database_url.expose()).await?;
-        let orders = Endpoint::from_shared(settings.order_url.clone())
-            .with_context(|| {
-                format!(
-                    "setting PAYMENT_ORDER_URL: {} is not a URL",
-                    settings.order_url
-                )
-            })?
-            .connect_timeout(Duration::from_secs(5))
-            .connect_lazy();
+        let orders = platform::tls::endpoint(
+            &settings.order_url,
+            "PAYMENT_ORDER_URL",
+            common.grpc_tls.as_ref(),
+        )?
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy();
         let provider: Arc<dyn provider::PaymentProvider> = Arc::new(provider::SandboxProvider {
             slow_delay: settings.sandbox_slow_delay,
         });
@@ -140,6 +138,7 @@ impl PaymentApp {
                 minter: platform::identity::Minter::new(internal_key.clone(), "payment"),
             }),
             internal_key,
+            grpc_tls: common.grpc_tls.clone(),
             broker,
             subscription,
             grpc_listener,
@@ -185,6 +184,7 @@ impl PaymentApp {
             grpc: self.grpc_listener,
             admin: self.admin_listener,
             key: self.internal_key,
+            tls: self.grpc_tls,
         };
         let service = proto::payment::v1::payment_service_server::PaymentServiceServer::new(
             grpc::PaymentGrpc::new(self.state),
