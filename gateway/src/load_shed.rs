@@ -1,7 +1,9 @@
 //! Overload protection: at most N requests in flight across every connection; beyond that
 //! a request is answered at once with 503 + `Retry-After` instead of queueing without
-//! bound (a queue only turns overload into timeouts for everyone). Liveness and metrics
-//! are never shed, so an overloaded gateway is not restarted for being busy.
+//! bound (a queue only turns overload into timeouts for everyone). Probes and metrics are
+//! never shed: an overloaded gateway is neither restarted (liveness) nor taken out of its
+//! Service (readiness) for being busy. Shedding every replica's readiness at once would
+//! turn a slow minute into an outage; overload shows in 503s to clients and in metrics.
 
 use std::{
     future::Future,
@@ -18,7 +20,7 @@ use tokio::sync::Semaphore;
 use crate::{access_log::RouteLabel, problem::Problem};
 
 /// Paths that bypass the limit.
-const NEVER_SHED: &[&str] = &["/health/live", "/metrics"];
+const NEVER_SHED: &[&str] = &["/health/live", "/health/ready", "/metrics"];
 
 /// Sheds load beyond `max_in_flight` concurrent requests.
 #[derive(Clone)]

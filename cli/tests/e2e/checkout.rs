@@ -496,13 +496,16 @@ async fn beyond_its_concurrency_limit_the_gateway_sheds_load_with_503_instead_of
                     .await,
             );
         }
-        shed
+        // Readiness is never shed: a busy gateway stays in its Service.
+        let ready = s.call(Method::GET, "/health/ready", None, None).await;
+        (shed, ready)
     };
-    let ((a, b), shed) = futures::future::join(slow, probes).await;
+    let ((a, b), (shed, ready)) = futures::future::join(slow, probes).await;
     for reply in &shed {
         reply.assert_problem(503);
         assert_eq!(reply.header("retry-after"), "1");
     }
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
     assert_eq!(
         (a.status, b.status),
         (StatusCode::OK, StatusCode::OK),
