@@ -128,6 +128,39 @@ async fn with_redis_away_the_payment_service_still_charges_once_per_key() {
 }
 
 #[tokio::test]
+async fn with_redis_away_the_order_service_still_places_once_per_key() {
+    let s = spawn_suite_with(&[("REDIS_URL", &platform::testing::closed_port_url("redis"))]).await;
+    let admin = s.admin("admin@tienda.cl").await;
+    product(&s, &admin, "PAN-1", 1000, 10).await;
+    let ana = s.customer("ana@example.cl").await;
+    let body = json!({"lines": [{"sku": "PAN-1", "quantity": 2}]});
+    let (first, _, first_body) = order_with_key(&s, &ana, "place-1", &body).await;
+    assert_eq!(first, StatusCode::OK, "{}", String::from_utf8_lossy(&first_body));
+    let first: Value = serde_json::from_slice(&first_body).unwrap();
+    // The retry (a lost response, a double click) gets the same order, not a second one.
+    let (again, headers, again_body) = order_with_key(&s, &ana, "place-1", &body).await;
+    assert_eq!(again, StatusCode::OK);
+    assert!(headers.get("idempotent-replayed").is_none(), "not the gateway's replay");
+    let again: Value = serde_json::from_slice(&again_body).unwrap();
+    assert_eq!(again["id"], first["id"]);
+    // The same key for another order is refused naming the key.
+    let other = json!({"lines": [{"sku": "PAN-1", "quantity": 3}]});
+    let (refused, _, refused_body) = order_with_key(&s, &ana, "place-1", &other).await;
+    assert_eq!(refused, StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = serde_json::from_slice(&refused_body).unwrap();
+    assert_eq!(problem["errors"][0]["field"], "idempotencyKey", "{problem}");
+    // Another customer's identical key is another placement.
+    let bea = s.customer("bea@example.cl").await;
+    let (bea_status, _, bea_body) = order_with_key(&s, &bea, "place-1", &body).await;
+    assert_eq!(bea_status, StatusCode::OK);
+    let bea_order: Value = serde_json::from_slice(&bea_body).unwrap();
+    assert_ne!(bea_order["id"], first["id"]);
+    // Stock: two units for Ana's one order, two for Bea's.
+    let product = s.call(Method::GET, "/v1/products/PAN-1", None, None).await;
+    assert_eq!(product.body["available"], 6, "{}", product.body);
+}
+
+#[tokio::test]
 async fn credential_endpoints_are_never_stored_or_replayed() {
     let s = spawn_suite().await;
     s.register("ana@example.cl").await;

@@ -146,6 +146,25 @@ fn buyer_of(buyer: Option<pb::Buyer>) -> Option<Buyer> {
     (buyer != Buyer::default()).then_some(buyer)
 }
 
+/// The request's `idempotency-key` metadata (the client's Idempotency-Key, forwarded by
+/// the gateway), if any.
+fn idempotency_key(metadata: &tonic::metadata::MetadataMap) -> Result<Option<String>, Status> {
+    let Some(value) = metadata.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .map(|k| k.trim().trim_matches('"').to_string())
+        .map_err(|_| invalid_argument("idempotency_key", "must be visible ASCII"))?;
+    if key.is_empty() || key.len() > 255 {
+        return Err(invalid_argument(
+            "idempotency_key",
+            "must be 1 to 255 visible characters",
+        ));
+    }
+    Ok(Some(key))
+}
+
 /// The audience of this role's calls to the catalog.
 const CATALOG_SERVICE: &str = "orderflow.catalog.v1.CatalogService";
 
@@ -221,6 +240,40 @@ impl OrderGrpc {
 
     /// Loads an order the caller may see (its owner, or an admin); others get NOT_FOUND,
     /// so nobody learns which order ids exist.
+    /// The order already placed by `user` with Idempotency-Key `key`, if any; the key
+    /// used for a different request is refused (the gateway answers 422).
+    async fn placed_with(
+        &self,
+        user: Uuid,
+        key: &str,
+        request: &serde_json::Value,
+    ) -> Result<Option<Order>, Status> {
+        let row: Option<(String, serde_json::Value)> = sqlx::query_as(
+            "SELECT order_id, request FROM place_requests \
+             WHERE customer_id = $1 AND idempotency_key = $2",
+        )
+        .bind(user.to_string())
+        .bind(key)
+        .fetch_optional(&self.state.pool)
+        .await
+        .map_err(internal)?;
+        let Some((order_id, first)) = row else {
+            return Ok(None);
+        };
+        if &first != request {
+            return Err(platform::grpc::unprocessable(
+                "idempotency_key",
+                "was already used for a different order",
+            ));
+        }
+        let mut conn = self.state.pool.acquire().await.map_err(internal)?;
+        let order = commands::load(&mut conn, &order_id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| not_found(&order_id))?;
+        Ok(Some(order))
+    }
+
     async fn visible_order(&self, caller: &Caller, id: &str) -> Result<Order, Status> {
         let user = caller.require_user()?;
         let id = id.trim();
@@ -320,6 +373,7 @@ impl OrderService for OrderGrpc {
     ) -> Result<Response<pb::Order>, Status> {
         let caller = Caller::of(&request);
         let user = caller.require_user()?;
+        let key = idempotency_key(request.metadata())?;
         let req = request.into_inner();
         let document_type = DocumentType::parse(&req.document_type)
             .map_err(|e| invalid_argument("document_type", e))?;
@@ -358,6 +412,17 @@ impl OrderService for OrderGrpc {
         }
         let buyer = domain::validate_buyer(document_type, buyer_of(req.buyer))
             .map_err(|e| invalid_argument(&e.field, e.problem))?;
+        // What makes two placements the same request (a retry) under one key.
+        let request_seen = serde_json::json!({
+            "lines": lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect::<Vec<_>>(),
+            "documentType": document_type,
+            "buyer": buyer,
+        });
+        if let Some(key) = &key
+            && let Some(order) = self.placed_with(user, key, &request_seen).await?
+        {
+            return Ok(Response::new(to_proto(&order)));
+        }
 
         let order_id = Uuid::now_v7().to_string();
         let mut reserved = self.reserve(&caller, &order_id, &lines).await?;
@@ -387,10 +452,32 @@ impl OrderService for OrderGrpc {
                 &metadata,
             )
             .await?;
+            if let Some(key) = &key {
+                let recorded = sqlx::query(
+                    "INSERT INTO place_requests (customer_id, idempotency_key, order_id, request) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                )
+                .bind(user.to_string())
+                .bind(key)
+                .bind(&order_id)
+                .bind(&request_seen)
+                .execute(&mut *tx)
+                .await?;
+                if recorded.rows_affected() == 0 {
+                    // A concurrent retry with the same key got there first: this order is
+                    // not recorded (and its reservation is given back below).
+                    return Ok(None);
+                }
+            }
             tx.commit().await?;
-            Ok::<_, CommandError>(order)
+            Ok::<_, CommandError>(Some(order))
         }
         .await;
+        let appended = match appended {
+            Ok(Some(order)) => Ok(order),
+            Ok(None) => Err(None),
+            Err(e) => Err(Some(e)),
+        };
         match appended {
             Ok(order) => {
                 metrics::counter!("orders_placed_total").increment(1);
@@ -416,7 +503,15 @@ impl OrderService for OrderGrpc {
                 {
                     tracing::error!(%order_id, ?status, "could not release the reservation of an order that was not recorded");
                 }
-                Err(command_status(e))
+                match (e, &key) {
+                    (Some(e), _) => Err(command_status(e)),
+                    (None, Some(key)) => self
+                        .placed_with(user, key, &request_seen)
+                        .await?
+                        .map(|order| Response::new(to_proto(&order)))
+                        .ok_or_else(|| Status::aborted("placed concurrently; try again")),
+                    (None, None) => unreachable!("only a keyed placement can lose the key"),
+                }
             }
         }
     }

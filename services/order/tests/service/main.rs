@@ -565,3 +565,42 @@ async fn a_duplicate_delivery_of_payment_captured_changes_nothing() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn concurrent_placements_with_one_key_make_one_order_and_hold_its_stock_once() {
+    let app = spawn().await;
+    app.product("KEY-1", 1000, false, 10).await;
+    let user = customer();
+    let request = || {
+        let mut request = as_caller(
+            PlaceOrderRequest {
+                lines: vec![line("KEY-1", 2)],
+                ..Default::default()
+            },
+            &user,
+            "customer",
+        );
+        request
+            .metadata_mut()
+            .insert("idempotency-key", "double-click".parse().unwrap());
+        request
+    };
+    let placed = futures::future::join_all(
+        (0..4).map(|_| {
+            let mut client = app.orders.clone();
+            let request = request();
+            async move { client.place_order(request).await }
+        }),
+    )
+    .await;
+    let ids: std::collections::BTreeSet<String> = placed
+        .into_iter()
+        .map(|r| r.expect("every attempt answers with the order").into_inner().id)
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    // The losers gave their reservations back: two units held, for the one order.
+    eventually("the losers' reservations released", || async {
+        (app.stock("KEY-1").await == (10, 2)).then_some(())
+    })
+    .await;
+}
