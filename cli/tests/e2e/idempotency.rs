@@ -135,12 +135,20 @@ async fn with_redis_away_the_order_service_still_places_once_per_key() {
     let ana = s.customer("ana@example.cl").await;
     let body = json!({"lines": [{"sku": "PAN-1", "quantity": 2}]});
     let (first, _, first_body) = order_with_key(&s, &ana, "place-1", &body).await;
-    assert_eq!(first, StatusCode::OK, "{}", String::from_utf8_lossy(&first_body));
+    assert_eq!(
+        first,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&first_body)
+    );
     let first: Value = serde_json::from_slice(&first_body).unwrap();
     // The retry (a lost response, a double click) gets the same order, not a second one.
     let (again, headers, again_body) = order_with_key(&s, &ana, "place-1", &body).await;
     assert_eq!(again, StatusCode::OK);
-    assert!(headers.get("idempotent-replayed").is_none(), "not the gateway's replay");
+    assert!(
+        headers.get("idempotent-replayed").is_none(),
+        "not the gateway's replay"
+    );
     let again: Value = serde_json::from_slice(&again_body).unwrap();
     assert_eq!(again["id"], first["id"]);
     // The same key for another order is refused naming the key.

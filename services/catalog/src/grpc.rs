@@ -372,6 +372,28 @@ impl CatalogService for CatalogGrpc {
     ) -> Result<Response<()>, Status> {
         self.settle(request, Settlement::Release).await
     }
+
+    async fn list_held_reservations(
+        &self,
+        request: Request<proto::catalog::v1::ListHeldReservationsRequest>,
+    ) -> Result<Response<proto::catalog::v1::ListHeldReservationsResponse>, Status> {
+        let req = request.into_inner();
+        let before = req
+            .reserved_before
+            .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+            .ok_or_else(|| invalid_argument("reserved_before", "is required"))?;
+        let limit = match req.page_size {
+            0 => 100,
+            n @ 1..=1000 => i64::from(n),
+            _ => return Err(invalid_argument("page_size", "must be between 1 and 1000")),
+        };
+        let order_ids = store::held_reservations(&self.state.pool, before, limit)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(
+            proto::catalog::v1::ListHeldReservationsResponse { order_ids },
+        ))
+    }
 }
 
 impl CatalogGrpc {

@@ -364,6 +364,22 @@ pub async fn settle(
         .await?)
 }
 
+/// Orders whose reservations are still held and were made before `before`, oldest first.
+pub async fn held_reservations(
+    pool: &PgPool,
+    before: chrono::DateTime<chrono::Utc>,
+    limit: i64,
+) -> anyhow::Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT order_id FROM reservations WHERE status = 'reserved' AND created_at < $1 \
+         ORDER BY created_at LIMIT $2",
+    )
+    .bind(before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
 /// The SKUs an order reserved.
 pub async fn reserved_skus(pool: &PgPool, order_id: &str) -> anyhow::Result<Vec<String>> {
     Ok(

@@ -426,6 +426,7 @@ impl OrderService for OrderGrpc {
 
         let order_id = Uuid::now_v7().to_string();
         let mut reserved = self.reserve(&caller, &order_id, &lines).await?;
+        let reserved_at = std::time::Instant::now();
         // The customer's order of lines, whatever order the catalog answered in.
         reserved.sort_by_key(|r| lines.iter().position(|l| l.sku == r.sku));
         let placed_at = self.state.clock.now();
@@ -442,6 +443,14 @@ impl OrderService for OrderGrpc {
         };
         let metadata = Metadata::new(&order_id, &order_id, Some(user.to_string()));
         let appended = async {
+            // Past the deadline the reservation sweeper may already count this
+            // placement as dead: give the stock back instead of recording it.
+            if reserved_at.elapsed() > crate::sweeper::PLACE_DEADLINE {
+                return Err(CommandError::Other(anyhow::anyhow!(
+                    "the placement took longer than {:?}",
+                    crate::sweeper::PLACE_DEADLINE
+                )));
+            }
             let mut tx = self.state.pool.begin().await?;
             let order = commands::append(
                 &mut tx,

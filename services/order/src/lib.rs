@@ -20,6 +20,7 @@ pub mod expiry;
 pub mod grpc;
 pub mod projector;
 pub mod relay;
+pub mod sweeper;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -69,6 +70,11 @@ pub struct OrderSettings {
     pub max_projection_lag: i64,
     /// `ORDER_PROJECTOR_ADMIN_ADDR`: health and metrics of `orderflow order-projector`.
     pub projector_admin_addr: SocketAddr,
+    /// `ORDER_RESERVATION_GRACE`: how old a held reservation must be before the sweeper
+    /// checks that its order was recorded (at least the placement deadline, 30 s).
+    pub reservation_grace: Duration,
+    /// `ORDER_RESERVATION_SWEEP_INTERVAL`: how often the sweeper looks.
+    pub reservation_sweep_interval: Duration,
 }
 
 impl OrderSettings {
@@ -81,7 +87,20 @@ impl OrderSettings {
                 problem: "must be at least 1".into(),
             });
         }
+        let reservation_grace = r.duration("ORDER_RESERVATION_GRACE", Duration::from_secs(120))?;
+        if reservation_grace < sweeper::PLACE_DEADLINE {
+            return Err(ConfigError {
+                key: "ORDER_RESERVATION_GRACE".into(),
+                problem: format!(
+                    "must be at least {} s, the longest a placement may take",
+                    sweeper::PLACE_DEADLINE.as_secs()
+                ),
+            });
+        }
         Ok(Self {
+            reservation_grace,
+            reservation_sweep_interval: r
+                .duration("ORDER_RESERVATION_SWEEP_INTERVAL", Duration::from_secs(60))?,
             grpc_addr: r.parse("ORDER_GRPC_ADDR", SocketAddr::from(([0, 0, 0, 0], 50053)))?,
             admin_addr: r.parse("ORDER_ADMIN_ADDR", SocketAddr::from(([0, 0, 0, 0], 9103)))?,
             catalog_url: r.string("ORDER_CATALOG_URL", "http://127.0.0.1:50052"),
@@ -250,6 +269,17 @@ impl OrderApp {
                 .run(shutdown.clone()),
             ),
             tokio::spawn(sample_lag(pool.clone(), shutdown.clone())),
+            tokio::spawn(
+                sweeper::ReservationSweeper {
+                    pool: pool.clone(),
+                    catalog: self.state.catalog.clone(),
+                    minter: self.state.minter.clone(),
+                    grace: self.settings.reservation_grace,
+                    interval: self.settings.reservation_sweep_interval,
+                    timeout: self.settings.catalog_timeout,
+                }
+                .run(shutdown.clone()),
+            ),
         ];
         let server = GrpcServer {
             readiness: readiness(&pool, self.settings.max_projection_lag),
@@ -307,5 +337,21 @@ impl ProjectorApp {
         ));
         self.projector.run(shutdown).await?;
         admin.await?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reservation_grace_shorter_than_a_placement_is_refused_naming_it() {
+        let src: std::collections::HashMap<&str, &str> =
+            [("ORDER_RESERVATION_GRACE", "10s")].into_iter().collect();
+        let err = OrderSettings::from_source(&Reader::new(&src)).unwrap_err();
+        assert_eq!(err.key, "ORDER_RESERVATION_GRACE");
+        let src: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+        let settings = OrderSettings::from_source(&Reader::new(&src)).unwrap();
+        assert_eq!(settings.reservation_grace, Duration::from_secs(120));
     }
 }

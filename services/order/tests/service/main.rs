@@ -585,17 +585,19 @@ async fn concurrent_placements_with_one_key_make_one_order_and_hold_its_stock_on
             .insert("idempotency-key", "double-click".parse().unwrap());
         request
     };
-    let placed = futures::future::join_all(
-        (0..4).map(|_| {
-            let mut client = app.orders.clone();
-            let request = request();
-            async move { client.place_order(request).await }
-        }),
-    )
+    let placed = futures::future::join_all((0..4).map(|_| {
+        let mut client = app.orders.clone();
+        let request = request();
+        async move { client.place_order(request).await }
+    }))
     .await;
     let ids: std::collections::BTreeSet<String> = placed
         .into_iter()
-        .map(|r| r.expect("every attempt answers with the order").into_inner().id)
+        .map(|r| {
+            r.expect("every attempt answers with the order")
+                .into_inner()
+                .id
+        })
         .collect();
     assert_eq!(ids.len(), 1, "{ids:?}");
     // The losers gave their reservations back: two units held, for the one order.
@@ -603,4 +605,66 @@ async fn concurrent_placements_with_one_key_make_one_order_and_hold_its_stock_on
         (app.stock("KEY-1").await == (10, 2)).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_reservation_whose_order_was_never_recorded_is_released_by_the_sweeper() {
+    let app = spawn().await;
+    app.product("SWEEP-1", 1000, false, 10).await;
+    // A real order holds 2 units...
+    let kept = app.place(&customer(), vec![line("SWEEP-1", 2)]).await;
+    // ...and a placement that reserved 3 and then could not append OrderPlaced (nor
+    // release: Postgres was down) left its reservation behind.
+    let orphan = uuid::Uuid::now_v7().to_string();
+    app.catalog
+        .clone()
+        .reserve_stock(platform::testing::as_service(
+            proto::catalog::v1::ReserveStockRequest {
+                order_id: orphan.clone(),
+                lines: vec![proto::catalog::v1::StockLine {
+                    sku: "SWEEP-1".into(),
+                    quantity: 3,
+                }],
+            },
+            "orderflow.catalog.v1.CatalogService",
+            "order",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(app.stock("SWEEP-1").await, (10, 5));
+    let sweeper = |grace| order::sweeper::ReservationSweeper {
+        pool: app.pool.clone(),
+        catalog: app.catalog.clone(),
+        minter: platform::identity::Minter::new(platform::testing::test_internal_key(), "order"),
+        grace,
+        interval: std::time::Duration::from_secs(60),
+        timeout: std::time::Duration::from_secs(3),
+    };
+    // Within the grace period nothing is touched (a placement may still be under way).
+    assert_eq!(
+        sweeper(std::time::Duration::from_secs(120))
+            .sweep_once()
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(app.stock("SWEEP-1").await, (10, 5));
+    // Past it, the orphan is released and the real order keeps its units.
+    assert_eq!(
+        sweeper(std::time::Duration::ZERO)
+            .sweep_once()
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(app.stock("SWEEP-1").await, (10, 2));
+    assert_eq!(app.status(&kept.id).await, "pending_payment");
+    // Nothing left to do the second time.
+    assert_eq!(
+        sweeper(std::time::Duration::ZERO)
+            .sweep_once()
+            .await
+            .unwrap(),
+        0
+    );
 }
