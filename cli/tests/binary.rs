@@ -458,6 +458,17 @@ async fn separate_roles_over_mutual_tls_serve_a_whole_checkout() {
             .into_iter()
             .map(|r| (r, free_addr()))
             .collect();
+    let admin: std::collections::HashMap<&str, String> = [
+        "IAM",
+        "CATALOG",
+        "ORDER",
+        "ORDER_PROJECTOR",
+        "PAYMENT",
+        "DTE",
+    ]
+    .into_iter()
+    .map(|r| (r, free_addr()))
+    .collect();
     let (gateway_addr, sii_addr) = (free_addr(), free_addr());
     let url = |role: &str| format!("https://{}", grpc[role]);
     let mut shared: Vec<(String, String)> = env
@@ -488,6 +499,9 @@ async fn separate_roles_over_mutual_tls_serve_a_whole_checkout() {
             grpc[role].clone(),
         ));
     }
+    for (role, addr) in &admin {
+        shared.push((format!("{role}_ADMIN_ADDR"), addr.clone()));
+    }
     let mut roles = Roles(Vec::new());
     let spawn = |args: &[&str], tls_role: Option<&str>| {
         let mut command = Command::new(BIN);
@@ -516,18 +530,24 @@ async fn separate_roles_over_mutual_tls_serve_a_whole_checkout() {
     let http = reqwest::Client::new();
     let base = format!("http://{gateway_addr}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    // Ready once IAM answered the gateway's JWKS fetch: a TLS handshake that succeeded.
-    loop {
-        if let Ok(r) = http.get(format!("{base}/health/ready")).send().await
-            && r.status() == 200
-        {
-            break;
+    // Every role ready (the gateway once IAM answered its JWKS fetch: a TLS handshake
+    // that succeeded).
+    let probes: Vec<String> = std::iter::once(format!("{base}/health/ready"))
+        .chain(admin.values().map(|a| format!("http://{a}/health/ready")))
+        .collect();
+    for probe in probes {
+        loop {
+            if let Ok(r) = http.get(&probe).send().await
+                && r.status() == 200
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{probe} never became ready"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the gateway never became ready"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let caf = Command::new(BIN)
         .args(["dte", "fake-caf", "--type", "39"])

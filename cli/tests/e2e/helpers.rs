@@ -12,6 +12,8 @@ pub struct TestSuite {
     pub base: String,
     pub http: reqwest::Client,
     pub iam_pool: sqlx::PgPool,
+    /// The payment service's pool (fault tests write what a crash leaves behind).
+    pub payment_pool: sqlx::PgPool,
     /// Each service's gRPC address by its full name, for calls that skip the gateway.
     pub grpc_addrs: std::collections::HashMap<&'static str, std::net::SocketAddr>,
     shutdown: CancellationToken,
@@ -84,11 +86,13 @@ pub async fn spawn_suite_with(overrides: &[(&str, &str)]) -> TestSuite {
     let base = format!("http://{}", suite.gateway_addr);
     let iam_pool = suite.iam_pool.clone();
     let grpc_addrs = suite.grpc_addrs.clone();
+    let payment_pool = suite.payment_pool.clone();
     tokio::spawn(suite.wait());
     let this = TestSuite {
         base,
         http: reqwest::Client::new(),
         iam_pool,
+        payment_pool,
         grpc_addrs,
         shutdown,
     };

@@ -4,6 +4,7 @@ mod catalog;
 mod checkout;
 mod documents;
 mod edge;
+mod faults;
 mod helpers;
 mod idempotency;
 mod loadgen;

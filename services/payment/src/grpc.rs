@@ -238,6 +238,17 @@ impl PaymentGrpc {
             }
             Err(e) => return Err(internal(e)),
         };
+        // The key names its payment from the start, so a payment left pending by a crash
+        // can settle (or free) the key it was made under.
+        sqlx::query(
+            "UPDATE idempotency_keys SET pending_payment = $3 WHERE customer_id = $1 AND key = $2",
+        )
+        .bind(user.to_string())
+        .bind(key)
+        .bind(payment.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(internal)?;
         tx.commit().await.map_err(internal)?;
 
         let id = payment.id.to_string();
@@ -344,7 +355,9 @@ impl PaymentGrpc {
     }
 }
 
-fn fingerprint(order_id: &str, card: &Card) -> String {
+/// What makes two payment requests under one Idempotency-Key the same request: the
+/// order and the card (never its number or CVC: brand, last four, expiry, holder).
+pub fn fingerprint(order_id: &str, card: &Card) -> String {
     // No card number or CVC goes in: brand, last four and expiry tell requests apart
     // without making the stored fingerprint a way back to the number.
     let summary = card.summary();

@@ -18,6 +18,7 @@ pub mod events;
 pub mod grpc;
 pub mod ledger;
 pub mod provider;
+pub mod reconciler;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -63,6 +64,11 @@ pub struct PaymentSettings {
     pub provider_timeout: Duration,
     /// `PAYMENT_SANDBOX_SLOW_DELAY`: how long the sandbox's slow card takes.
     pub sandbox_slow_delay: Duration,
+    /// `PAYMENT_RECONCILE_AFTER`: a payment still `pending` this long is settled from what
+    /// the processor says of it (longer than any charge may take).
+    pub reconcile_after: Duration,
+    /// `PAYMENT_RECONCILE_INTERVAL`: how often pending payments are looked for.
+    pub reconcile_interval: Duration,
 }
 
 impl PaymentSettings {
@@ -75,13 +81,27 @@ impl PaymentSettings {
                 problem: format!("{provider:?} is not a known processor (built in: sandbox)"),
             });
         }
+        let provider_timeout = r.duration("PAYMENT_PROVIDER_TIMEOUT", Duration::from_secs(10))?;
+        let reconcile_after = r.duration("PAYMENT_RECONCILE_AFTER", Duration::from_secs(120))?;
+        if reconcile_after <= provider_timeout {
+            return Err(ConfigError {
+                key: "PAYMENT_RECONCILE_AFTER".into(),
+                problem: format!(
+                    "must be longer than PAYMENT_PROVIDER_TIMEOUT ({} ms): a charge still in flight must not be reconciled",
+                    provider_timeout.as_millis()
+                ),
+            });
+        }
         Ok(Self {
+            reconcile_after,
+            reconcile_interval: r
+                .duration("PAYMENT_RECONCILE_INTERVAL", Duration::from_secs(30))?,
             grpc_addr: r.parse("PAYMENT_GRPC_ADDR", SocketAddr::from(([0, 0, 0, 0], 50054)))?,
             admin_addr: r.parse("PAYMENT_ADMIN_ADDR", SocketAddr::from(([0, 0, 0, 0], 9105)))?,
             order_url: r.string("PAYMENT_ORDER_URL", "http://127.0.0.1:50053"),
             order_timeout: r.duration("PAYMENT_ORDER_TIMEOUT", Duration::from_secs(3))?,
             provider,
-            provider_timeout: r.duration("PAYMENT_PROVIDER_TIMEOUT", Duration::from_secs(10))?,
+            provider_timeout,
             sandbox_slow_delay: r
                 .duration("PAYMENT_SANDBOX_SLOW_DELAY", Duration::from_secs(30))?,
         })
@@ -97,6 +117,8 @@ pub struct PaymentApp {
     admin_listener: TcpListener,
     internal_key: Arc<platform::identity::InternalKey>,
     grpc_tls: Option<platform::tls::GrpcTls>,
+    reconcile_after: Duration,
+    reconcile_interval: Duration,
 }
 
 impl PaymentApp {
@@ -117,6 +139,7 @@ impl PaymentApp {
         .connect_lazy();
         let provider: Arc<dyn provider::PaymentProvider> = Arc::new(provider::SandboxProvider {
             slow_delay: settings.sandbox_slow_delay,
+            records: Some(pool.clone()),
         });
         let broker = Broker::new(common.amqp_url.expose(), &common.amqp_exchange);
         let mut subscription = Subscription::new(
@@ -139,6 +162,8 @@ impl PaymentApp {
             }),
             internal_key,
             grpc_tls: common.grpc_tls.clone(),
+            reconcile_after: settings.reconcile_after,
+            reconcile_interval: settings.reconcile_interval,
             broker,
             subscription,
             grpc_listener,
@@ -178,6 +203,15 @@ impl PaymentApp {
             }),
             shutdown.clone(),
         ));
+        let reconciler = tokio::spawn(
+            reconciler::Reconciler {
+                pool: pool.clone(),
+                provider: self.state.provider.clone(),
+                after: self.reconcile_after,
+                interval: self.reconcile_interval,
+            }
+            .run(shutdown.clone()),
+        );
         let relay = tokio::spawn(outbox::OutboxRelay::new(pool, self.broker).run(shutdown.clone()));
         let server = GrpcServer {
             readiness,
@@ -194,6 +228,7 @@ impl PaymentApp {
             .await
             .context("payment gRPC server")?;
         consumer.await??;
+        reconciler.await??;
         relay.await?
     }
 }

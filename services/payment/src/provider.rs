@@ -40,6 +40,15 @@ pub enum ChargeOutcome {
     },
 }
 
+/// What the processor knows of a charge it was asked for (by our payment id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeStatus {
+    /// It decided: approved (captured) or declined.
+    Settled(ChargeOutcome),
+    /// It never completed a charge with this id (never received, or interrupted).
+    Unknown,
+}
+
 /// The processor could not give a verdict.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ProviderError {
@@ -53,6 +62,10 @@ pub enum ProviderError {
 pub trait PaymentProvider: Send + Sync + 'static {
     /// Charges (authorises and captures) `charge.amount`.
     async fn charge(&self, charge: &Charge<'_>) -> Result<ChargeOutcome, ProviderError>;
+
+    /// What became of the charge with our `payment_id` (for a payment whose outcome we
+    /// never recorded).
+    async fn status(&self, payment_id: &str) -> Result<ChargeStatus, ProviderError>;
 
     /// Returns `amount` of the capture `reference`; `refund_id` is the idempotency key.
     /// Returns the processor's reference for the refund.
@@ -82,11 +95,16 @@ pub mod test_cards {
 pub struct SandboxProvider {
     /// How long the [`test_cards::SLOW`] card takes.
     pub slow_delay: Duration,
+    /// Where it keeps its decisions, as a real processor does on its side (the
+    /// `sandbox_charges` table): a charge repeated with the same id gets the first
+    /// answer, and [`PaymentProvider::status`] answers after our process died. Without
+    /// it (unit tests) every status is unknown.
+    pub records: Option<sqlx::PgPool>,
 }
 
-#[async_trait]
-impl PaymentProvider for SandboxProvider {
-    async fn charge(&self, charge: &Charge<'_>) -> Result<ChargeOutcome, ProviderError> {
+impl SandboxProvider {
+    /// The decision for a card, as the sandbox makes it.
+    async fn decide(&self, charge: &Charge<'_>) -> Result<ChargeOutcome, ProviderError> {
         match charge.card.number.as_str() {
             test_cards::DECLINE => Ok(ChargeOutcome::Declined {
                 code: "card_declined".into(),
@@ -108,6 +126,59 @@ impl PaymentProvider for SandboxProvider {
                 })
             }
         }
+    }
+}
+
+#[async_trait]
+impl PaymentProvider for SandboxProvider {
+    async fn charge(&self, charge: &Charge<'_>) -> Result<ChargeOutcome, ProviderError> {
+        if let ChargeStatus::Settled(first) = self.status(charge.payment_id).await? {
+            return Ok(first);
+        }
+        let outcome = self.decide(charge).await?;
+        if let Some(pool) = &self.records {
+            let (approved, reference, code, message) = match &outcome {
+                ChargeOutcome::Approved { reference } => (true, reference.as_str(), "", ""),
+                ChargeOutcome::Declined { code, message } => {
+                    (false, "", code.as_str(), message.as_str())
+                }
+            };
+            sqlx::query(
+                "INSERT INTO sandbox_charges (payment_id, approved, reference, code, message) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(charge.payment_id)
+            .bind(approved)
+            .bind(reference)
+            .bind(code)
+            .bind(message)
+            .execute(pool)
+            .await
+            .map_err(|e| ProviderError::Retryable(format!("the sandbox's records: {e}")))?;
+        }
+        Ok(outcome)
+    }
+
+    async fn status(&self, payment_id: &str) -> Result<ChargeStatus, ProviderError> {
+        let Some(pool) = &self.records else {
+            return Ok(ChargeStatus::Unknown);
+        };
+        let row: Option<(bool, String, String, String)> = sqlx::query_as(
+            "SELECT approved, reference, code, message FROM sandbox_charges WHERE payment_id = $1",
+        )
+        .bind(payment_id)
+        .fetch_optional(pool)
+        .await
+        .map_err(|e| ProviderError::Retryable(format!("the sandbox's records: {e}")))?;
+        Ok(match row {
+            None => ChargeStatus::Unknown,
+            Some((true, reference, _, _)) => {
+                ChargeStatus::Settled(ChargeOutcome::Approved { reference })
+            }
+            Some((false, _, code, message)) => {
+                ChargeStatus::Settled(ChargeOutcome::Declined { code, message })
+            }
+        })
     }
 
     async fn refund(
@@ -162,6 +233,7 @@ mod tests {
     async fn each_sandbox_card_has_its_outcome() {
         let sandbox = SandboxProvider {
             slow_delay: Duration::from_secs(30),
+            records: None,
         };
         assert!(matches!(
             charge(&sandbox, test_cards::APPROVE).await,

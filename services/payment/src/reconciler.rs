@@ -1,0 +1,156 @@
+//! Nothing stays `pending`: a payment whose outcome was never recorded (the role died
+//! while the processor was being asked) is settled from what the processor says of it.
+//!
+//! On start and every interval, payments still `pending` after `PAYMENT_RECONCILE_AFTER`
+//! (longer than any charge may take, so one in flight is never touched) are looked up at
+//! the processor by our payment id, the idempotency key it received:
+//! - captured → settled as captured and `payment.captured` published (refunded at once
+//!   if the order was cancelled meanwhile), and the customer's Idempotency-Key replays it;
+//! - declined → settled as declined and `payment.failed` published, as a live decline;
+//! - unknown (the charge never completed) → failed without an event, and the key freed:
+//!   nothing was charged, the order stays payable until it expires.
+
+use std::{sync::Arc, time::Duration};
+
+use platform::CancellationToken;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::{
+    ledger::{self, PaymentRow},
+    provider::{ChargeOutcome, ChargeStatus, PaymentProvider},
+};
+
+/// Settles stale pending payments.
+pub struct Reconciler {
+    /// The `payment` schema.
+    pub pool: PgPool,
+    /// The processor that was asked.
+    pub provider: Arc<dyn PaymentProvider>,
+    /// How old a pending payment must be to be looked up.
+    pub after: Duration,
+    /// How often to look.
+    pub interval: Duration,
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Settled as captured.
+    pub captured: usize,
+    /// Settled as declined.
+    pub declined: usize,
+    /// Failed: the processor never completed them.
+    pub abandoned: usize,
+}
+
+impl Reconciler {
+    /// Reconciles now, then every interval, until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        loop {
+            match self.reconcile_once().await {
+                Ok(done) if done != Reconciled::default() => {
+                    tracing::warn!(?done, "reconciled payments left pending")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = format!("{e:#}"), "payment reconciliation failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.interval) => {}
+                _ = shutdown.cancelled() => return Ok(()),
+            }
+        }
+    }
+
+    /// One pass over the stale pending payments.
+    pub async fn reconcile_once(&self) -> anyhow::Result<Reconciled> {
+        let before = chrono::Utc::now() - chrono::Duration::from_std(self.after)?;
+        let stale: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM payments WHERE status = 'pending' AND created_at < $1 \
+             ORDER BY created_at LIMIT 100",
+        )
+        .bind(before)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut done = Reconciled::default();
+        for id in stale {
+            // Ask first, outside any transaction (a processor call can be slow).
+            let status = self.provider.status(&id.to_string()).await?;
+            let mut tx = self.pool.begin().await?;
+            let Some(payment) = ledger::payment(&mut *tx, id).await? else {
+                continue;
+            };
+            ledger::lock_order(&mut tx, &payment.order_id).await?;
+            // Settled meanwhile by someone else (another replica): nothing to do.
+            let still_pending: bool = sqlx::query_scalar(
+                "SELECT status = 'pending' FROM payments WHERE id = $1 FOR UPDATE",
+            )
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if !still_pending {
+                continue;
+            }
+            match status {
+                ChargeStatus::Settled(ChargeOutcome::Approved { reference }) => {
+                    ledger::settle_captured(&mut tx, &payment, &reference).await?;
+                    if ledger::is_cancelled(&mut tx, &payment.order_id).await? {
+                        let captured = PaymentRow {
+                            provider_reference: reference,
+                            status: "captured".into(),
+                            ..payment.clone()
+                        };
+                        ledger::refund(
+                            &mut tx,
+                            self.provider.as_ref(),
+                            &captured,
+                            captured.amount,
+                            ledger::AUTO_REFUND_REASON,
+                        )
+                        .await?;
+                    }
+                    settle_key(&mut tx, id).await?;
+                    metrics::counter!("payments_reconciled_total", "outcome" => "captured")
+                        .increment(1);
+                    done.captured += 1;
+                }
+                ChargeStatus::Settled(ChargeOutcome::Declined { code, message }) => {
+                    ledger::settle_failed(&mut tx, &payment, &code, &message, true).await?;
+                    settle_key(&mut tx, id).await?;
+                    metrics::counter!("payments_reconciled_total", "outcome" => "declined")
+                        .increment(1);
+                    done.declined += 1;
+                }
+                ChargeStatus::Unknown => {
+                    ledger::settle_failed(
+                        &mut tx,
+                        &payment,
+                        "processor_unknown",
+                        "the charge was interrupted and never completed; nothing was charged",
+                        false,
+                    )
+                    .await?;
+                    sqlx::query("DELETE FROM idempotency_keys WHERE pending_payment = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    metrics::counter!("payments_reconciled_total", "outcome" => "abandoned")
+                        .increment(1);
+                    done.abandoned += 1;
+                }
+            }
+            tx.commit().await?;
+            tracing::warn!(payment = %id, order = %payment.order_id, "reconciled a payment left pending");
+        }
+        Ok(done)
+    }
+}
+
+/// The customer's Idempotency-Key now replays the settled payment.
+async fn settle_key(conn: &mut sqlx::PgConnection, id: Uuid) -> anyhow::Result<()> {
+    sqlx::query("UPDATE idempotency_keys SET payment_id = $1 WHERE pending_payment = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
