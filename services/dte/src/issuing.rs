@@ -41,6 +41,9 @@ const BATCH: i64 = 50;
 /// Numbered documents built and stored at once.
 const FINISHING_AT_ONCE: usize = 4;
 
+/// Prompt retries of a document whose finishing failed, before the round moves on.
+const FINISH_RETRIES: u32 = 3;
+
 /// A numbered document not finished within this long is finished by another issuer.
 const STALE_NUMBERED: Duration = Duration::from_secs(30);
 
@@ -196,11 +199,24 @@ impl Issuing {
                 return Ok(issued);
             }
             // Signing is CPU work on the blocking pool and storing is a round trip: a few
-            // at once keep both busy.
-            let mut finishing = futures::stream::iter(work.into_iter().map(|doc| self.finish(doc)))
+            // at once keep both busy. One document that fails (a Postgres blip) does not
+            // hold back the others: they are finished, and it is retried right after.
+            let mut finishing = futures::stream::iter(work.into_iter().map(|doc| self.finish_one(doc)))
                 .buffer_unordered(FINISHING_AT_ONCE);
-            while let Some(done) = finishing.next().await {
-                if done? {
+            let mut failed = Vec::new();
+            while let Some((doc, done)) = finishing.next().await {
+                match done {
+                    Ok(true) => issued += 1,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(document = %doc.id, folio = doc.folio, error = format!("{e:#}"), "finishing a document failed; retrying");
+                        failed.push(doc);
+                    }
+                }
+            }
+            drop(finishing);
+            for doc in failed {
+                if self.finish_with_retries(&doc).await {
                     issued += 1;
                 }
             }
@@ -290,9 +306,35 @@ impl Issuing {
         Ok(numbered)
     }
 
+    /// [`Issuing::finish`], with the document it was for.
+    async fn finish_one(&self, doc: ToBuild) -> (ToBuild, anyhow::Result<bool>) {
+        let done = self.finish(&doc).await;
+        (doc, done)
+    }
+
+    /// Retries a document whose finishing failed, backing off (0.1, 0.4, 1.6 s); `true`
+    /// when it was issued now. Still failing, it is left numbered: the next round (or
+    /// another issuer, once it is stale) finishes it.
+    async fn finish_with_retries(&self, doc: &ToBuild) -> bool {
+        let mut backoff = Duration::from_millis(100);
+        for attempt in 1..=FINISH_RETRIES {
+            tokio::time::sleep(backoff).await;
+            match self.finish(doc).await {
+                Ok(done) => return done,
+                Err(e) => {
+                    metrics::counter!("dte_finish_failures_total").increment(1);
+                    tracing::warn!(document = %doc.id, folio = doc.folio, attempt, error = format!("{e:#}"), "finishing a document failed again");
+                }
+            }
+            backoff *= 4;
+        }
+        tracing::error!(document = %doc.id, folio = doc.folio, "a numbered document could not be finished; the next round retries it");
+        false
+    }
+
     /// Builds, stamps and signs a numbered document outside any lock, then stores it with
     /// its `dte.issued`; `false` when another issuer finished it first.
-    async fn finish(&self, doc: ToBuild) -> anyhow::Result<bool> {
+    async fn finish(&self, doc: &ToBuild) -> anyhow::Result<bool> {
         let caf = self.caf(doc.caf_id).await?;
         let now = self.now_in_chile();
         let issuer = self.issuer.clone();

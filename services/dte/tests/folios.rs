@@ -173,3 +173,46 @@ async fn the_development_certificate_is_generated_once_and_kept() {
     .unwrap();
     assert_eq!(again.certificate_der(), first.1.as_slice());
 }
+
+#[tokio::test]
+async fn a_document_that_fails_to_finish_does_not_hold_back_its_batch_and_is_retried_at_once() {
+    let issuing = issuing().await;
+    upload(&issuing.pool, TipoDte::Boleta, 1, 10).await;
+    for n in 0..3 {
+        pay(&issuing, n).await;
+    }
+    // Postgres refuses to store folio 2 once (a blip: the sequence is not rolled back
+    // with the failed statement, so the next attempt passes).
+    for statement in [
+        "CREATE SEQUENCE blip",
+        "CREATE FUNCTION blip_once() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF NEW.folio = 2 AND nextval('blip') = 1 THEN \
+         RAISE EXCEPTION 'connection to the server was lost (simulated)'; END IF; \
+         RETURN NEW; END $$",
+        "CREATE TRIGGER blip BEFORE UPDATE OF status ON documents FOR EACH ROW \
+         WHEN (NEW.status = 'issued') EXECUTE FUNCTION blip_once()",
+    ] {
+        sqlx::query(statement).execute(&issuing.pool).await.unwrap();
+    }
+    // One round issues all three: the others were not abandoned with the failed one, and
+    // it did not wait for another issuer to find it stale.
+    assert_eq!(issuing.issue_pending().await.unwrap(), 3);
+    let statuses: Vec<(i64, String)> =
+        sqlx::query_as("SELECT folio, status FROM documents ORDER BY folio")
+            .fetch_all(&issuing.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        statuses,
+        vec![
+            (1, "issued".into()),
+            (2, "issued".into()),
+            (3, "issued".into())
+        ]
+    );
+    let blips: i64 = sqlx::query_scalar("SELECT last_value FROM blip")
+        .fetch_one(&issuing.pool)
+        .await
+        .unwrap();
+    assert_eq!(blips, 2, "the failure happened, and the retry passed");
+}
