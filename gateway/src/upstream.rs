@@ -168,11 +168,12 @@ async fn once(
     metrics::histogram!("gateway_upstream_duration_seconds", "service" => route.upstream.clone())
         .record(started.elapsed().as_secs_f64());
     result.map(tonic::Response::into_inner).map_err(|status| {
-        // A connection that failed under the call (tonic says CANCELLED, with the
-        // transport error as the source) is the upstream being unreachable.
-        let transport = std::error::Error::source(&status)
-            .is_some_and(|e| e.is::<tonic::transport::Error>());
-        if status.code() == Code::Cancelled && transport {
+        // A connection that failed under the call is the upstream being unreachable, not
+        // an answer: tonic says CANCELLED or UNKNOWN with the transport's error as the
+        // source (a status the upstream sent has no source). Reads are then retried like
+        // any UNAVAILABLE, and the client gets 503, not 500.
+        let transport = std::error::Error::source(&status).is_some();
+        if matches!(status.code(), Code::Cancelled | Code::Unknown) && transport {
             tracing::warn!(upstream = %route.upstream, error = %status, "upstream connection failed");
             Status::unavailable("upstream unavailable")
         } else {

@@ -47,6 +47,34 @@ async fn refusing_upstream() -> (String, Arc<AtomicUsize>) {
     (url, count)
 }
 
+/// Takes the call (reads the request's first bytes) and then dies without answering, as
+/// a process killed mid-call does; counts the calls.
+async fn crashing_upstream() -> (String, Arc<AtomicUsize>) {
+    use tokio::io::AsyncReadExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut read = 0;
+                // The client preface (24 bytes), its SETTINGS and the call's HEADERS.
+                while read < 60 {
+                    match socket.read(&mut buf[read..]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => read += n,
+                    }
+                }
+                drop(socket);
+            });
+        }
+    });
+    (url, count)
+}
+
 struct Running {
     base: String,
     shutdown: CancellationToken,
@@ -183,6 +211,24 @@ async fn reads_refused_by_the_upstream_are_retried_writes_never() {
     assert!(
         !metrics.contains("gateway_upstream_retries_total{service=\"iam\"}"),
         "{metrics}"
+    );
+
+    // An upstream that takes the call and dies without answering (a process killed
+    // mid-call) is unreachable too, not an internal error: retried, then 503, not 500.
+    // (Here, not in a test of its own: the retry counter is process-wide.)
+    let (crashing, calls) = crashing_upstream().await;
+    let g = gateway(&[
+        ("GATEWAY_CATALOG_URL", &crashing),
+        ("GATEWAY_IAM_URL", &iam),
+        ("GATEWAY_READ_RETRIES", "2"),
+    ])
+    .await;
+    let read = read_product(&http, &g.base).await;
+    assert_eq!(problem(read).await.0, 503);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        3,
+        "one attempt and two retries"
     );
 }
 

@@ -201,8 +201,9 @@ impl Issuing {
             // Signing is CPU work on the blocking pool and storing is a round trip: a few
             // at once keep both busy. One document that fails (a Postgres blip) does not
             // hold back the others: they are finished, and it is retried right after.
-            let mut finishing = futures::stream::iter(work.into_iter().map(|doc| self.finish_one(doc)))
-                .buffer_unordered(FINISHING_AT_ONCE);
+            let mut finishing =
+                futures::stream::iter(work.into_iter().map(|doc| self.finish_one(doc)))
+                    .buffer_unordered(FINISHING_AT_ONCE);
             let mut failed = Vec::new();
             while let Some((doc, done)) = finishing.next().await {
                 match done {
