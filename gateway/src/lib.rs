@@ -355,7 +355,9 @@ impl Gateway {
     }
 
     /// Serves until `shutdown` fires, then stops accepting and drains open connections
-    /// (at most 30 s).
+    /// (at most 30 s): hyper's graceful shutdown closes idle keep-alive connections at
+    /// once, lets in-flight requests finish and answers them with `Connection: close`
+    /// (HTTP/1) or GOAWAY (HTTP/2), so clients reconnect elsewhere.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         platform::admin::prometheus();
         tracing::info!(addr = %self.local_addr(), routes = self.state.routes.routes().len(), "gateway listening");

@@ -569,3 +569,41 @@ async fn one_trace_spans_gateway_services_broker_and_consumers() {
     assert!(placed_trace.starts_with("00-"), "{events:?}");
     assert!(!placed_trace.contains(trace_id));
 }
+
+#[tokio::test]
+async fn a_draining_gateway_finishes_what_is_in_flight_and_tells_clients_to_reconnect() {
+    let s = spawn_suite_with(&[
+        ("PAYMENT_SANDBOX_SLOW_DELAY", "2s"),
+        ("PAYMENT_PROVIDER_TIMEOUT", "10s"),
+    ])
+    .await;
+    let (_, ana, id) = a_placed_order(&s, "DRENAJE-1").await;
+    // A kept-alive connection with a slow payment in flight when SIGTERM arrives.
+    let slow = pay(&s, &ana, &id, "drain-1", card(SLOW));
+    let stop = async {
+        // Once the payment is at the processor (recorded pending), stop.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let pending: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM payment.payments WHERE status = 'pending'",
+            )
+            .fetch_one(&s.payment_pool)
+            .await
+            .unwrap();
+            if pending == 1 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never at the processor"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        s.stop();
+    };
+    let (paid, ()) = futures::future::join(slow, stop).await;
+    // Finished, not cut, and the client is told not to reuse the connection.
+    assert_eq!(paid.status, StatusCode::OK, "{}", paid.body);
+    assert_eq!(paid.body["status"], "captured");
+    assert_eq!(paid.header("connection"), "close");
+}

@@ -101,6 +101,11 @@ pub async fn spawn_suite_with(overrides: &[(&str, &str)]) -> TestSuite {
 }
 
 impl TestSuite {
+    /// Tells the suite to stop (SIGTERM's effect): it drains.
+    pub fn stop(&self) {
+        self.shutdown.cancel();
+    }
+
     async fn wait_until_ready(&self) {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
