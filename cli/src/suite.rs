@@ -41,6 +41,14 @@ pub struct Suite {
     tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
 }
 
+/// In `orderflow all`, a service's listener whose setting `key` is not set listens on
+/// `127.0.0.1` (its default port kept) instead of every interface.
+pub fn loopback_unless_set(r: &Reader<'_>, key: &str, addr: &mut SocketAddr) {
+    if r.optional(key).is_none() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+}
+
 /// `http://127.0.0.1:port` for a listener bound to any interface.
 fn loopback_url(addr: SocketAddr) -> String {
     let host = if addr.ip().is_unspecified() {
@@ -75,11 +83,7 @@ impl Suite {
 
         // Only the gateway faces the network: the services' gRPC and admin ports listen
         // on loopback unless their setting says otherwise.
-        let loopback = |r: &Reader<'_>, key: &str, addr: &mut SocketAddr| {
-            if r.optional(key).is_none() {
-                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-        };
+        let loopback = loopback_unless_set;
         loopback(&r, "IAM_GRPC_ADDR", &mut iam_settings.grpc_addr);
         loopback(&r, "IAM_ADMIN_ADDR", &mut iam_settings.admin_addr);
         loopback(&r, "CATALOG_GRPC_ADDR", &mut catalog_settings.grpc_addr);
@@ -278,5 +282,31 @@ impl Suite {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         self.wait().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orderflow_all_puts_the_services_on_loopback_unless_told_otherwise() {
+        let empty: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+        let r = Reader::new(&empty);
+        // Each service's own default (what a container needs)...
+        let catalog = CatalogSettings::from_source(&r).unwrap();
+        assert!(catalog.grpc_addr.ip().is_unspecified());
+        // ...becomes loopback in `all`, on the same port.
+        let mut addr = catalog.grpc_addr;
+        loopback_unless_set(&r, "CATALOG_GRPC_ADDR", &mut addr);
+        assert_eq!(addr, "127.0.0.1:50052".parse().unwrap());
+        // An explicit setting is kept as given.
+        let set: std::collections::HashMap<&str, &str> = [("CATALOG_GRPC_ADDR", "0.0.0.0:50052")]
+            .into_iter()
+            .collect();
+        let r = Reader::new(&set);
+        let mut addr = CatalogSettings::from_source(&r).unwrap().grpc_addr;
+        loopback_unless_set(&r, "CATALOG_GRPC_ADDR", &mut addr);
+        assert!(addr.ip().is_unspecified());
     }
 }

@@ -11,7 +11,7 @@ use platform::{
 };
 use tonic::Code;
 
-use crate::helpers::{TestSuite, spawn_suite, spawn_suite_with};
+use crate::helpers::{TestSuite, spawn_suite};
 
 /// The headers the services used to believe.
 const FORGED: [(&str, &str); 3] = [
@@ -220,40 +220,4 @@ async fn expired_tampered_misaddressed_and_foreign_credentials_are_unauthenticat
             .code(),
         Code::Unauthenticated
     );
-}
-
-#[tokio::test]
-async fn orderflow_all_listens_on_loopback_only_except_the_gateway() {
-    // The services' ports as `orderflow all` binds them by default (the fixed ports, so
-    // nothing else may use them meanwhile: this is the only test that does).
-    let unset: Vec<(&str, &str)> = [
-        "IAM_GRPC_ADDR",
-        "IAM_ADMIN_ADDR",
-        "CATALOG_GRPC_ADDR",
-        "CATALOG_ADMIN_ADDR",
-        "ORDER_GRPC_ADDR",
-        "ORDER_ADMIN_ADDR",
-        "ORDER_PROJECTOR_ADMIN_ADDR",
-        "PAYMENT_GRPC_ADDR",
-        "PAYMENT_ADMIN_ADDR",
-        "DTE_GRPC_ADDR",
-        "DTE_ADMIN_ADDR",
-    ]
-    .into_iter()
-    .map(|k| (k, ""))
-    .collect();
-    let s = spawn_suite_with(&unset).await;
-    assert_eq!(s.grpc_addrs.len(), 5);
-    for (service, addr) in &s.grpc_addrs {
-        assert!(
-            addr.ip().is_loopback(),
-            "{service} listens on {addr}, reachable from other machines"
-        );
-    }
-    let ports: Vec<u16> = {
-        let mut p: Vec<u16> = s.grpc_addrs.values().map(|a| a.port()).collect();
-        p.sort();
-        p
-    };
-    assert_eq!(ports, vec![50051, 50052, 50053, 50054, 50055]);
 }
