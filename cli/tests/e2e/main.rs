@@ -2,6 +2,7 @@
 
 mod catalog;
 mod checkout;
+mod contracts;
 mod documents;
 mod edge;
 mod faults;
