@@ -321,3 +321,34 @@ pub fn python_venv(dir: &std::path::Path, min_minor: u32, packages: &[&str]) -> 
     }
     python
 }
+
+/// npm packages (pinned `name@version` strings) for tests that run third-party tools from
+/// the npm registry, installed once under `dir` (under a file lock shared by processes)
+/// and reused. Returns `dir/node_modules/.bin`.
+pub fn npm_tools(dir: &std::path::Path, packages: &[&str]) -> std::path::PathBuf {
+    use std::process::Command;
+    std::fs::create_dir_all(dir).expect("the tools' directory is writable");
+    let lock = std::fs::File::create(dir.with_extension("lock")).expect("the lock file opens");
+    lock.lock().expect("the npm tools lock");
+    let bin = dir.join("node_modules/.bin");
+    let marker = dir.join("installed.txt");
+    let wanted = packages.join("\n");
+    if std::fs::read_to_string(&marker).is_ok_and(|m| m == wanted) {
+        return bin;
+    }
+    let status = Command::new("npm")
+        .args([
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+            "--prefix",
+        ])
+        .arg(dir)
+        .args(packages)
+        .status()
+        .expect("npm runs (./dev test installs Node.js and npm)");
+    assert!(status.success(), "npm install {packages:?} failed");
+    std::fs::write(&marker, &wanted).expect("the tools' directory is writable");
+    bin
+}

@@ -1,0 +1,85 @@
+//! The protos under the standard toolchain's rules: `buf build` and `buf lint` pass
+//! (proto/buf.yaml says which STANDARD rules are excepted and why), and `buf breaking`
+//! holds them to the released baseline (proto/baseline.binpb): a removed, renumbered or
+//! retyped field fails with buf's message naming the file and line.
+
+use std::{path::Path, process::Command};
+
+/// buf from npm: the official binary, in a registry package.
+const BUF: &str = "@bufbuild/buf@1.75.0";
+
+fn root() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn buf() -> std::path::PathBuf {
+    platform::testing::npm_tools(&root().join("target/test-tools/node-buf"), &[BUF]).join("buf")
+}
+
+/// Runs buf in `dir`: (success, stdout and stderr).
+fn run_buf(dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(buf())
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("buf runs");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn the_protos_build_and_lint_clean_with_buf() {
+    let proto = root().join("proto");
+    let (built, output) = run_buf(&proto, &["build"]);
+    assert!(built, "buf build:\n{output}");
+    let (clean, output) = run_buf(&proto, &["lint"]);
+    assert!(clean, "buf lint:\n{output}");
+}
+
+#[test]
+fn the_protos_keep_the_released_contract_and_a_break_is_named() {
+    let proto = root().join("proto");
+    let (kept, output) = run_buf(&proto, &["breaking", "--against", "baseline.binpb"]);
+    assert!(
+        kept,
+        "a change breaks the released contract (if on purpose, a release updates \
+         proto/baseline.binpb):\n{output}"
+    );
+
+    // A copy with a field removed and another renumbered: buf refuses it, naming both.
+    let copy = std::env::temp_dir().join(format!("protos-{}", uuid::Uuid::new_v4()));
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(&proto)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let catalog = copy.join("protos/orderflow/catalog/v1/catalog.proto");
+    let text = std::fs::read_to_string(&catalog).unwrap();
+    let broken = text.replacen("  int64 gross_price = 7;\n", "", 1).replacen(
+        "  bool exempt = 8;",
+        "  bool exempt = 18;",
+        1,
+    );
+    assert_ne!(
+        broken, text,
+        "the fields to break are where this test expects"
+    );
+    std::fs::write(&catalog, broken).unwrap();
+    let (kept, output) = run_buf(&copy, &["breaking", "--against", "baseline.binpb"]);
+    std::fs::remove_dir_all(&copy).ok();
+    assert!(!kept, "buf accepted a broken contract:\n{output}");
+    assert!(
+        output.contains("orderflow/catalog/v1/catalog.proto")
+            && output.contains("gross_price")
+            && output.contains("exempt"),
+        "{output}"
+    );
+}
