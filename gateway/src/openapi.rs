@@ -18,6 +18,11 @@ use crate::routes::{Access, BodyMapping, Route, RouteTable};
 
 const PROBLEM: &str = "#/components/responses/Problem";
 
+/// The error statuses every operation documents (as problem+json).
+pub const ERROR_STATUSES: &[&str] = &[
+    "400", "401", "403", "404", "409", "413", "415", "422", "429", "500", "503", "504",
+];
+
 /// Paths the gateway serves itself: (path, summary, content type of the answer).
 pub const GATEWAY_PATHS: &[(&str, &str, &str)] = &[
     (
@@ -276,6 +281,11 @@ fn operation(route: &Route, schemas: &mut Schemas) -> Value {
         },
         "x-grpc-method": route.grpc_path,
     });
+    // Every refusal a client may meet on any route, each an RFC 9457 problem (the
+    // gateway's status table in the README says when each happens).
+    for status in ERROR_STATUSES {
+        op["responses"][*status] = json!({ "$ref": PROBLEM });
+    }
     let mut description =
         comment(rpc.parent_file().file_descriptor_proto(), rpc.path()).unwrap_or_default();
     match route.access {

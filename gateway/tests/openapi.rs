@@ -22,13 +22,40 @@ fn the_document_is_valid_openapi_3_1_and_covers_every_route() {
     let doc = openapi::document(&table);
     assert_eq!(doc["openapi"], "3.1.0");
     for route in table.routes() {
+        let op = &doc["paths"][&route.template][route.method.as_str().to_ascii_lowercase()];
         assert!(
-            doc["paths"][&route.template][route.method.as_str().to_ascii_lowercase()].is_object(),
+            op.is_object(),
             "{} {} is served but not described",
             route.method,
             route.template
         );
+        let what = format!("{} {}", route.method, route.template);
+        assert!(op["operationId"].is_string(), "{what}: no operationId");
+        assert!(
+            op["summary"].as_str().is_some_and(|s| !s.is_empty()),
+            "{what}: no summary"
+        );
+        for status in openapi::ERROR_STATUSES {
+            assert_eq!(
+                op["responses"][*status]["$ref"], "#/components/responses/Problem",
+                "{what}: {status} is not described as problem+json"
+            );
+        }
     }
+    let ids: std::collections::HashSet<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|p| p.as_object().unwrap().values())
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    let operations = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|p| p.as_object().unwrap().len())
+        .sum::<usize>();
+    assert_eq!(ids.len(), operations, "operationIds are unique");
 
     let file = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("openapi-{}.json", std::process::id()));
