@@ -73,6 +73,9 @@ enum Command {
         #[arg(long)]
         out: std::path::PathBuf,
     },
+    /// Prints the OpenAPI 3.1 document of the REST API (what the gateway serves at
+    /// /openapi.json), generated from the protos.
+    Openapi,
     /// Exits 0 when the readiness endpoint answers 200 (for Docker HEALTHCHECK).
     Healthcheck {
         /// The endpoint to probe.
@@ -172,6 +175,14 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 std::process::ExitCode::FAILURE
             }
         });
+    }
+    if let Command::Openapi = &cli.command {
+        let table = gateway::routes::RouteTable::from_descriptor_set(proto::FILE_DESCRIPTOR_SET)?;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&gateway::openapi::document(&table))?
+        );
+        return Ok(std::process::ExitCode::SUCCESS);
     }
     if let Command::DevCerts { out } = &cli.command {
         let files = platform::tls::generate_development(out, ROLES_WITH_GRPC)?;
@@ -305,7 +316,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Healthcheck { .. }
         | Command::Loadgen(_)
         | Command::InternalKey { .. }
-        | Command::DevCerts { .. } => {
+        | Command::DevCerts { .. }
+        | Command::Openapi => {
             unreachable!("handled above")
         }
     };
@@ -440,7 +452,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Healthcheck { .. }
         | Command::Loadgen(_)
         | Command::InternalKey { .. }
-        | Command::DevCerts { .. } => {
+        | Command::DevCerts { .. }
+        | Command::Openapi => {
             unreachable!("handled above")
         }
     }

@@ -83,3 +83,45 @@ fn the_protos_keep_the_released_contract_and_a_break_is_named() {
         "{output}"
     );
 }
+
+/// openapi-typescript, which turns the OpenAPI document into the web's API types.
+const OPENAPI_TYPESCRIPT: &str = "openapi-typescript@7.13.0";
+
+#[test]
+fn the_web_api_client_is_generated_from_the_current_contract() {
+    let table = gateway::routes::RouteTable::from_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .expect("routes from the protos");
+    let doc = gateway::openapi::document(&table);
+    let dir = std::env::temp_dir().join(format!("openapi-ts-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = dir.join("openapi.json");
+    let generated = dir.join("schema.d.ts");
+    // As `orderflow openapi` prints it.
+    std::fs::write(&spec, serde_json::to_string_pretty(&doc).unwrap() + "\n").unwrap();
+    let tools = platform::testing::npm_tools(
+        &root().join("target/test-tools/node-openapi"),
+        &[OPENAPI_TYPESCRIPT],
+    );
+    let out = Command::new(tools.join("openapi-typescript"))
+        .arg(&spec)
+        .arg("-o")
+        .arg(&generated)
+        .output()
+        .expect("openapi-typescript runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fresh = std::fs::read_to_string(&generated).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    let committed = std::fs::read_to_string(root().join("web/src/api/schema.d.ts"))
+        .expect("web/src/api/schema.d.ts is committed");
+    assert!(
+        fresh == committed,
+        "web/src/api/schema.d.ts is stale: the API changed; run web/generate-api and commit it"
+    );
+    // The client the web uses is typed by it.
+    let client = std::fs::read_to_string(root().join("web/src/api/client.ts")).unwrap();
+    assert!(client.contains("createClient<paths>"), "{client}");
+}
