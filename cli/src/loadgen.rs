@@ -60,6 +60,10 @@ pub struct Options {
     /// The admin's password.
     #[arg(long, env = "LOADGEN_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
+    /// A checkout not invoiced this long after it was placed is late; one still not
+    /// invoiced twice as long after is counted as never invoiced (a failure).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub invoice_window: Duration,
     /// Exit non-zero when more than this share of operations fail.
     #[arg(long, default_value_t = 0.01)]
     pub max_error_ratio: f64,
@@ -143,8 +147,10 @@ struct Stats {
     checkouts_invoiced: u64,
     /// Never seen paid.
     checkouts_unfinished: u64,
-    /// Paid but never seen invoiced.
+    /// Paid but never seen invoiced (within twice the invoice window).
     checkouts_not_invoiced: u64,
+    /// Invoiced, but after the invoice window.
+    checkouts_late: u64,
     /// Placed → paid.
     paid_latency: Histogram<u64>,
     /// Placed → invoiced.
@@ -192,6 +198,7 @@ impl Stats {
             checkouts_invoiced: 0,
             checkouts_unfinished: 0,
             checkouts_not_invoiced: 0,
+            checkouts_late: 0,
             paid_latency: histogram(),
             checkout_latency: histogram(),
             last_invoiced: None,
@@ -251,6 +258,8 @@ struct Shared {
     stop: AtomicBool,
     /// Checkouts paid for but not yet seen `paid`.
     watchers: Mutex<tokio::task::JoinSet<()>>,
+    /// `--invoice-window`.
+    invoice_window: Duration,
 }
 
 impl Shared {
@@ -407,10 +416,10 @@ async fn operation(shared: &Arc<Shared>, user: &Mutex<User>, intended: Instant) 
     }
 }
 
-/// Polls the order until it is `invoiced` (30 s at most), recording when it was first seen
-/// paid and when invoiced.
+/// Polls the order until it is `invoiced`, recording when it was first seen paid and when
+/// invoiced: late past the invoice window, given up (never invoiced) at twice it.
 async fn watch_checkout(shared: Arc<Shared>, token: String, id: String, intended: Instant) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = intended + shared.invoice_window * 2;
     // Like a polite frontend: after 100 ms, then less and less often, at most once a second
     // (a tight loop over every pending checkout would be most of the load).
     let mut pause = Duration::from_millis(100);
@@ -444,6 +453,9 @@ async fn watch_checkout(shared: Arc<Shared>, token: String, id: String, intended
             let micros = intended.elapsed().as_micros().max(1) as u64;
             stats.checkout_latency.saturating_record(micros);
             stats.last_invoiced = Some(Instant::now());
+            if intended.elapsed() > shared.invoice_window {
+                stats.checkouts_late += 1;
+            }
             return;
         }
     }
@@ -600,6 +612,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Summary> {
         limit: opts.requests,
         stop: AtomicBool::new(false),
         watchers: Mutex::new(tokio::task::JoinSet::new()),
+        invoice_window: opts.invoice_window,
     });
     let progress = tokio::spawn(progress(shared.clone()));
     let started = Instant::now();
@@ -651,7 +664,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Summary> {
             while tasks.join_next().await.is_some() {}
         }
     }
-    // Let the last checkouts finish (each watcher gives up after 30 s).
+    // Let the last checkouts finish (each watcher gives up after twice the invoice window).
     let mut watchers = std::mem::take(&mut *shared.watchers.lock().expect("watchers lock"));
     while watchers.join_next().await.is_some() {}
     shared.stop.store(true, Ordering::Relaxed);
@@ -764,6 +777,8 @@ fn summarise(stats: &Stats, opts: &Options, elapsed: Duration) -> Value {
             "invoiced": stats.checkouts_invoiced,
             "unfinished": stats.checkouts_unfinished,
             "not_invoiced": stats.checkouts_not_invoiced,
+            "late": stats.checkouts_late,
+            "invoice_window_s": opts.invoice_window.as_secs_f64(),
             // Completed (invoiced) per second until the last one completed: checkouts still
             // in the saga when the load stops count, and so does the time they took.
             "per_second": stats.checkouts_invoiced as f64
@@ -808,7 +823,7 @@ fn table(summary: &Value) -> String {
     }
     out.push_str(&format!(
         "total: {} ok, {} errors ({:.2} %), {:.1} req/s\n\
-checkouts invoiced: {} ({:.2}/s, placed → invoiced p50 {:.0} ms, p99 {:.0} ms); paid: {} (placed → paid p50 {:.0} ms, p99 {:.0} ms); never paid: {}; paid, never invoiced: {}\n",
+checkouts invoiced: {} ({:.2}/s, placed → invoiced p50 {:.0} ms, p99 {:.0} ms), late (after {} s): {}; paid: {} (placed → paid p50 {:.0} ms, p99 {:.0} ms); never paid: {}; paid, never invoiced: {}\n",
         summary["total"]["ok"],
         summary["total"]["errors"],
         summary["error_ratio"].as_f64().unwrap_or_default() * 100.0,
@@ -817,6 +832,8 @@ checkouts invoiced: {} ({:.2}/s, placed → invoiced p50 {:.0} ms, p99 {:.0} ms)
         summary["checkouts"]["per_second"].as_f64().unwrap_or_default(),
         summary["checkouts"]["p50_ms"].as_f64().unwrap_or_default(),
         summary["checkouts"]["p99_ms"].as_f64().unwrap_or_default(),
+        summary["checkouts"]["invoice_window_s"],
+        summary["checkouts"]["late"],
         summary["checkouts"]["paid"],
         summary["checkouts"]["paid_p50_ms"].as_f64().unwrap_or_default(),
         summary["checkouts"]["paid_p99_ms"].as_f64().unwrap_or_default(),

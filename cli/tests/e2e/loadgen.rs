@@ -26,6 +26,7 @@ fn options(base: &str) -> Options {
         json: false,
         report: None,
         spawn: false,
+        invoice_window: Duration::from_secs(30),
     }
 }
 
@@ -99,4 +100,57 @@ async fn an_open_loop_run_with_errors_over_the_threshold_fails() {
         summary.json
     );
     assert_eq!(summary.json["mode"], "open");
+}
+
+#[tokio::test]
+async fn checkouts_invoiced_after_the_window_are_reported_late_not_lost() {
+    // No folios at first: paid orders wait for their boletas until a CAF arrives.
+    let s = spawn_suite_with(&[("DTE_DEVELOPMENT_CAFS", "false")]).await;
+    let admin = s.admin("admin@tienda.cl").await;
+    let window = Duration::from_secs(4);
+    let run = cli::loadgen::run(Options {
+        duration: Duration::from_secs(1),
+        mix: Mix {
+            browse: 0,
+            checkout: 1,
+            read: 0,
+        },
+        max_error_ratio: 1.0,
+        invoice_window: window,
+        ..options(&s.base)
+    });
+    let upload_late = async {
+        // Past the window of every checkout of the run (placed in its first second), well
+        // before twice it.
+        tokio::time::sleep(Duration::from_millis(5500)).await;
+        let issuer = dte::development_issuer();
+        let caf = dte::caf::fake(
+            dte::domain::TipoDte::Boleta,
+            1,
+            1000,
+            &issuer.rut,
+            &issuer.razon_social,
+            chrono::Utc::now().date_naive(),
+        )
+        .unwrap();
+        let uploaded = s
+            .http
+            .post(format!("{}/v1/dte/cafs", s.base))
+            .bearer_auth(&admin)
+            .header("content-type", "application/xml")
+            .body(caf)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(uploaded.status(), 200);
+    };
+    let (summary, ()) = futures::future::join(run, upload_late).await;
+    let summary = summary.expect("the run completes");
+    let checkouts = &summary.json["checkouts"];
+    let paid = checkouts["paid"].as_u64().unwrap();
+    assert!(paid > 0, "{}", summary.json);
+    assert_eq!(checkouts["invoiced"].as_u64().unwrap(), paid, "{}", summary.json);
+    assert_eq!(checkouts["late"].as_u64().unwrap(), paid, "{}", summary.json);
+    assert_eq!(checkouts["not_invoiced"], 0, "{}", summary.json);
+    assert_eq!(checkouts["invoice_window_s"], 4.0);
 }
