@@ -384,7 +384,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Order {
             command: Some(OrderCommand::RebuildProjections),
         } => {
-            let pool = order::open_database(common.database_url.expose()).await?;
+            let pool = order::open_database(common.database_url_for("order").expose()).await?;
             let rebuilt = order::projector::rebuild(&pool).await?;
             println!(
                 "order read model rebuilt: {} events, {} orders",
@@ -437,14 +437,19 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     )
                 }
             };
-            platform::db::create_database_if_missing(common.database_url.expose()).await?;
             for name in services {
+                platform::db::create_database_if_missing(common.database_url_for(name).expose())
+                    .await?;
                 match *name {
                     "iam" => drop(iam::open_database(&common).await?),
                     "catalog" => drop(catalog::open_database(&common).await?),
-                    "order" => drop(order::open_database(common.database_url.expose()).await?),
-                    "payment" => drop(payment::open_database(common.database_url.expose()).await?),
-                    _ => drop(dte::open_database(common.database_url.expose()).await?),
+                    "order" => {
+                        drop(order::open_database(common.database_url_for(name).expose()).await?)
+                    }
+                    "payment" => {
+                        drop(payment::open_database(common.database_url_for(name).expose()).await?)
+                    }
+                    _ => drop(dte::open_database(common.database_url_for(name).expose()).await?),
                 }
                 println!("{name}: migrations applied");
             }

@@ -100,7 +100,9 @@ impl Suite {
         loopback(&r, "DTE_GRPC_ADDR", &mut dte_settings.grpc_addr);
         loopback(&r, "DTE_ADMIN_ADDR", &mut dte_settings.admin_addr);
 
-        platform::db::create_database_if_missing(common.database_url.expose()).await?;
+        for url in common.all_database_urls() {
+            platform::db::create_database_if_missing(url.expose()).await?;
+        }
         let iam = IamApp::build(&common, iam_settings)
             .await
             .context("starting iam")?;

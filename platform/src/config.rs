@@ -190,11 +190,30 @@ impl FromStr for LogFormat {
     }
 }
 
+/// The services that own a database (`<SERVICE>_DATABASE_URL`).
+pub const DATABASE_SERVICES: &[&str] = &["iam", "catalog", "order", "payment", "dte"];
+
+fn postgres_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(())
+    } else {
+        Err(ConfigError {
+            key: key.into(),
+            problem: "is malformed: expected a postgres:// URL".into(),
+        })
+    }
+}
+
 /// Settings every role shares: where the infrastructure is and how to report.
 #[derive(Debug, Clone)]
 pub struct CommonSettings {
-    /// `DATABASE_URL`: the Postgres database; each service uses its own schema in it.
+    /// `DATABASE_URL`: the Postgres database; each service uses its own schema in it
+    /// unless it has a database of its own (below).
     pub database_url: Secret,
+    /// `IAM_DATABASE_URL`, `CATALOG_DATABASE_URL`, `ORDER_DATABASE_URL`,
+    /// `PAYMENT_DATABASE_URL`, `DTE_DATABASE_URL`: a service's own database (each falls
+    /// back to `DATABASE_URL`), so each can live on its own server.
+    pub service_database_urls: HashMap<&'static str, Secret>,
     /// `AMQP_URL`: RabbitMQ.
     pub amqp_url: Secret,
     /// `AMQP_EXCHANGE`: the topic exchange events travel on.
@@ -247,8 +266,17 @@ impl CommonSettings {
                 problem: "is malformed: expected a postgres:// URL".into(),
             });
         }
+        let mut service_database_urls = HashMap::new();
+        for service in DATABASE_SERVICES {
+            let key = format!("{}_DATABASE_URL", service.to_uppercase());
+            if let Some(url) = r.optional(&key) {
+                postgres_url(&key, &url)?;
+                service_database_urls.insert(*service, Secret::new(url));
+            }
+        }
         Ok(Self {
             database_url,
+            service_database_urls,
             amqp_url: r.secret("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
             amqp_exchange: r.string("AMQP_EXCHANGE", "orderflow.events"),
             amqp_queue_prefix: r.string("AMQP_QUEUE_PREFIX", ""),
@@ -264,6 +292,25 @@ impl CommonSettings {
             internal_key: crate::identity::InternalKey::from_settings(r)?,
             grpc_tls: crate::tls::GrpcTls::from_settings(r)?,
         })
+    }
+
+    /// The database of `service` (`iam`, `catalog`, `order`, `payment`, `dte`): its own
+    /// `<SERVICE>_DATABASE_URL`, else `DATABASE_URL`.
+    pub fn database_url_for(&self, service: &str) -> &Secret {
+        self.service_database_urls
+            .get(service)
+            .unwrap_or(&self.database_url)
+    }
+
+    /// Every distinct database the services use (to create them when missing).
+    pub fn all_database_urls(&self) -> Vec<&Secret> {
+        let mut urls = vec![&self.database_url];
+        for url in self.service_database_urls.values() {
+            if !urls.contains(&url) {
+                urls.push(url);
+            }
+        }
+        urls
     }
 
     /// The internal key, or the error naming `INTERNAL_TOKEN_KEY` when none is set.
@@ -322,6 +369,27 @@ mod tests {
         let err = Reader::new(&src).parse::<u16>("PORT", 80).unwrap_err();
         assert_eq!(err.key, "PORT");
         assert!(err.problem.contains("eighty"));
+    }
+
+    #[test]
+    fn each_service_may_have_its_own_database_falling_back_to_database_url() {
+        let src = map(&[
+            ("DATABASE_URL", "postgres://db/shared"),
+            ("ORDER_DATABASE_URL", "postgres://orders-server/orders"),
+        ]);
+        let s = CommonSettings::from_source(&Reader::new(&src)).unwrap();
+        assert_eq!(
+            s.database_url_for("order").expose(),
+            "postgres://orders-server/orders"
+        );
+        assert_eq!(
+            s.database_url_for("catalog").expose(),
+            "postgres://db/shared"
+        );
+        assert_eq!(s.all_database_urls().len(), 2);
+        let src = map(&[("PAYMENT_DATABASE_URL", "mysql://payments")]);
+        let err = CommonSettings::from_source(&Reader::new(&src)).unwrap_err();
+        assert_eq!(err.key, "PAYMENT_DATABASE_URL");
     }
 
     #[test]

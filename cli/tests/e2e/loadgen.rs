@@ -149,8 +149,18 @@ async fn checkouts_invoiced_after_the_window_are_reported_late_not_lost() {
     let checkouts = &summary.json["checkouts"];
     let paid = checkouts["paid"].as_u64().unwrap();
     assert!(paid > 0, "{}", summary.json);
-    assert_eq!(checkouts["invoiced"].as_u64().unwrap(), paid, "{}", summary.json);
-    assert_eq!(checkouts["late"].as_u64().unwrap(), paid, "{}", summary.json);
+    assert_eq!(
+        checkouts["invoiced"].as_u64().unwrap(),
+        paid,
+        "{}",
+        summary.json
+    );
+    assert_eq!(
+        checkouts["late"].as_u64().unwrap(),
+        paid,
+        "{}",
+        summary.json
+    );
     assert_eq!(checkouts["not_invoiced"], 0, "{}", summary.json);
     assert_eq!(checkouts["invoice_window_s"], 4.0);
 }

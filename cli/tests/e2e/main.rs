@@ -3,6 +3,7 @@
 mod catalog;
 mod checkout;
 mod contracts;
+mod databases;
 mod documents;
 mod edge;
 mod faults;

@@ -71,7 +71,8 @@ pub struct CatalogState {
 
 /// Opens the catalog schema, migrated, with the inbox table the consumer needs.
 pub async fn open_database(common: &CommonSettings) -> anyhow::Result<PgPool> {
-    let pool = platform::db::open(common.database_url.expose(), SCHEMA, &MIGRATOR).await?;
+    let pool =
+        platform::db::open(common.database_url_for(SCHEMA).expose(), SCHEMA, &MIGRATOR).await?;
     outbox::install(&pool).await?;
     Ok(pool)
 }

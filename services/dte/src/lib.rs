@@ -334,7 +334,7 @@ impl DteApp {
         clock: Clock,
     ) -> anyhow::Result<Self> {
         let internal_key = common.internal_key()?;
-        let pool = open_database(common.database_url.expose()).await?;
+        let pool = open_database(common.database_url_for(SCHEMA).expose()).await?;
         let identity =
             signing_identity(&pool, &settings.certificate, &settings.issuer.rut_envia).await?;
         let sii = sii::client::HttpSiiClient::new(

@@ -125,7 +125,7 @@ pub fn new_refresh_token() -> String {
 
 /// Opens IAM's schema (migrated) and returns its pool.
 pub async fn open_database(common: &CommonSettings) -> anyhow::Result<PgPool> {
-    platform::db::open(common.database_url.expose(), SCHEMA, &MIGRATOR).await
+    platform::db::open(common.database_url_for(SCHEMA).expose(), SCHEMA, &MIGRATOR).await
 }
 
 async fn load_keys(settings: &IamSettings, pool: &PgPool) -> anyhow::Result<KeyRing> {

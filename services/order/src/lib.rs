@@ -180,7 +180,7 @@ impl OrderApp {
         clock: Clock,
     ) -> anyhow::Result<Self> {
         let internal_key = common.internal_key()?;
-        let pool = open_database(common.database_url.expose()).await?;
+        let pool = open_database(common.database_url_for("order").expose()).await?;
         let catalog = platform::tls::endpoint(
             &settings.catalog_url,
             "ORDER_CATALOG_URL",
@@ -313,7 +313,7 @@ pub struct ProjectorApp {
 impl ProjectorApp {
     /// Connects, migrates and binds the admin port.
     pub async fn build(common: &CommonSettings, settings: &OrderSettings) -> anyhow::Result<Self> {
-        let pool = open_database(common.database_url.expose()).await?;
+        let pool = open_database(common.database_url_for("order").expose()).await?;
         Ok(Self {
             projector: projector::Projector::new(pool.clone()),
             pool,

@@ -129,7 +129,7 @@ impl PaymentApp {
         clock: Clock,
     ) -> anyhow::Result<Self> {
         let internal_key = common.internal_key()?;
-        let pool = open_database(common.database_url.expose()).await?;
+        let pool = open_database(common.database_url_for(SCHEMA).expose()).await?;
         let orders = platform::tls::endpoint(
             &settings.order_url,
             "PAYMENT_ORDER_URL",
