@@ -240,6 +240,9 @@ pub struct CommonSettings {
     /// `GRPC_TLS_CA_FILE`, `GRPC_TLS_CERT_FILE`, `GRPC_TLS_KEY_FILE`: mutual TLS between
     /// the roles, off when unset.
     pub grpc_tls: Option<crate::tls::GrpcTls>,
+    /// `OUTBOX_RETENTION`, `INBOX_RETENTION`: how long published events and consumed
+    /// message ids are kept.
+    pub retention: crate::amqp::retention::Retention,
 }
 
 impl CommonSettings {
@@ -291,6 +294,7 @@ impl CommonSettings {
             otlp_endpoint,
             internal_key: crate::identity::InternalKey::from_settings(r)?,
             grpc_tls: crate::tls::GrpcTls::from_settings(r)?,
+            retention: crate::amqp::retention::Retention::from_settings(r)?,
         })
     }
 

@@ -364,3 +364,50 @@ async fn events_wait_in_the_outbox_while_rabbitmq_is_unreachable() {
     );
     f.cleanup().await;
 }
+
+#[tokio::test]
+async fn published_outbox_rows_and_inbox_records_go_after_their_retention_never_before() {
+    let url = platform::testing::fresh_database().await.unwrap();
+    let pool = platform::db::connect(&url, "svc", 5).await.unwrap();
+    outbox::install(&pool).await.unwrap();
+    // The clock moved: 2 500 rows published eight days ago (more than one batch), one
+    // published now, and one never published though a month old.
+    sqlx::query(
+        "INSERT INTO outbox (id, event_type, aggregate_id, envelope, created_at, published_at) \
+         SELECT gen_random_uuid(), 'order.placed', 'o', '\\x00', now() - interval '8 days', \
+                now() - interval '8 days' FROM generate_series(1, 2500)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO outbox (id, event_type, aggregate_id, envelope, created_at, published_at) VALUES \
+         (gen_random_uuid(), 'order.placed', 'recent', '\\x00', now(), now()), \
+         (gen_random_uuid(), 'order.placed', 'waiting', '\\x00', now() - interval '30 days', NULL)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO inbox (message_id, consumer, received_at) VALUES \
+         ('old', 'svc', now() - interval '31 days'), ('young', 'svc', now() - interval '29 days')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let retention = platform::amqp::retention::Retention::default();
+    assert_eq!(retention.purge_once(&pool).await.unwrap(), (2500, 1));
+    let kept: Vec<String> =
+        sqlx::query_scalar("SELECT aggregate_id FROM outbox ORDER BY aggregate_id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(kept, vec!["recent".to_string(), "waiting".to_string()]);
+    let remembered: Vec<String> = sqlx::query_scalar("SELECT message_id FROM inbox")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(remembered, vec!["young".to_string()]);
+    assert_eq!(retention.purge_once(&pool).await.unwrap(), (0, 0));
+}

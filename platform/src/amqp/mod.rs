@@ -8,12 +8,16 @@
 //!   table in the same transaction as the handler's effect, so redelivery changes nothing;
 //!   failures are retried with back-off and, past a bound, parked in a dead-letter queue.
 //!
+//! - [`retention`]: published outbox rows and inbox records are deleted after their
+//!   retention, in small batches.
+//!
 //! Messages are `orderflow.events.v1.EventEnvelope` protobufs on one durable topic
 //! exchange (default `orderflow.events`); the routing key is the event type; W3C
 //! `traceparent` travels in the AMQP headers.
 
 pub mod consumer;
 pub mod outbox;
+pub mod retention;
 
 use std::{sync::Arc, time::Duration};
 

@@ -86,6 +86,7 @@ pub struct CatalogApp {
     admin_listener: TcpListener,
     internal_key: Arc<platform::identity::InternalKey>,
     grpc_tls: Option<platform::tls::GrpcTls>,
+    retention: platform::amqp::retention::Retention,
 }
 
 impl CatalogApp {
@@ -119,6 +120,7 @@ impl CatalogApp {
             admin_listener,
             internal_key,
             grpc_tls: common.grpc_tls.clone(),
+            retention: common.retention,
         })
     }
 
@@ -142,6 +144,11 @@ impl CatalogApp {
 
     /// Serves gRPC and admin, and consumes order events, until `shutdown`.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        // Stops by itself on shutdown.
+        tokio::spawn(
+            self.retention
+                .run(self.state.pool.clone(), shutdown.clone()),
+        );
         let readiness = self.readiness();
         let settler = Arc::new(events::ReservationSettler {
             pool: self.state.pool.clone(),

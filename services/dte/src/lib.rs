@@ -324,6 +324,7 @@ pub struct DteApp {
     admin_listener: TcpListener,
     internal_key: Arc<platform::identity::InternalKey>,
     grpc_tls: Option<platform::tls::GrpcTls>,
+    retention: platform::amqp::retention::Retention,
 }
 
 impl DteApp {
@@ -363,6 +364,7 @@ impl DteApp {
             admin_listener,
             internal_key,
             grpc_tls: common.grpc_tls.clone(),
+            retention: common.retention,
         })
     }
 
@@ -394,6 +396,8 @@ impl DteApp {
     /// until `shutdown`.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let pool = self.issuing.pool.clone();
+        // Stops by itself on shutdown.
+        tokio::spawn(self.retention.run(pool.clone(), shutdown.clone()));
         let issuer = tokio::spawn(
             self.issuing
                 .clone()

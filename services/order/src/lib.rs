@@ -170,6 +170,7 @@ pub struct OrderApp {
     admin_listener: TcpListener,
     internal_key: Arc<platform::identity::InternalKey>,
     grpc_tls: Option<platform::tls::GrpcTls>,
+    retention: platform::amqp::retention::Retention,
 }
 
 impl OrderApp {
@@ -215,6 +216,7 @@ impl OrderApp {
             admin_listener,
             internal_key,
             grpc_tls: common.grpc_tls.clone(),
+            retention: common.retention,
         })
     }
 
@@ -269,6 +271,7 @@ impl OrderApp {
                 .run(shutdown.clone()),
             ),
             tokio::spawn(sample_lag(pool.clone(), shutdown.clone())),
+            tokio::spawn(self.retention.run(pool.clone(), shutdown.clone())),
             tokio::spawn(
                 sweeper::ReservationSweeper {
                     pool: pool.clone(),

@@ -117,6 +117,7 @@ pub struct PaymentApp {
     admin_listener: TcpListener,
     internal_key: Arc<platform::identity::InternalKey>,
     grpc_tls: Option<platform::tls::GrpcTls>,
+    retention: platform::amqp::retention::Retention,
     reconcile_after: Duration,
     reconcile_interval: Duration,
 }
@@ -162,6 +163,7 @@ impl PaymentApp {
             }),
             internal_key,
             grpc_tls: common.grpc_tls.clone(),
+            retention: common.retention,
             reconcile_after: settings.reconcile_after,
             reconcile_interval: settings.reconcile_interval,
             broker,
@@ -203,6 +205,8 @@ impl PaymentApp {
             }),
             shutdown.clone(),
         ));
+        // Stops by itself on shutdown.
+        tokio::spawn(self.retention.run(pool.clone(), shutdown.clone()));
         let reconciler = tokio::spawn(
             reconciler::Reconciler {
                 pool: pool.clone(),
