@@ -409,6 +409,19 @@ fn free_addr() -> String {
         .to_string()
 }
 
+/// Whether a catalog reached through `endpoint` answers a product list.
+async fn serves(endpoint: tonic::transport::Endpoint) -> bool {
+    match endpoint.connect().await {
+        Err(_) => false,
+        Ok(channel) => {
+            proto::catalog::v1::catalog_service_client::CatalogServiceClient::new(channel)
+                .list_products(proto::catalog::v1::ListProductsRequest::default())
+                .await
+                .is_ok()
+        }
+    }
+}
+
 /// Child processes killed when the test ends, however it ends.
 struct Roles(Vec<std::process::Child>);
 
@@ -652,20 +665,8 @@ async fn separate_roles_over_mutual_tls_serve_a_whole_checkout() {
     // The services' ports take no caller without a certificate from the CA: neither
     // plaintext nor TLS without a client certificate.
     let catalog = grpc["catalog"].clone();
-    let plain = tonic::transport::Endpoint::from_shared(format!("http://{catalog}"))
-        .unwrap()
-        .connect()
-        .await;
-    let refused_plain = match plain {
-        Err(_) => true,
-        Ok(channel) => {
-            proto::catalog::v1::catalog_service_client::CatalogServiceClient::new(channel)
-                .list_products(proto::catalog::v1::ListProductsRequest::default())
-                .await
-                .is_err()
-        }
-    };
-    assert!(refused_plain, "a plaintext client was served");
+    let plain = tonic::transport::Endpoint::from_shared(format!("http://{catalog}")).unwrap();
+    assert!(!serves(plain).await, "a plaintext client was served");
     let ca_pem = std::fs::read(&ca).unwrap();
     let anonymous_tls = tonic::transport::Endpoint::from_shared(format!("https://{catalog}"))
         .unwrap()
@@ -673,18 +674,8 @@ async fn separate_roles_over_mutual_tls_serve_a_whole_checkout() {
             tonic::transport::ClientTlsConfig::new()
                 .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem)),
         )
-        .unwrap()
-        .connect()
-        .await;
-    let refused_tls = match anonymous_tls {
-        Err(_) => true,
-        Ok(channel) => {
-            proto::catalog::v1::catalog_service_client::CatalogServiceClient::new(channel)
-                .list_products(proto::catalog::v1::ListProductsRequest::default())
-                .await
-                .is_err()
-        }
-    };
+        .unwrap();
+    let refused_tls = !serves(anonymous_tls).await;
     assert!(refused_tls, "a TLS client without a certificate was served");
     drop(roles);
     std::fs::remove_dir_all(dir).ok();

@@ -267,28 +267,16 @@ impl PaymentGrpc {
             .map_err(internal)?;
         let outcome: Result<Uuid, Status> = match charged {
             Charged::Outcome(ChargeOutcome::Approved { reference }) => {
-                ledger::settle_captured(&mut tx, &payment, &reference)
-                    .await
-                    .map_err(internal)?;
+                let refunded = ledger::settle_capture(
+                    &mut tx,
+                    self.state.provider.as_ref(),
+                    &payment,
+                    reference,
+                )
+                .await
+                .map_err(internal)?;
                 metrics::counter!("payments_total", "outcome" => "captured").increment(1);
-                if ledger::is_cancelled(&mut tx, order_id)
-                    .await
-                    .map_err(internal)?
-                {
-                    let captured = PaymentRow {
-                        provider_reference: reference,
-                        status: "captured".into(),
-                        ..payment.clone()
-                    };
-                    ledger::refund(
-                        &mut tx,
-                        self.state.provider.as_ref(),
-                        &captured,
-                        captured.amount,
-                        ledger::AUTO_REFUND_REASON,
-                    )
-                    .await
-                    .map_err(internal)?;
+                if refunded {
                     Err(Status::aborted(
                         "the order was cancelled before the payment completed; the charge was refunded",
                     ))

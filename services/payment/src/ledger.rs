@@ -155,6 +155,35 @@ pub async fn settle_captured(
     Ok(())
 }
 
+/// Settles a pending payment as captured (`reference` is the processor's); when its order
+/// was cancelled meanwhile (it expired while the processor thought), refunds the capture at
+/// once. Returns whether it was refunded.
+pub async fn settle_capture(
+    conn: &mut PgConnection,
+    provider: &dyn crate::provider::PaymentProvider,
+    payment: &PaymentRow,
+    reference: String,
+) -> anyhow::Result<bool> {
+    settle_captured(conn, payment, &reference).await?;
+    if !is_cancelled(conn, &payment.order_id).await? {
+        return Ok(false);
+    }
+    let captured = PaymentRow {
+        provider_reference: reference,
+        status: "captured".into(),
+        ..payment.clone()
+    };
+    refund(
+        conn,
+        provider,
+        &captured,
+        captured.amount,
+        AUTO_REFUND_REASON,
+    )
+    .await?;
+    Ok(true)
+}
+
 /// Marks a pending payment failed; `publish` sends `payment.failed` (a final refusal,
 /// which cancels the order), otherwise the order stays payable (a transient failure).
 pub async fn settle_failed(

@@ -17,7 +17,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{
-    ledger::{self, PaymentRow},
+    ledger,
     provider::{ChargeOutcome, ChargeStatus, PaymentProvider},
 };
 
@@ -93,22 +93,8 @@ impl Reconciler {
             }
             match status {
                 ChargeStatus::Settled(ChargeOutcome::Approved { reference }) => {
-                    ledger::settle_captured(&mut tx, &payment, &reference).await?;
-                    if ledger::is_cancelled(&mut tx, &payment.order_id).await? {
-                        let captured = PaymentRow {
-                            provider_reference: reference,
-                            status: "captured".into(),
-                            ..payment.clone()
-                        };
-                        ledger::refund(
-                            &mut tx,
-                            self.provider.as_ref(),
-                            &captured,
-                            captured.amount,
-                            ledger::AUTO_REFUND_REASON,
-                        )
+                    ledger::settle_capture(&mut tx, self.provider.as_ref(), &payment, reference)
                         .await?;
-                    }
                     settle_key(&mut tx, id).await?;
                     metrics::counter!("payments_reconciled_total", "outcome" => "captured")
                         .increment(1);
