@@ -73,6 +73,12 @@ enum Command {
         #[arg(long)]
         out: std::path::PathBuf,
     },
+    /// What landed in a service's dead-letter queue: list it, replay it once the cause is
+    /// fixed, or drop it.
+    DeadLetters {
+        #[command(subcommand)]
+        command: DeadLetterCommand,
+    },
     /// Prints the OpenAPI 3.1 document of the REST API (what the gateway serves at
     /// /openapi.json), generated from the protos.
     Openapi,
@@ -85,6 +91,43 @@ enum Command {
             default_value = "http://127.0.0.1:8080/health/ready"
         )]
         url: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLetterCommand {
+    /// What is in `<queue>.dead` and why (nothing is removed).
+    List {
+        /// The work queue (with AMQP_QUEUE_PREFIX): catalog, order, payment or dte.
+        #[arg(long)]
+        queue: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Sends dead letters back to their work queue, attempts reset.
+    Replay {
+        /// The work queue.
+        #[arg(long)]
+        queue: String,
+        /// The event ids to replay (as `list` shows them).
+        #[arg(long = "id", required_unless_present = "all")]
+        ids: Vec<String>,
+        /// Replay every dead letter of the queue.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+    /// Removes dead letters for good.
+    Drop {
+        /// The work queue.
+        #[arg(long)]
+        queue: String,
+        /// The event ids to drop.
+        #[arg(long = "id", required = true)]
+        ids: Vec<String>,
+        /// Confirms: dropped messages cannot be recovered.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -175,6 +218,41 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 std::process::ExitCode::FAILURE
             }
         });
+    }
+    if let Command::DeadLetters { command } = &cli.command {
+        let env = ProcessEnv;
+        let common = CommonSettings::from_source(&Reader::new(&env))?;
+        let broker = platform::amqp::Broker::new(common.amqp_url.expose(), &common.amqp_exchange);
+        use platform::amqp::dead_letters;
+        match command {
+            DeadLetterCommand::List { queue, limit } => {
+                let letters = dead_letters::list(&broker, queue, *limit).await?;
+                println!(
+                    "{} dead letters in {}",
+                    letters.len(),
+                    dead_letters::dead_queue(queue)
+                );
+                for l in letters {
+                    println!(
+                        "{}  {}  aggregate {}  attempts {}  reason: {}",
+                        l.id, l.event_type, l.aggregate_id, l.attempts, l.reason
+                    );
+                }
+            }
+            DeadLetterCommand::Replay { queue, ids, all } => {
+                let ids = (!*all).then_some(ids.as_slice());
+                let n = dead_letters::replay(&broker, queue, ids).await?;
+                println!("{n} replayed to {queue}");
+            }
+            DeadLetterCommand::Drop { queue, ids, yes } => {
+                if !*yes {
+                    anyhow::bail!("drop removes messages for good: add --yes to confirm");
+                }
+                let n = dead_letters::drop_letters(&broker, queue, ids).await?;
+                println!("{n} dropped from {}", dead_letters::dead_queue(queue));
+            }
+        }
+        return Ok(std::process::ExitCode::SUCCESS);
     }
     if let Command::Openapi = &cli.command {
         let table = gateway::routes::RouteTable::from_descriptor_set(proto::FILE_DESCRIPTOR_SET)?;
@@ -317,7 +395,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         | Command::Loadgen(_)
         | Command::InternalKey { .. }
         | Command::DevCerts { .. }
-        | Command::Openapi => {
+        | Command::Openapi
+        | Command::DeadLetters { .. } => {
             unreachable!("handled above")
         }
     };
@@ -458,7 +537,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         | Command::Loadgen(_)
         | Command::InternalKey { .. }
         | Command::DevCerts { .. }
-        | Command::Openapi => {
+        | Command::Openapi
+        | Command::DeadLetters { .. } => {
             unreachable!("handled above")
         }
     }

@@ -680,3 +680,17 @@ async fn separate_roles_over_mutual_tls_serve_a_whole_checkout() {
     drop(roles);
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn dropping_dead_letters_needs_a_confirmation() {
+    let out = Command::new(BIN)
+        .args(["dead-letters", "drop", "--queue", "order", "--id", "x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--yes"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -411,3 +411,79 @@ async fn published_outbox_rows_and_inbox_records_go_after_their_retention_never_
     assert_eq!(remembered, vec!["young".to_string()]);
     assert_eq!(retention.purge_once(&pool).await.unwrap(), (0, 0));
 }
+
+#[tokio::test]
+async fn a_dead_letter_is_listed_with_its_reason_and_replayed_once_the_fix_is_in() {
+    use platform::amqp::dead_letters;
+    let f = Fixture::new().await;
+    // Fails until "the fix is deployed" (the failures run out), far beyond the bound.
+    let recorder = Arc::new(Recorder {
+        failures_left: AtomicU32::new(u32::MAX),
+        ..Default::default()
+    });
+    f.start_consumer(recorder.clone());
+    f.declare().await;
+    f.enqueue("o-poison", true).await;
+    f.start_relay();
+    let queue = f.subscription.queue.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let listed = loop {
+        let listed = dead_letters::list(&f.broker, &queue, 100).await.unwrap();
+        if !listed.is_empty() {
+            break listed;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing was dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(listed.len(), 1);
+    let letter = &listed[0];
+    assert_eq!(letter.event_type, "order.cancelled");
+    assert_eq!(letter.aggregate_id, "o-poison");
+    assert_eq!(letter.attempts, i64::from(f.subscription.max_attempts));
+    assert!(letter.reason.contains("simulated failure"), "{letter:?}");
+    // Listing took nothing away.
+    assert_eq!(
+        dead_letters::list(&f.broker, &queue, 100).await.unwrap(),
+        listed
+    );
+
+    // An id that is not there is refused by name, and nothing moves.
+    let err = dead_letters::replay(&f.broker, &queue, Some(&["no-such-id".to_string()]))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no-such-id"), "{err}");
+    assert_eq!(
+        dead_letters::list(&f.broker, &queue, 100)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // The fix is deployed: the replayed message is applied, once, and the queue is empty.
+    recorder.failures_left.store(0, Ordering::SeqCst);
+    let replayed = dead_letters::replay(&f.broker, &queue, Some(&[letter.id.clone()]))
+        .await
+        .unwrap();
+    assert_eq!(replayed, 1);
+    assert_eq!(
+        f.wait_for_effect("o-poison:customer").await,
+        vec!["o-poison:customer"]
+    );
+    assert!(
+        dead_letters::list(&f.broker, &queue, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        f.effects().await,
+        vec!["o-poison:customer"],
+        "applied exactly once"
+    );
+    f.cleanup().await;
+}

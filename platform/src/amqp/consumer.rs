@@ -27,7 +27,8 @@ use tracing::Instrument as _;
 use super::Broker;
 use proto::events::v1::EventEnvelope;
 
-const ATTEMPT_HEADER: &str = "x-orderflow-attempt";
+/// The header counting a message's attempts (dead-letter tooling resets it on replay).
+pub const ATTEMPT_HEADER: &str = "x-orderflow-attempt";
 
 /// Handles one event inside the transaction that also records it in the inbox.
 pub trait EventHandler: Send + Sync + 'static {

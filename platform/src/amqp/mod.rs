@@ -8,6 +8,7 @@
 //!   table in the same transaction as the handler's effect, so redelivery changes nothing;
 //!   failures are retried with back-off and, past a bound, parked in a dead-letter queue.
 //!
+//! - [`dead_letters`]: list, replay and drop what landed in a dead-letter queue.
 //! - [`retention`]: published outbox rows and inbox records are deleted after their
 //!   retention, in small batches.
 //!
@@ -16,6 +17,7 @@
 //! `traceparent` travels in the AMQP headers.
 
 pub mod consumer;
+pub mod dead_letters;
 pub mod outbox;
 pub mod retention;
 
