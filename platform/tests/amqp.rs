@@ -465,7 +465,7 @@ async fn a_dead_letter_is_listed_with_its_reason_and_replayed_once_the_fix_is_in
 
     // The fix is deployed: the replayed message is applied, once, and the queue is empty.
     recorder.failures_left.store(0, Ordering::SeqCst);
-    let replayed = dead_letters::replay(&f.broker, &queue, Some(&[letter.id.clone()]))
+    let replayed = dead_letters::replay(&f.broker, &queue, Some(std::slice::from_ref(&letter.id)))
         .await
         .unwrap();
     assert_eq!(replayed, 1);
