@@ -487,3 +487,23 @@ async fn a_dead_letter_is_listed_with_its_reason_and_replayed_once_the_fix_is_in
     );
     f.cleanup().await;
 }
+
+#[tokio::test]
+async fn an_idle_relay_is_woken_by_the_commit_not_by_polling() {
+    let f = Fixture::new().await;
+    f.start_consumer(Arc::new(Recorder::default()));
+    f.declare().await;
+    // A safety poll of an hour: only the commit's notification can wake it in time.
+    let mut relay = OutboxRelay::new(f.pool.clone(), f.broker.clone());
+    relay.idle_interval = Duration::from_secs(3600);
+    tokio::spawn(relay.run(f.shutdown.clone()));
+    // Let it find the outbox empty and go to sleep.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    f.enqueue("o-woken", true).await;
+    // Within the helper's 20 s, so by the notification, not the hourly poll.
+    assert_eq!(
+        f.wait_for_effect("o-woken:customer").await,
+        vec!["o-woken:customer"]
+    );
+    f.cleanup().await;
+}

@@ -24,6 +24,15 @@ CREATE TABLE IF NOT EXISTS outbox (
     published_at timestamptz
 );
 CREATE INDEX IF NOT EXISTS outbox_unpublished ON outbox (seq) WHERE published_at IS NULL;
+-- The relay sleeps until a transaction that wrote to the outbox commits (NOTIFY is
+-- delivered at commit, and once per transaction), with a slow poll for a lost notice.
+CREATE OR REPLACE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('orderflow_outbox_' || TG_TABLE_SCHEMA, '');
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER outbox_notify AFTER INSERT ON outbox
+    FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify();
 CREATE TABLE IF NOT EXISTS inbox (
     message_id  text NOT NULL,
     consumer    text NOT NULL,
@@ -97,7 +106,8 @@ pub struct OutboxRelay {
     broker: Broker,
     /// Rows per transaction.
     pub batch_size: i64,
-    /// How long to sleep when the outbox is empty.
+    /// The safety poll: how long an idle relay sleeps when no notification comes (a
+    /// committed outbox row wakes it at once through LISTEN/NOTIFY).
     pub idle_interval: Duration,
 }
 
@@ -117,13 +127,37 @@ impl OutboxRelay {
             pool,
             broker,
             batch_size: 100,
-            idle_interval: Duration::from_millis(100),
+            idle_interval: Duration::from_secs(5),
+        }
+    }
+
+    /// Listens for the outbox's notifications (`None` when it cannot: the relay then
+    /// polls at the safety interval until a later attempt succeeds).
+    async fn listen(&self) -> Option<sqlx::postgres::PgListener> {
+        let attempt = async {
+            let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+                .fetch_one(&self.pool)
+                .await?;
+            let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+            listener
+                .listen(&format!("orderflow_outbox_{schema}"))
+                .await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        match attempt.await {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox relay: cannot listen for notifications; polling");
+                None
+            }
         }
     }
 
     /// Publishes until `shutdown` fires. Failures (RabbitMQ down, Postgres down) are
-    /// logged and retried with back-off; unpublished rows simply wait.
+    /// logged and retried with back-off; unpublished rows simply wait. Idle, it sleeps until
+    /// a committed outbox row notifies it (or the safety poll comes round).
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut listener = self.listen().await;
         let mut channel = None;
         let mut backoff = Duration::from_millis(100);
         while !shutdown.is_cancelled() {
@@ -145,7 +179,25 @@ impl OutboxRelay {
                     pause
                 }
             };
-            tokio::select! { _ = tokio::time::sleep(pause) => {}, _ = shutdown.cancelled() => {} }
+            let idle = pause == self.idle_interval;
+            match (&mut listener, idle) {
+                (Some(l), true) => {
+                    tokio::select! {
+                        notified = l.recv() => if let Err(e) = notified {
+                            tracing::warn!(error = %e, "outbox relay: lost its notifications; polling");
+                            listener = None;
+                        },
+                        _ = tokio::time::sleep(pause) => {},
+                        _ = shutdown.cancelled() => {},
+                    }
+                }
+                _ => {
+                    tokio::select! { _ = tokio::time::sleep(pause) => {}, _ = shutdown.cancelled() => {} }
+                    if listener.is_none() && idle {
+                        listener = self.listen().await;
+                    }
+                }
+            }
         }
         Ok(())
     }
