@@ -132,9 +132,6 @@ impl SandboxProvider {
 #[async_trait]
 impl PaymentProvider for SandboxProvider {
     async fn charge(&self, charge: &Charge<'_>) -> Result<ChargeOutcome, ProviderError> {
-        if let ChargeStatus::Settled(first) = self.status(charge.payment_id).await? {
-            return Ok(first);
-        }
         let outcome = self.decide(charge).await?;
         if let Some(pool) = &self.records {
             let (approved, reference, code, message) = match &outcome {
@@ -143,7 +140,7 @@ impl PaymentProvider for SandboxProvider {
                     (false, "", code.as_str(), message.as_str())
                 }
             };
-            sqlx::query(
+            let recorded = sqlx::query(
                 "INSERT INTO sandbox_charges (payment_id, approved, reference, code, message) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
             )
@@ -154,7 +151,15 @@ impl PaymentProvider for SandboxProvider {
             .bind(message)
             .execute(pool)
             .await
-            .map_err(|e| ProviderError::Retryable(format!("the sandbox's records: {e}")))?;
+            .map_err(|e| ProviderError::Retryable(format!("the sandbox's records: {e}")))?
+            .rows_affected();
+            // Charged before with this id: the first answer stands, as a processor's
+            // idempotency key makes it.
+            if recorded == 0
+                && let ChargeStatus::Settled(first) = self.status(charge.payment_id).await?
+            {
+                return Ok(first);
+            }
         }
         Ok(outcome)
     }
