@@ -8,6 +8,7 @@ use sqlx::{
     migrate::Migrator,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
+use tokio_util::sync::CancellationToken;
 
 /// Opens a pool whose connections see only `schema` (its `search_path`), creating the
 /// schema when missing. Each service owns one schema and never reads another's.
@@ -112,6 +113,74 @@ pub fn redact(url: &str) -> String {
             format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..])
         }
         _ => url.to_string(),
+    }
+}
+
+/// Sleeping until a table of the pool's schema gained rows, instead of polling it: a
+/// statement trigger on the table runs `pg_notify('orderflow_<table>_<schema>', '')`
+/// (delivered when the writing transaction commits), and a worker that found nothing to do
+/// waits here for that notice or, should one be lost, a slow safety poll.
+pub struct Wakeup {
+    pool: PgPool,
+    channel: String,
+    listener: Option<sqlx::postgres::PgListener>,
+}
+
+impl Wakeup {
+    /// Listens for `table`'s notices in the pool's schema. When listening fails the
+    /// worker polls at the safety interval, and listening is tried again after each wait.
+    pub async fn for_table(pool: &PgPool, table: &str) -> Self {
+        let mut this = Self {
+            pool: pool.clone(),
+            channel: table.to_string(),
+            listener: None,
+        };
+        this.listen().await;
+        this
+    }
+
+    async fn listen(&mut self) {
+        let attempt = async {
+            let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+                .fetch_one(&self.pool)
+                .await?;
+            let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+            listener
+                .listen(&format!("orderflow_{}_{schema}", self.channel))
+                .await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        match attempt.await {
+            Ok(listener) => self.listener = Some(listener),
+            Err(e) => {
+                tracing::warn!(table = %self.channel, error = %e, "cannot listen for notifications; polling")
+            }
+        }
+    }
+
+    /// Waits for a notice, at most `safety`, or until `shutdown`.
+    pub async fn wait(&mut self, safety: std::time::Duration, shutdown: &CancellationToken) {
+        match &mut self.listener {
+            Some(listener) => {
+                tokio::select! {
+                    notified = listener.recv() => if let Err(e) = notified {
+                        tracing::warn!(table = %self.channel, error = %e, "lost notifications; polling");
+                        self.listener = None;
+                    },
+                    _ = tokio::time::sleep(safety) => {},
+                    _ = shutdown.cancelled() => {},
+                }
+            }
+            None => {
+                tokio::select! {
+                    _ = tokio::time::sleep(safety) => {},
+                    _ = shutdown.cancelled() => {},
+                }
+                if !shutdown.is_cancelled() {
+                    self.listen().await;
+                }
+            }
+        }
     }
 }
 

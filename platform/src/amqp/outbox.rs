@@ -131,33 +131,11 @@ impl OutboxRelay {
         }
     }
 
-    /// Listens for the outbox's notifications (`None` when it cannot: the relay then
-    /// polls at the safety interval until a later attempt succeeds).
-    async fn listen(&self) -> Option<sqlx::postgres::PgListener> {
-        let attempt = async {
-            let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
-                .fetch_one(&self.pool)
-                .await?;
-            let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
-            listener
-                .listen(&format!("orderflow_outbox_{schema}"))
-                .await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
-        match attempt.await {
-            Ok(listener) => Some(listener),
-            Err(e) => {
-                tracing::warn!(error = %e, "outbox relay: cannot listen for notifications; polling");
-                None
-            }
-        }
-    }
-
     /// Publishes until `shutdown` fires. Failures (RabbitMQ down, Postgres down) are
     /// logged and retried with back-off; unpublished rows simply wait. Idle, it sleeps until
     /// a committed outbox row notifies it (or the safety poll comes round).
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let mut listener = self.listen().await;
+        let mut wakeup = crate::db::Wakeup::for_table(&self.pool, "outbox").await;
         let mut channel = None;
         let mut backoff = Duration::from_millis(100);
         while !shutdown.is_cancelled() {
@@ -179,24 +157,10 @@ impl OutboxRelay {
                     pause
                 }
             };
-            let idle = pause == self.idle_interval;
-            match (&mut listener, idle) {
-                (Some(l), true) => {
-                    tokio::select! {
-                        notified = l.recv() => if let Err(e) = notified {
-                            tracing::warn!(error = %e, "outbox relay: lost its notifications; polling");
-                            listener = None;
-                        },
-                        _ = tokio::time::sleep(pause) => {},
-                        _ = shutdown.cancelled() => {},
-                    }
-                }
-                _ => {
-                    tokio::select! { _ = tokio::time::sleep(pause) => {}, _ = shutdown.cancelled() => {} }
-                    if listener.is_none() && idle {
-                        listener = self.listen().await;
-                    }
-                }
+            if pause == self.idle_interval {
+                wakeup.wait(pause, &shutdown).await;
+            } else {
+                tokio::select! { _ = tokio::time::sleep(pause) => {}, _ = shutdown.cancelled() => {} }
             }
         }
         Ok(())

@@ -164,7 +164,8 @@ impl Projector {
             pool,
             leader: Arc::default(),
             batch_size: 500,
-            idle_interval: Duration::from_millis(100),
+            // The safety poll: appends wake the projector at once (LISTEN/NOTIFY).
+            idle_interval: Duration::from_secs(2),
             standby_interval: Duration::from_secs(1),
         }
     }
@@ -214,13 +215,14 @@ impl Projector {
         }
         self.set_leader(true);
         tracing::info!("projector: this instance leads");
+        let mut wakeup = platform::db::Wakeup::for_table(&self.pool, "events").await;
         loop {
             let projected = project_batch(&mut conn, self.batch_size).await?;
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
             if (projected as i64) < self.batch_size {
-                tokio::select! {
-                    _ = tokio::time::sleep(self.idle_interval) => {}
-                    _ = shutdown.cancelled() => return Ok(()),
-                }
+                wakeup.wait(self.idle_interval, shutdown).await;
             } else if shutdown.is_cancelled() {
                 return Ok(());
             }

@@ -214,13 +214,17 @@ impl Relay {
             pool,
             broker,
             batch_size: 200,
-            idle_interval: Duration::from_millis(100),
+            // The safety poll: appends wake the relay at once (LISTEN/NOTIFY). Short enough
+            // that an event held back by an older transaction still in flight (readers stay
+            // below it) goes out soon after, even when that transaction appended nothing.
+            idle_interval: Duration::from_secs(2),
         }
     }
 
     /// Publishes until `shutdown`; failures (RabbitMQ or Postgres away) are retried with
     /// back-off from the last confirmed checkpoint.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut wakeup = platform::db::Wakeup::for_table(&self.pool, "events").await;
         let mut channel = None;
         let mut backoff = Duration::from_millis(100);
         while !shutdown.is_cancelled() {
@@ -241,7 +245,11 @@ impl Relay {
                     pause
                 }
             };
-            tokio::select! { _ = tokio::time::sleep(pause) => {}, _ = shutdown.cancelled() => {} }
+            if pause == self.idle_interval {
+                wakeup.wait(pause, &shutdown).await;
+            } else {
+                tokio::select! { _ = tokio::time::sleep(pause) => {}, _ = shutdown.cancelled() => {} }
+            }
         }
         Ok(())
     }
