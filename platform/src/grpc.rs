@@ -65,6 +65,30 @@ impl Caller {
     }
 }
 
+/// Metadata key: the client's `Idempotency-Key`, forwarded by the gateway.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+/// The client's Idempotency-Key as the gateway forwarded it (trimmed), `None` when absent
+/// or empty; one that is not visible ASCII or longer than 255 characters is
+/// INVALID_ARGUMENT naming the header. Services that keep their own idempotency (payment,
+/// placing an order) read it here, so both judge a key alike.
+pub fn idempotency_key(md: &tonic::metadata::MetadataMap) -> Result<Option<String>, Status> {
+    let Some(value) = md.get(IDEMPOTENCY_KEY_HEADER) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| invalid_argument("Idempotency-Key", "must be visible ASCII characters"))?
+        .trim();
+    if key.len() > 255 {
+        return Err(invalid_argument(
+            "Idempotency-Key",
+            "must be at most 255 characters",
+        ));
+    }
+    Ok((!key.is_empty()).then(|| key.to_string()))
+}
+
 /// INVALID_ARGUMENT naming the offending field in a `google.rpc.BadRequest` detail (the
 /// gateway turns it into a 400 problem+json that names the field).
 pub fn invalid_argument(field: &str, description: impl Into<String>) -> Status {

@@ -156,7 +156,10 @@ async fn with_redis_away_the_order_service_still_places_once_per_key() {
     let (refused, _, refused_body) = order_with_key(&s, &ana, "place-1", &other).await;
     assert_eq!(refused, StatusCode::UNPROCESSABLE_ENTITY);
     let problem: Value = serde_json::from_slice(&refused_body).unwrap();
-    assert_eq!(problem["errors"][0]["field"], "idempotencyKey", "{problem}");
+    assert_eq!(
+        problem["errors"][0]["field"], "Idempotency-Key",
+        "{problem}"
+    );
     // Another customer's identical key is another placement.
     let bea = s.customer("bea@example.cl").await;
     let (bea_status, _, bea_body) = order_with_key(&s, &bea, "place-1", &body).await;

@@ -146,23 +146,12 @@ fn buyer_of(buyer: Option<pb::Buyer>) -> Option<Buyer> {
     (buyer != Buyer::default()).then_some(buyer)
 }
 
-/// The request's `idempotency-key` metadata (the client's Idempotency-Key, forwarded by
-/// the gateway), if any.
-fn idempotency_key(metadata: &tonic::metadata::MetadataMap) -> Result<Option<String>, Status> {
-    let Some(value) = metadata.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let key = value
-        .to_str()
-        .map(|k| k.trim().trim_matches('"').to_string())
-        .map_err(|_| invalid_argument("idempotency_key", "must be visible ASCII"))?;
-    if key.is_empty() || key.len() > 255 {
-        return Err(invalid_argument(
-            "idempotency_key",
-            "must be 1 to 255 visible characters",
-        ));
-    }
-    Ok(Some(key))
+/// How a placement's append ended (short of an error).
+enum Placement {
+    /// OrderPlaced (and the customer's key, if any) committed.
+    Recorded(Box<Order>),
+    /// A concurrent placement with the same Idempotency-Key committed first; nothing was.
+    KeyTaken,
 }
 
 /// The audience of this role's calls to the catalog.
@@ -238,8 +227,6 @@ impl OrderGrpc {
         }
     }
 
-    /// Loads an order the caller may see (its owner, or an admin); others get NOT_FOUND,
-    /// so nobody learns which order ids exist.
     /// The order already placed by `user` with Idempotency-Key `key`, if any; the key
     /// used for a different request is refused (the gateway answers 422).
     async fn placed_with(
@@ -262,7 +249,7 @@ impl OrderGrpc {
         };
         if &first != request {
             return Err(platform::grpc::unprocessable(
-                "idempotency_key",
+                "Idempotency-Key",
                 "was already used for a different order",
             ));
         }
@@ -274,6 +261,8 @@ impl OrderGrpc {
         Ok(Some(order))
     }
 
+    /// Loads an order the caller may see (its owner, or an admin); others get NOT_FOUND,
+    /// so nobody learns which order ids exist.
     async fn visible_order(&self, caller: &Caller, id: &str) -> Result<Order, Status> {
         let user = caller.require_user()?;
         let id = id.trim();
@@ -373,7 +362,7 @@ impl OrderService for OrderGrpc {
     ) -> Result<Response<pb::Order>, Status> {
         let caller = Caller::of(&request);
         let user = caller.require_user()?;
-        let key = idempotency_key(request.metadata())?;
+        let key = platform::grpc::idempotency_key(request.metadata())?;
         let req = request.into_inner();
         let document_type = DocumentType::parse(&req.document_type)
             .map_err(|e| invalid_argument("document_type", e))?;
@@ -473,29 +462,22 @@ impl OrderService for OrderGrpc {
                 .execute(&mut *tx)
                 .await?;
                 if recorded.rows_affected() == 0 {
-                    // A concurrent retry with the same key got there first: this order is
-                    // not recorded (and its reservation is given back below).
-                    return Ok(None);
+                    return Ok(Placement::KeyTaken);
                 }
             }
             tx.commit().await?;
-            Ok::<_, CommandError>(Some(order))
+            Ok::<_, CommandError>(Placement::Recorded(Box::new(order)))
         }
         .await;
-        let appended = match appended {
-            Ok(Some(order)) => Ok(order),
-            Ok(None) => Err(None),
-            Err(e) => Err(Some(e)),
-        };
         match appended {
-            Ok(order) => {
+            Ok(Placement::Recorded(order)) => {
                 metrics::counter!("orders_placed_total").increment(1);
                 tracing::info!(%order_id, total = order.totals.total, "order placed");
                 Ok(Response::new(to_proto(&order)))
             }
-            Err(e) => {
-                // Not recorded: give the stock back (best effort; an unreleased
-                // reservation would otherwise hold it).
+            not_recorded => {
+                // Not recorded: give the stock back (best effort; the sweeper releases
+                // it should this fail).
                 let mut release = Request::new(ReservationRef {
                     order_id: order_id.clone(),
                 });
@@ -512,14 +494,16 @@ impl OrderService for OrderGrpc {
                 {
                     tracing::error!(%order_id, ?status, "could not release the reservation of an order that was not recorded");
                 }
-                match (e, &key) {
-                    (Some(e), _) => Err(command_status(e)),
-                    (None, Some(key)) => self
+                match (not_recorded, &key) {
+                    (Err(e), _) => Err(command_status(e)),
+                    // A concurrent retry with the same key got there first: its order is
+                    // the answer.
+                    (Ok(_), Some(key)) => self
                         .placed_with(user, key, &request_seen)
                         .await?
                         .map(|order| Response::new(to_proto(&order)))
                         .ok_or_else(|| Status::aborted("placed concurrently; try again")),
-                    (None, None) => unreachable!("only a keyed placement can lose the key"),
+                    (Ok(_), None) => unreachable!("only a keyed placement can find its key taken"),
                 }
             }
         }

@@ -25,9 +25,6 @@ use crate::{
     provider::{Charge, ChargeOutcome, PaymentProvider, ProviderError},
 };
 
-/// Metadata key the gateway forwards the `Idempotency-Key` header as.
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
-
 /// What the handlers share.
 pub struct PaymentState {
     /// The `payment` schema.
@@ -361,19 +358,12 @@ impl PaymentService for PaymentGrpc {
     async fn pay(&self, request: Request<PayRequest>) -> Result<Response<pb::Payment>, Status> {
         let caller = Caller::of(&request);
         let user = caller.require_user()?;
-        let key = request
-            .metadata()
-            .get(IDEMPOTENCY_KEY)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .unwrap_or_default()
-            .to_string();
-        if key.is_empty() || key.len() > 255 {
-            return Err(invalid_argument(
+        let key = platform::grpc::idempotency_key(request.metadata())?.ok_or_else(|| {
+            invalid_argument(
                 "Idempotency-Key",
                 "send an Idempotency-Key header (a unique value per payment attempt, at most 255 characters)",
-            ));
-        }
+            )
+        })?;
         let req = request.into_inner();
         let order_id = req.order_id.trim().to_string();
         if order_id.is_empty() {
