@@ -20,7 +20,7 @@ use std::{
     collections::HashMap,
     future::Future,
     pin::Pin,
-    sync::{Arc, LazyLock},
+    sync::LazyLock,
     task::{Context, Poll},
 };
 
@@ -118,7 +118,6 @@ impl<S> tower::Layer<S> for AuthorizeLayer {
         Authorize {
             inner,
             verifier: self.verifier.clone(),
-            table: Arc::new(ACCESS_TABLE.clone()),
         }
     }
 }
@@ -128,13 +127,12 @@ impl<S> tower::Layer<S> for AuthorizeLayer {
 pub struct Authorize<S> {
     inner: S,
     verifier: Verifier,
-    table: Arc<HashMap<String, Access>>,
 }
 
 impl<S> Authorize<S> {
     fn caller_of<B>(&self, req: &Request<B>) -> Result<Caller, Status> {
         let path = req.uri().path();
-        let access = match self.table.get(path) {
+        let access = match ACCESS_TABLE.get(path) {
             Some(access) => *access,
             // The standard health and reflection services; anything else unknown has no
             // handler and gets UNIMPLEMENTED from the router.
