@@ -65,30 +65,25 @@ impl Reconciler {
     /// One pass over the stale pending payments.
     pub async fn reconcile_once(&self) -> anyhow::Result<Reconciled> {
         let before = chrono::Utc::now() - chrono::Duration::from_std(self.after)?;
-        let stale: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM payments WHERE status = 'pending' AND created_at < $1 \
+        let stale: Vec<(Uuid, String)> = sqlx::query_as(
+            "SELECT id, order_id FROM payments WHERE status = 'pending' AND created_at < $1 \
              ORDER BY created_at LIMIT 100",
         )
         .bind(before)
         .fetch_all(&self.pool)
         .await?;
         let mut done = Reconciled::default();
-        for id in stale {
+        for (id, order_id) in stale {
             // Ask first, outside any transaction (a processor call can be slow).
             let status = self.provider.status(&id.to_string()).await?;
             let mut tx = self.pool.begin().await?;
+            // The order's lock, as every settlement takes it; then the payment as it is now.
+            ledger::lock_order(&mut tx, &order_id).await?;
             let Some(payment) = ledger::payment(&mut *tx, id).await? else {
                 continue;
             };
-            ledger::lock_order(&mut tx, &payment.order_id).await?;
             // Settled meanwhile by someone else (another replica): nothing to do.
-            let still_pending: bool = sqlx::query_scalar(
-                "SELECT status = 'pending' FROM payments WHERE id = $1 FOR UPDATE",
-            )
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
-            if !still_pending {
+            if payment.status != "pending" {
                 continue;
             }
             match status {
