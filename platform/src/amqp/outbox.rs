@@ -146,8 +146,10 @@ impl OutboxRelay {
                     continue;
                 }
                 Ok(_) => {
+                    // Caught up: sleep until a write commits (or the safety poll).
                     backoff = Duration::from_millis(100);
-                    self.idle_interval
+                    wakeup.wait(self.idle_interval, &shutdown).await;
+                    continue;
                 }
                 Err(e) => {
                     channel = None;
@@ -157,11 +159,7 @@ impl OutboxRelay {
                     pause
                 }
             };
-            if pause == self.idle_interval {
-                wakeup.wait(pause, &shutdown).await;
-            } else {
-                tokio::select! { _ = tokio::time::sleep(pause) => {}, _ = shutdown.cancelled() => {} }
-            }
+            tokio::select! { _ = tokio::time::sleep(pause) => {}, _ = shutdown.cancelled() => {} }
         }
         Ok(())
     }

@@ -234,8 +234,10 @@ impl Relay {
                     continue;
                 }
                 Ok(_) => {
+                    // Caught up: sleep until a write commits (or the safety poll).
                     backoff = Duration::from_millis(100);
-                    self.idle_interval
+                    wakeup.wait(self.idle_interval, &shutdown).await;
+                    continue;
                 }
                 Err(e) => {
                     channel = None;
@@ -245,11 +247,7 @@ impl Relay {
                     pause
                 }
             };
-            if pause == self.idle_interval {
-                wakeup.wait(pause, &shutdown).await;
-            } else {
-                tokio::select! { _ = tokio::time::sleep(pause) => {}, _ = shutdown.cancelled() => {} }
-            }
+            tokio::select! { _ = tokio::time::sleep(pause) => {}, _ = shutdown.cancelled() => {} }
         }
         Ok(())
     }
