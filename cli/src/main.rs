@@ -49,6 +49,10 @@ enum Command {
     /// A local SII (on SII_SIM_ADDR, default 127.0.0.1:8090): seed, token, DTEUpload, the
     /// boleta API and status queries, judging uploads as the SII does.
     SiiSim,
+    /// A local Webpay Plus (on WEBPAY_SIM_ADDR, default 127.0.0.1:8091): Transbank's REST
+    /// API (create, commit, status, refunds; it checks WEBPAY_COMMERCE_CODE and
+    /// WEBPAY_API_KEY_SECRET) and the payment page with the integration test cards.
+    WebpaySim,
     /// Applies a service's migrations to its schema and exits (the Helm pre-upgrade Job).
     Migrate {
         /// The service: `iam`, `catalog`, `order`, `payment`, `dte`, or `all`.
@@ -390,6 +394,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Payment => "payment",
         Command::Dte { .. } => "dte",
         Command::SiiSim => "sii-sim",
+        Command::WebpaySim => "webpay-sim",
         Command::Migrate { .. } => "migrate",
         Command::Healthcheck { .. }
         | Command::Loadgen(_)
@@ -498,6 +503,24 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 std::net::SocketAddr::from(([127, 0, 0, 1], 8090)),
             )?;
             dte::sii::sim::SiiSimulator::bind(addr)
+                .await?
+                .run_until_stopped(platform::shutdown::on_signal())
+                .await?;
+        }
+        Command::WebpaySim => {
+            let config = payment::webpay_sim::SimConfig {
+                commerce_code: r.required("WEBPAY_COMMERCE_CODE")?,
+                api_key_secret: r.required("WEBPAY_API_KEY_SECRET")?,
+                form_timeout: r.duration(
+                    "WEBPAY_SIM_FORM_TIMEOUT",
+                    payment::webpay_sim::DEFAULT_FORM_TIMEOUT,
+                )?,
+            };
+            let addr = r.parse(
+                "WEBPAY_SIM_ADDR",
+                std::net::SocketAddr::from(([127, 0, 0, 1], 8091)),
+            )?;
+            payment::webpay_sim::WebpaySimulator::bind(addr, config)
                 .await?
                 .run_until_stopped(platform::shutdown::on_signal())
                 .await?;

@@ -54,6 +54,8 @@ impl SpawnedSuite {
             .env("GATEWAY_ADDR", &address)
             .env("IAM_BOOTSTRAP_ADMIN_EMAIL", admin.0)
             .env("IAM_BOOTSTRAP_ADMIN_PASSWORD", admin.1)
+            // The load generator's shoppers pay with the sandbox's test cards.
+            .env("PAYMENT_PROVIDER", "sandbox")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()

@@ -37,6 +37,8 @@ pub struct Suite {
     pub payment_pool: sqlx::PgPool,
     /// The DTE service's pool.
     pub dte_pool: sqlx::PgPool,
+    /// The local Webpay, when the suite started one: its URL and its fault switches.
+    pub webpay_sim: Option<(String, payment::webpay_sim::SimFaults)>,
     shutdown: CancellationToken,
     tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
 }
@@ -146,6 +148,48 @@ impl Suite {
         if r.optional("PAYMENT_ORDER_URL").is_none() {
             payment_settings.order_url = loopback_url(order.grpc_addr());
         }
+        // What a newcomer sees is what a Chilean shopper sees: Webpay, unless
+        // PAYMENT_PROVIDER says otherwise; and unless a real Webpay is configured, the
+        // local simulator, with credentials made up for this run.
+        if r.optional("PAYMENT_PROVIDER").is_none() {
+            payment_settings.provider = "webpay".into();
+            if r.optional("PAYMENT_RECONCILE_AFTER").is_none() {
+                payment_settings.reconcile_after = payment::default_reconcile_after("webpay");
+            }
+        }
+        let webpay_simulator = if payment_settings.provider == "webpay"
+            && r.optional("WEBPAY_URL").is_none()
+            && payment_settings.webpay.environment != "production"
+        {
+            let webpay = &mut payment_settings.webpay;
+            let commerce_code = webpay
+                .commerce_code
+                .get_or_insert_with(|| "597000000001".into())
+                .clone();
+            let api_key_secret = webpay
+                .api_key_secret
+                .get_or_insert_with(|| {
+                    platform::config::Secret::new(uuid::Uuid::new_v4().simple().to_string())
+                })
+                .expose()
+                .to_string();
+            let simulator = payment::webpay_sim::WebpaySimulator::bind(
+                r.parse("WEBPAY_SIM_ADDR", SocketAddr::from(([127, 0, 0, 1], 8091)))?,
+                payment::webpay_sim::SimConfig {
+                    commerce_code,
+                    api_key_secret,
+                    form_timeout: r.duration(
+                        "WEBPAY_SIM_FORM_TIMEOUT",
+                        payment::webpay_sim::DEFAULT_FORM_TIMEOUT,
+                    )?,
+                },
+            )
+            .await?;
+            webpay.url = simulator.url();
+            Some(simulator)
+        } else {
+            None
+        };
         let payment =
             PaymentApp::build(&common, payment_settings, platform::clock::Clock::system())
                 .await
@@ -233,6 +277,15 @@ impl Suite {
                 tokio::spawn(gateway.run_until_stopped(shutdown.clone())),
             ),
         ];
+        let webpay_sim = webpay_simulator
+            .as_ref()
+            .map(|sim| (sim.url(), sim.faults()));
+        if let Some(simulator) = webpay_simulator {
+            tasks.push((
+                "webpay-sim",
+                tokio::spawn(simulator.run_until_stopped(shutdown.clone())),
+            ));
+        }
         if let Some(simulator) = sii_simulator {
             tasks.push((
                 "sii-sim",
@@ -249,6 +302,7 @@ impl Suite {
             order_pool,
             payment_pool,
             dte_pool,
+            webpay_sim,
             shutdown,
             tasks,
         })

@@ -665,7 +665,7 @@ async fn forward(
                 if problem::http_status(status.code()).is_server_error() {
                     tracing::warn!(rpc = %route.grpc_path, code = ?status.code(), message = status.message(), "upstream error");
                 }
-                Problem::from_status(&status)
+                Problem::from_status_of(&status, Some(&route.rpc.input()))
             }
             upstream::CallError::TimedOut(after) => {
                 tracing::warn!(rpc = %route.grpc_path, ?after, "upstream deadline passed");
@@ -679,6 +679,22 @@ async fn forward(
                 )
             }
         })?;
+    if let Some(location) = transcode::see_other(&reply) {
+        return Ok(Response::builder()
+            .status(StatusCode::SEE_OTHER)
+            .header(
+                header::LOCATION,
+                HeaderValue::from_str(&location).map_err(|_| {
+                    Problem::new(
+                        StatusCode::BAD_GATEWAY,
+                        "the service answered an invalid redirect",
+                    )
+                })?,
+            )
+            .header(header::CACHE_CONTROL, "no-store")
+            .body(Full::new(Bytes::new()))
+            .expect("static response parts are valid"));
+    }
     let rendered = render_response(&reply);
     Ok(Response::builder()
         .status(StatusCode::OK)

@@ -75,6 +75,8 @@ fn describe(mut schema: Value, description: Option<String>) -> Value {
 #[derive(Default)]
 struct Schemas {
     done: BTreeMap<String, Value>,
+    /// Operation ids given so far (each must be unique in the document).
+    operation_ids: std::collections::BTreeSet<String>,
 }
 
 impl Schemas {
@@ -270,8 +272,17 @@ fn operation(route: &Route, schemas: &mut Schemas) -> Value {
     if route.method == Method::POST && !route.template.starts_with("/v1/auth/") {
         parameters.push(json!({ "$ref": "#/components/parameters/IdempotencyKey" }));
     }
+    // An RPC on several routes (additional bindings): the first keeps the plain id.
+    let mut operation_id = format!("{}_{}", service.name(), rpc.name());
+    if !schemas.operation_ids.insert(operation_id.clone()) {
+        operation_id = format!(
+            "{operation_id}_{}",
+            route.method.as_str().to_ascii_lowercase()
+        );
+        schemas.operation_ids.insert(operation_id.clone());
+    }
     let mut op = json!({
-        "operationId": format!("{}_{}", service.name(), rpc.name()),
+        "operationId": operation_id,
         "summary": summary_of(rpc.name()),
         "tags": [route.upstream],
         "parameters": parameters,
@@ -313,6 +324,26 @@ fn operation(route: &Route, schemas: &mut Schemas) -> Value {
     }
     if let Some(body) = request_body(route, schemas) {
         op["requestBody"] = body;
+    }
+    if rpc.output().full_name() == crate::transcode::SEE_OTHER {
+        // A browser route: 303 to the Location, never JSON; a form body is accepted.
+        let responses = op["responses"].as_object_mut().expect("an object");
+        responses.remove("200");
+        responses.insert(
+            "303".into(),
+            json!({
+                "description": "The browser goes on to the page in `Location`",
+                "headers": { "Location": { "schema": { "type": "string" } } },
+            }),
+        );
+        if let Some(content) = op
+            .get_mut("requestBody")
+            .and_then(|b| b.get_mut("content"))
+            .and_then(Value::as_object_mut)
+            && let Some(json_body) = content.get("application/json").cloned()
+        {
+            content.insert("application/x-www-form-urlencoded".into(), json_body);
+        }
     }
     op
 }

@@ -65,6 +65,15 @@ impl Problem {
     /// The problem for a gRPC status from upstream. Details of 5xx answers are never
     /// passed on; field violations and retry delays are.
     pub fn from_status(status: &tonic::Status) -> Self {
+        Self::from_status_of(status, None)
+    }
+
+    /// As [`Problem::from_status`], naming violated fields as the JSON of `input` (the
+    /// RPC's request message) spells them, custom `json_name`s included.
+    pub fn from_status_of(
+        status: &tonic::Status,
+        input: Option<&prost_reflect::MessageDescriptor>,
+    ) -> Self {
         let mut http = http_status(status.code());
         if status.code() == Code::FailedPrecondition
             && status
@@ -89,7 +98,11 @@ impl Problem {
             let details = status.get_error_details();
             if let Some(bad) = details.bad_request() {
                 for v in &bad.field_violations {
-                    problem = problem.field(&json_name(&v.field), v.description.clone());
+                    let name = match input {
+                        Some(input) => json_name_in(input, &v.field),
+                        None => json_name(&v.field),
+                    };
+                    problem = problem.field(&name, v.description.clone());
                 }
             }
             if let Some(retry) = details.retry_info().and_then(|r| r.retry_delay) {
@@ -129,6 +142,24 @@ impl Problem {
         }
         response
     }
+}
+
+/// A dotted field path of `message` in its JSON spelling: each known field by its
+/// descriptor's `json_name`, anything else (a header named as a field) by [`json_name`].
+pub fn json_name_in(message: &prost_reflect::MessageDescriptor, field: &str) -> String {
+    let mut current = Some(message.clone());
+    field
+        .split('.')
+        .map(|part| {
+            let found = current.as_ref().and_then(|m| m.get_field_by_name(part));
+            current = found.as_ref().and_then(|f| match f.kind() {
+                prost_reflect::Kind::Message(m) => Some(m),
+                _ => None,
+            });
+            found.map_or_else(|| json_name(part), |f| f.json_name().to_string())
+        })
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// `card.exp_month` → `card.expMonth`: services name proto fields, callers see JSON names.

@@ -129,61 +129,74 @@ impl RouteTable {
                         ));
                     }
                 };
-                let (method, template) = http_pattern(&rule)
-                    .ok_or_else(|| fail("google.api.http has no pattern".into()))?;
-                let body = match string_field(&rule, "body").as_str() {
-                    "" => BodyMapping::None,
-                    "*" => BodyMapping::Whole,
-                    field => BodyMapping::Field(field.to_string()),
-                };
-                let (pattern, path_fields) = to_matchit(&template).map_err(fail)?;
-                for field in &path_fields {
-                    if rpc
-                        .input()
-                        .get_field_by_name(field.split('.').next().unwrap_or_default())
-                        .is_none()
-                    {
+                // The rule, then each of its `additional_bindings` (one RPC on several
+                // routes, e.g. a return URL reached by GET and by a form POST).
+                let mut bindings = vec![rule.clone()];
+                if let Some(Value::List(more)) =
+                    rule.get_field_by_name("additional_bindings").as_deref()
+                {
+                    bindings.extend(more.iter().filter_map(|b| match b {
+                        Value::Message(m) => Some(m.clone()),
+                        _ => None,
+                    }));
+                }
+                for rule in bindings {
+                    let (method, template) = http_pattern(&rule)
+                        .ok_or_else(|| fail("google.api.http has no pattern".into()))?;
+                    let body = match string_field(&rule, "body").as_str() {
+                        "" => BodyMapping::None,
+                        "*" => BodyMapping::Whole,
+                        field => BodyMapping::Field(field.to_string()),
+                    };
+                    let (pattern, path_fields) = to_matchit(&template).map_err(fail)?;
+                    for field in &path_fields {
+                        if rpc
+                            .input()
+                            .get_field_by_name(field.split('.').next().unwrap_or_default())
+                            .is_none()
+                        {
+                            return Err(fail(format!(
+                                "path parameter {{{field}}} names no field of {}",
+                                rpc.input().full_name()
+                            )));
+                        }
+                    }
+                    let upstream = service
+                        .package_name()
+                        .strip_prefix("orderflow.")
+                        .and_then(|p| p.split('.').next())
+                        .unwrap_or(service.package_name())
+                        .to_string();
+                    let index = table.routes.len();
+                    table.routes.push(Route {
+                        method: method.clone(),
+                        template,
+                        path_fields,
+                        body,
+                        access,
+                        grpc_path: format!("/{}/{}", service.full_name(), rpc.name()),
+                        rpc: rpc.clone(),
+                        upstream,
+                    });
+                    let slot = match slot_by_pattern.get(&pattern) {
+                        Some(slot) => *slot,
+                        None => {
+                            let slot = table.by_path.len();
+                            table
+                                .router
+                                .insert(pattern.clone(), slot)
+                                .map_err(|e| fail(format!("route conflict: {e}")))?;
+                            table.by_path.push(HashMap::new());
+                            slot_by_pattern.insert(pattern, slot);
+                            slot
+                        }
+                    };
+                    if table.by_path[slot].insert(method.clone(), index).is_some() {
                         return Err(fail(format!(
-                            "path parameter {{{field}}} names no field of {}",
-                            rpc.input().full_name()
+                            "{method} {} is declared twice",
+                            table.routes[index].template
                         )));
                     }
-                }
-                let upstream = service
-                    .package_name()
-                    .strip_prefix("orderflow.")
-                    .and_then(|p| p.split('.').next())
-                    .unwrap_or(service.package_name())
-                    .to_string();
-                let index = table.routes.len();
-                table.routes.push(Route {
-                    method: method.clone(),
-                    template,
-                    path_fields,
-                    body,
-                    access,
-                    grpc_path: format!("/{}/{}", service.full_name(), rpc.name()),
-                    rpc: rpc.clone(),
-                    upstream,
-                });
-                let slot = match slot_by_pattern.get(&pattern) {
-                    Some(slot) => *slot,
-                    None => {
-                        let slot = table.by_path.len();
-                        table
-                            .router
-                            .insert(pattern.clone(), slot)
-                            .map_err(|e| fail(format!("route conflict: {e}")))?;
-                        table.by_path.push(HashMap::new());
-                        slot_by_pattern.insert(pattern, slot);
-                        slot
-                    }
-                };
-                if table.by_path[slot].insert(method.clone(), index).is_some() {
-                    return Err(fail(format!(
-                        "{method} {} is declared twice",
-                        table.routes[index].template
-                    )));
                 }
             }
         }

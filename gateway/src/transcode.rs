@@ -54,6 +54,13 @@ pub fn build_request(
     let mut object = Map::new();
     match &route.body {
         BodyMapping::None => {}
+        // An HTML form (a browser sent back by a payment page posts one): its fields fill
+        // the message as query parameters do.
+        BodyMapping::Whole if is_form(content_type) => {
+            for (name, value) in form_urlencoded::parse(&body) {
+                set_parameter(&input, &mut object, &name, &value, false)?;
+            }
+        }
         BodyMapping::Whole => object = json_object(content_type, &body, None)?,
         BodyMapping::Field(field) => {
             let fd = input
@@ -110,6 +117,16 @@ pub fn build_request(
             field: (path != "." && !path.is_empty()).then_some(path),
             detail: e.to_string(),
         }
+    })
+}
+
+fn is_form(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|ct| {
+        ct.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .eq_ignore_ascii_case("application/x-www-form-urlencoded")
     })
 }
 
@@ -211,6 +228,19 @@ fn set_parameter(
         }
     }
     Ok(())
+}
+
+/// The reply type the gateway answers with `303 See Other` (a browser redirect).
+pub const SEE_OTHER: &str = "orderflow.options.v1.SeeOther";
+
+/// Where an `orderflow.options.v1.SeeOther` reply sends the browser, if `message` is one.
+pub fn see_other(message: &DynamicMessage) -> Option<String> {
+    (message.descriptor().full_name() == SEE_OTHER).then(|| {
+        message
+            .get_field_by_name("location")
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_else(|| "/".into())
+    })
 }
 
 /// A reply rendered for HTTP: its content type and bytes.

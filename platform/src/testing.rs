@@ -73,6 +73,7 @@ impl TestEnv {
             "DTE_GRPC_ADDR",
             "DTE_ADMIN_ADDR",
             "SII_SIM_ADDR",
+            "WEBPAY_SIM_ADDR",
         ] {
             vars.insert(key.to_string(), "127.0.0.1:0".to_string());
         }

@@ -16,6 +16,8 @@ pub struct TestSuite {
     pub payment_pool: sqlx::PgPool,
     /// Each service's gRPC address by its full name, for calls that skip the gateway.
     pub grpc_addrs: std::collections::HashMap<&'static str, std::net::SocketAddr>,
+    /// The local Webpay (with `PAYMENT_PROVIDER=webpay`): its URL and fault switches.
+    pub webpay_sim: Option<(String, payment::webpay_sim::SimFaults)>,
     shutdown: CancellationToken,
 }
 
@@ -77,7 +79,8 @@ pub async fn spawn_suite_with(overrides: &[(&str, &str)]) -> TestSuite {
     let env = platform::testing::TestEnv::isolated()
         .await
         .expect("an isolated environment")
-        .with(&[("SEED_DEMO_DATA", "false")])
+        // The card flow unless a test asks for Webpay (`orderflow all`'s default).
+        .with(&[("SEED_DEMO_DATA", "false"), ("PAYMENT_PROVIDER", "sandbox")])
         .with(overrides);
     let shutdown = CancellationToken::new();
     let suite = Suite::start(&env.vars, shutdown.clone())
@@ -87,6 +90,7 @@ pub async fn spawn_suite_with(overrides: &[(&str, &str)]) -> TestSuite {
     let iam_pool = suite.iam_pool.clone();
     let grpc_addrs = suite.grpc_addrs.clone();
     let payment_pool = suite.payment_pool.clone();
+    let webpay_sim = suite.webpay_sim.clone();
     tokio::spawn(suite.wait());
     let this = TestSuite {
         base,
@@ -94,6 +98,7 @@ pub async fn spawn_suite_with(overrides: &[(&str, &str)]) -> TestSuite {
         iam_pool,
         payment_pool,
         grpc_addrs,
+        webpay_sim,
         shutdown,
     };
     this.wait_until_ready().await;

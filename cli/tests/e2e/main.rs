@@ -11,6 +11,7 @@ mod helpers;
 mod idempotency;
 mod loadgen;
 mod orders;
+mod webpay;
 mod zero_trust;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};

@@ -22,7 +22,8 @@ use uuid::Uuid;
 use crate::{
     card::Card,
     ledger::{self, PaymentRow, RefundRow},
-    provider::{Charge, ChargeOutcome, PaymentProvider, ProviderError},
+    provider::{Charge, ChargeOutcome, Flow, PaymentProvider, ProviderError, Start},
+    webpay,
 };
 
 /// What the handlers share.
@@ -41,6 +42,8 @@ pub struct PaymentState {
     pub clock: Clock,
     /// Mints the credential of this role's calls to the order service.
     pub minter: platform::identity::Minter,
+    /// Where browsers reach the gateway (the storefront's order page after Webpay).
+    pub public_base_url: String,
 }
 
 /// The `PaymentService` implementation.
@@ -80,10 +83,23 @@ fn payment_proto(p: &PaymentRow, refunds: &[RefundRow]) -> pb::Payment {
         .filter(|r| r.payment_id == p.id)
         .map(refund_proto)
         .collect();
+    // A Webpay payment waiting for the shopper on Webpay's page.
+    let awaiting = p.status == "pending" && !p.redirect_url.is_empty();
     pb::Payment {
         id: p.id.to_string(),
         order_id: p.order_id.clone(),
-        status: p.status.clone(),
+        status: if awaiting {
+            "redirect".into()
+        } else {
+            p.status.clone()
+        },
+        provider: p.provider.clone(),
+        url: if awaiting {
+            p.redirect_url.clone()
+        } else {
+            String::new()
+        },
+        token: p.webpay_token.clone().unwrap_or_default(),
         amount: p.amount,
         currency: p.currency.clone(),
         card_brand: p.card_brand.clone(),
@@ -192,6 +208,24 @@ impl PaymentGrpc {
         order_id: &str,
         card: &Card,
     ) -> Result<pb::Payment, Status> {
+        let summary = card.summary();
+        let payment = self
+            .open_payment(caller, user, key, order_id, summary.brand, &summary.last4)
+            .await?;
+        self.settle_charge(user, key, order_id, card, payment).await
+    }
+
+    /// Records a `pending` payment of the order's total, after checking the order is
+    /// `user`'s and payable, and names it on the claimed `key`.
+    async fn open_payment(
+        &self,
+        caller: &Caller,
+        user: Uuid,
+        key: &str,
+        order_id: &str,
+        card_brand: &str,
+        card_last4: &str,
+    ) -> Result<PaymentRow, Status> {
         let order = self.payable(caller, order_id).await?;
         if order.customer_id != user.to_string() {
             return Err(not_found(order_id));
@@ -202,7 +236,6 @@ impl PaymentGrpc {
                 order.status
             )));
         }
-        let summary = card.summary();
         let mut tx = self.state.pool.begin().await.map_err(internal)?;
         ledger::lock_order(&mut tx, order_id)
             .await
@@ -213,17 +246,18 @@ impl PaymentGrpc {
         {
             return Err(Status::aborted("the order was cancelled"));
         }
-        let inserted = sqlx::query_as::<_, PaymentRow>(
-            "INSERT INTO payments (id, order_id, customer_id, status, amount, card_brand, card_last4) \
-             VALUES ($1, $2, $3, 'pending', $4, $5, $6) \
-             RETURNING id, order_id, customer_id, status, amount, currency, card_brand, card_last4, failure_code, failure_message, provider_reference, created_at",
-        )
+        let inserted = sqlx::query_as::<_, PaymentRow>(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO payments (id, order_id, customer_id, status, amount, card_brand, card_last4, provider) \
+             VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7) RETURNING {}",
+            ledger::PAYMENT_COLUMNS
+        )))
         .bind(Uuid::now_v7())
         .bind(order_id)
         .bind(user.to_string())
         .bind(order.total)
-        .bind(summary.brand)
-        .bind(&summary.last4)
+        .bind(card_brand)
+        .bind(card_last4)
+        .bind(self.state.provider.name())
         .fetch_one(&mut *tx)
         .await;
         let payment = match inserted {
@@ -247,7 +281,18 @@ impl PaymentGrpc {
         .await
         .map_err(internal)?;
         tx.commit().await.map_err(internal)?;
+        Ok(payment)
+    }
 
+    /// Asks the processor to charge the card for the pending `payment` and settles it.
+    async fn settle_charge(
+        &self,
+        user: Uuid,
+        key: &str,
+        order_id: &str,
+        card: &Card,
+        payment: PaymentRow,
+    ) -> Result<pb::Payment, Status> {
         let id = payment.id.to_string();
         let charged = self
             .ask_provider(&Charge {
@@ -353,8 +398,286 @@ pub fn fingerprint(order_id: &str, card: &Card) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The fingerprint of a redirect-flow request: the order alone (there is no card).
+pub fn redirect_fingerprint(order_id: &str) -> String {
+    let digest = Sha256::digest(format!("{order_id}|redirect"));
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// How a Webpay return ended, as the storefront's order page is told (`?pago=`).
+fn outcome_word(payment: &PaymentRow) -> &'static str {
+    match (payment.status.as_str(), payment.failure_code.as_str()) {
+        ("captured", _) => "aprobado",
+        ("pending", _) => "pendiente",
+        (_, WEBPAY_ABORTED) => "anulado",
+        (_, WEBPAY_TIMED_OUT) => "expirado",
+        (_, "processor_error") => "error",
+        _ => "rechazado",
+    }
+}
+
+/// The failure code of a Webpay payment the shopper aborted on Webpay's page.
+pub const WEBPAY_ABORTED: &str = "webpay_aborted";
+/// The failure code of a Webpay payment whose form timed out.
+pub const WEBPAY_TIMED_OUT: &str = "webpay_timeout";
+
+impl PaymentGrpc {
+    /// The redirect flow's first half: a pending payment and a Webpay transaction for it;
+    /// the reply sends the shopper to Webpay. The key replays the same redirect.
+    async fn start_redirect(
+        &self,
+        caller: &Caller,
+        user: Uuid,
+        key: &str,
+        order_id: &str,
+    ) -> Result<pb::Payment, Status> {
+        let payment = self
+            .open_payment(caller, user, key, order_id, "", "")
+            .await?;
+        let buy_order = webpay::buy_order(payment.id);
+        let return_url = format!("{}/v1/payments/webpay/return", self.state.public_base_url);
+        let started = tokio::time::timeout(
+            self.state.provider_timeout,
+            self.state.provider.start(&Start {
+                buy_order: &buy_order,
+                session_id: order_id,
+                amount: payment.amount,
+                return_url: &return_url,
+            }),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(ProviderError::Retryable(
+                "Webpay did not answer in time".into(),
+            ))
+        });
+        let mut tx = self.state.pool.begin().await.map_err(internal)?;
+        ledger::lock_order(&mut tx, order_id)
+            .await
+            .map_err(internal)?;
+        let redirect = match started {
+            Ok(redirect) => redirect,
+            Err(e) => {
+                // Nothing can have been paid: the payment fails quietly, the order stays
+                // payable and the key is freed for a retry.
+                ledger::settle_failed(&mut tx, &payment, "processor_error", &e.to_string(), false)
+                    .await
+                    .map_err(internal)?;
+                tx.commit().await.map_err(internal)?;
+                metrics::counter!("payments_total", "outcome" => "processor_error").increment(1);
+                tracing::warn!(payment = %payment.id, error = %e, "Webpay refused or failed to create a transaction");
+                return Err(match e {
+                    ProviderError::Refused(_) | ProviderError::Unsupported(_) => {
+                        Status::unavailable(
+                            "the payment processor refused the shop's request; the shop must check its Webpay settings",
+                        )
+                    }
+                    ProviderError::Retryable(_) => Status::unavailable(
+                        "Webpay is not answering; nothing was charged, try again",
+                    ),
+                });
+            }
+        };
+        sqlx::query(
+            "UPDATE payments SET webpay_token = $2, webpay_buy_order = $3, redirect_url = $4, updated_at = now() WHERE id = $1",
+        )
+        .bind(payment.id)
+        .bind(&redirect.token)
+        .bind(&buy_order)
+        .bind(&redirect.url)
+        .execute(&mut *tx)
+        .await
+        .map_err(internal)?;
+        sqlx::query(
+            "UPDATE idempotency_keys SET payment_id = $3 WHERE customer_id = $1 AND key = $2",
+        )
+        .bind(user.to_string())
+        .bind(key)
+        .bind(payment.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        metrics::counter!("payments_total", "outcome" => "redirected").increment(1);
+        self.payment_with_refunds(payment.id).await
+    }
+
+    /// The storefront's order page, told how the payment went.
+    fn order_page(&self, payment: &PaymentRow) -> proto::options::v1::SeeOther {
+        proto::options::v1::SeeOther {
+            location: format!(
+                "{}/pedidos/{}?pago={}",
+                self.state.public_base_url,
+                payment.order_id,
+                outcome_word(payment)
+            ),
+        }
+    }
+
+    /// The second half: Webpay sent the browser back. Settles the payment once, under the
+    /// order's lock (a return seen twice, or racing the reconciler, finds it settled).
+    async fn webpay_returned(
+        &self,
+        req: pb::ReturnFromWebpayRequest,
+    ) -> Result<proto::options::v1::SeeOther, Status> {
+        enum Came {
+            Paid(String),
+            Aborted(String),
+            TimedOut(String),
+        }
+        let token_ws = req.token_ws.trim().to_string();
+        let tbk_token = req.tbk_token.trim().to_string();
+        let buy_order = req.tbk_orden_compra.trim().to_string();
+        // Both tokens: the shopper aborted after an error on Webpay's form.
+        let came = if !tbk_token.is_empty() {
+            Came::Aborted(tbk_token)
+        } else if !token_ws.is_empty() {
+            Came::Paid(token_ws)
+        } else if !buy_order.is_empty() {
+            Came::TimedOut(buy_order)
+        } else {
+            return Err(invalid_argument(
+                "token_ws",
+                "Webpay's return carries token_ws, TBK_TOKEN or TBK_ORDEN_COMPRA; none was sent",
+            ));
+        };
+        let (column, value, field) = match &came {
+            Came::Paid(t) => ("webpay_token", t.as_str(), "token_ws"),
+            Came::Aborted(t) => ("webpay_token", t.as_str(), "TBK_TOKEN"),
+            Came::TimedOut(b) => ("webpay_buy_order", b.as_str(), "TBK_ORDEN_COMPRA"),
+        };
+        let found: Option<PaymentRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM payments WHERE {column} = $1",
+            ledger::PAYMENT_COLUMNS
+        )))
+        .bind(value)
+        .fetch_optional(&self.state.pool)
+        .await
+        .map_err(internal)?;
+        let Some(found) = found else {
+            return Err(Status::not_found(format!(
+                "{field}: no Webpay transaction of this shop has it"
+            )));
+        };
+        // An abort or a timeout names the buy order and the session as Webpay was given
+        // them: both must match what we sent, or the return is not Webpay's.
+        if !matches!(came, Came::Paid(_))
+            && (req.tbk_orden_compra.trim()
+                != found.webpay_buy_order.as_deref().unwrap_or_default()
+                || req.tbk_id_sesion.trim() != found.order_id)
+        {
+            return Err(invalid_argument(
+                "TBK_ID_SESION",
+                "the buy order and session do not match the transaction",
+            ));
+        }
+
+        let mut tx = self.state.pool.begin().await.map_err(internal)?;
+        ledger::lock_order(&mut tx, &found.order_id)
+            .await
+            .map_err(internal)?;
+        let payment = ledger::payment(&mut *tx, found.id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| Status::internal("internal error"))?;
+        if payment.status != "pending" {
+            // Seen before: what it came to stands.
+            metrics::counter!("webpay_returns_total", "outcome" => "repeated").increment(1);
+            return Ok(self.order_page(&payment));
+        }
+        match came {
+            Came::Paid(token) => match self.state.provider.commit(&token).await {
+                Ok(committed) => {
+                    if let Some(last4) = committed.card_last4.filter(|l| !l.is_empty()) {
+                        sqlx::query("UPDATE payments SET card_brand = 'webpay', card_last4 = $2 WHERE id = $1")
+                            .bind(payment.id)
+                            .bind(last4)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(internal)?;
+                    }
+                    match committed.outcome {
+                        ChargeOutcome::Approved { reference } => {
+                            ledger::settle_capture(
+                                &mut tx,
+                                self.state.provider.as_ref(),
+                                &payment,
+                                reference,
+                            )
+                            .await
+                            .map_err(internal)?;
+                            metrics::counter!("payments_total", "outcome" => "captured")
+                                .increment(1);
+                        }
+                        ChargeOutcome::Declined { code, message } => {
+                            ledger::settle_failed(&mut tx, &payment, &code, &message, true)
+                                .await
+                                .map_err(internal)?;
+                            metrics::counter!("payments_total", "outcome" => "declined")
+                                .increment(1);
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Webpay could not be reached even after retries: the payment stays
+                    // pending and the reconciler commits it later; the page says so.
+                    tracing::warn!(payment = %payment.id, error = %e, "Webpay commit failed; the reconciler will settle it");
+                    return Ok(self.order_page(&payment));
+                }
+            },
+            Came::Aborted(_) => {
+                ledger::settle_failed(
+                    &mut tx,
+                    &payment,
+                    WEBPAY_ABORTED,
+                    "the shopper cancelled the payment on Webpay's page; nothing was charged",
+                    false,
+                )
+                .await
+                .map_err(internal)?;
+                metrics::counter!("payments_total", "outcome" => "aborted").increment(1);
+            }
+            Came::TimedOut(_) => {
+                ledger::settle_failed(
+                    &mut tx,
+                    &payment,
+                    WEBPAY_TIMED_OUT,
+                    "Webpay's payment form timed out; nothing was charged",
+                    false,
+                )
+                .await
+                .map_err(internal)?;
+                metrics::counter!("payments_total", "outcome" => "timeout").increment(1);
+            }
+        }
+        let settled = ledger::payment(&mut *tx, payment.id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| Status::internal("internal error"))?;
+        tx.commit().await.map_err(internal)?;
+        metrics::counter!("webpay_returns_total", "outcome" => outcome_word(&settled)).increment(1);
+        tracing::info!(payment = %settled.id, order = %settled.order_id, status = %settled.status, "Webpay return settled");
+        Ok(self.order_page(&settled))
+    }
+}
+
 #[tonic::async_trait]
 impl PaymentService for PaymentGrpc {
+    async fn return_from_webpay(
+        &self,
+        request: Request<pb::ReturnFromWebpayRequest>,
+    ) -> Result<Response<proto::options::v1::SeeOther>, Status> {
+        if self.state.provider.flow() != Flow::Redirect {
+            return Err(failed_precondition(
+                "token_ws",
+                "this shop does not take payments through Webpay",
+            ));
+        }
+        Ok(Response::new(
+            self.webpay_returned(request.into_inner()).await?,
+        ))
+    }
+
     async fn pay(&self, request: Request<PayRequest>) -> Result<Response<pb::Payment>, Status> {
         let caller = Caller::of(&request);
         let user = caller.require_user()?;
@@ -369,19 +692,36 @@ impl PaymentService for PaymentGrpc {
         if order_id.is_empty() {
             return Err(invalid_argument("order_id", "is required"));
         }
-        let card = req
-            .card
-            .ok_or_else(|| invalid_argument("card", "is required"))?;
-        let card = Card::parse(
-            &card.number,
-            card.exp_month,
-            card.exp_year,
-            &card.cvc,
-            &card.holder,
-            self.state.clock.now().date_naive(),
-        )
-        .map_err(|e| invalid_argument(e.field, e.problem))?;
-        let fingerprint = fingerprint(&order_id, &card);
+        let redirect = self.state.provider.flow() == Flow::Redirect;
+        let card = match (req.card, redirect) {
+            (Some(_), true) => {
+                return Err(invalid_argument(
+                    "card",
+                    "must not be sent: this shop takes cards on Webpay's page (send no card, then send the shopper to the url in the reply)",
+                ));
+            }
+            (None, false) => return Err(invalid_argument("card", "is required")),
+            (None, true) => None,
+            (Some(card), false) => Some(card),
+        };
+        let card = match card {
+            None => None,
+            Some(card) => Some(
+                Card::parse(
+                    &card.number,
+                    card.exp_month,
+                    card.exp_year,
+                    &card.cvc,
+                    &card.holder,
+                    self.state.clock.now().date_naive(),
+                )
+                .map_err(|e| invalid_argument(e.field, e.problem))?,
+            ),
+        };
+        let fingerprint = match &card {
+            Some(card) => fingerprint(&order_id, card),
+            None => redirect_fingerprint(&order_id),
+        };
 
         // Claim the key, or find what it already stands for.
         let claimed = sqlx::query(
@@ -421,7 +761,10 @@ impl PaymentService for PaymentGrpc {
             };
         }
 
-        let result = self.charge(&caller, user, &key, &order_id, &card).await;
+        let result = match &card {
+            Some(card) => self.charge(&caller, user, &key, &order_id, card).await,
+            None => self.start_redirect(&caller, user, &key, &order_id).await,
+        };
         let forget = || async {
             // Not a settled result: the key is free for a retry.
             if let Err(e) =

@@ -40,6 +40,14 @@ pub struct PaymentRow {
     pub provider_reference: String,
     /// When.
     pub created_at: DateTime<Utc>,
+    /// `sandbox` or `webpay`.
+    pub provider: String,
+    /// Webpay's transaction token, once Webpay created the transaction.
+    pub webpay_token: Option<String>,
+    /// The buy order Webpay was given.
+    pub webpay_buy_order: Option<String>,
+    /// Webpay's payment page for the token.
+    pub redirect_url: String,
 }
 
 /// A refund row.
@@ -59,7 +67,8 @@ pub struct RefundRow {
     pub created_at: DateTime<Utc>,
 }
 
-const PAYMENT_COLUMNS: &str = "id, order_id, customer_id, status, amount, currency, card_brand, card_last4, failure_code, failure_message, provider_reference, created_at";
+/// Every column of [`PaymentRow`], for `SELECT` and `RETURNING`.
+pub const PAYMENT_COLUMNS: &str = "id, order_id, customer_id, status, amount, currency, card_brand, card_last4, failure_code, failure_message, provider_reference, created_at, provider, webpay_token, webpay_buy_order, redirect_url";
 
 /// Serialises per-order work until the transaction ends.
 pub async fn lock_order(conn: &mut PgConnection, order_id: &str) -> anyhow::Result<()> {

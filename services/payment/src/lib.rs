@@ -19,6 +19,8 @@ pub mod grpc;
 pub mod ledger;
 pub mod provider;
 pub mod reconciler;
+pub mod webpay;
+pub mod webpay_sim;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -58,31 +60,71 @@ pub struct PaymentSettings {
     pub order_url: String,
     /// `PAYMENT_ORDER_TIMEOUT`: deadline of one order-service call.
     pub order_timeout: Duration,
-    /// `PAYMENT_PROVIDER`: `sandbox` (the only built-in processor).
+    /// `PAYMENT_PROVIDER`: `sandbox` (the card flow, built in) or `webpay` (Webpay Plus,
+    /// the redirect flow).
     pub provider: String,
     /// `PAYMENT_PROVIDER_TIMEOUT`: how long one charge may take, retries included.
     pub provider_timeout: Duration,
     /// `PAYMENT_SANDBOX_SLOW_DELAY`: how long the sandbox's slow card takes.
     pub sandbox_slow_delay: Duration,
     /// `PAYMENT_RECONCILE_AFTER`: a payment still `pending` this long is settled from what
-    /// the processor says of it (longer than any charge may take).
+    /// the processor says of it (longer than any charge may take; with Webpay, longer
+    /// than Webpay's payment form waits for the shopper).
     pub reconcile_after: Duration,
     /// `PAYMENT_RECONCILE_INTERVAL`: how often pending payments are looked for.
     pub reconcile_interval: Duration,
+    /// Webpay Plus, when it is the processor.
+    pub webpay: WebpaySettings,
+    /// `PUBLIC_BASE_URL`: where browsers reach the gateway (Webpay's return URL, the
+    /// storefront's order page).
+    pub public_base_url: String,
+}
+
+/// Webpay Plus's settings.
+#[derive(Debug, Clone)]
+pub struct WebpaySettings {
+    /// `WEBPAY_ENVIRONMENT`: `integration` (Transbank's test environment, the default) or
+    /// `production`.
+    pub environment: String,
+    /// `WEBPAY_URL`: scheme and host of the API; by default the environment's
+    /// (`orderflow all` points it at its simulator unless it is set).
+    pub url: String,
+    /// `WEBPAY_COMMERCE_CODE`: the código de comercio (`Tbk-Api-Key-Id`).
+    pub commerce_code: Option<String>,
+    /// `WEBPAY_API_KEY_SECRET`: the `Tbk-Api-Key-Secret`.
+    pub api_key_secret: Option<platform::config::Secret>,
+    /// `WEBPAY_TIMEOUT`: deadline of one call to Webpay.
+    pub request_timeout: Duration,
+}
+
+/// Transbank's published integration commerce codes all start so; production refuses them.
+const INTEGRATION_COMMERCE_CODES: &str = "5970555555";
+
+/// The default of `PAYMENT_RECONCILE_AFTER` for a processor: Webpay's form keeps a
+/// shopper up to several minutes, so a pending Webpay payment is left alone for 15.
+pub fn default_reconcile_after(provider: &str) -> Duration {
+    if provider == "webpay" {
+        Duration::from_secs(15 * 60)
+    } else {
+        Duration::from_secs(120)
+    }
 }
 
 impl PaymentSettings {
     /// Reads the payment service's settings.
     pub fn from_source(r: &Reader<'_>) -> Result<Self, ConfigError> {
         let provider = r.string("PAYMENT_PROVIDER", "sandbox");
-        if provider != "sandbox" {
+        if provider != "sandbox" && provider != "webpay" {
             return Err(ConfigError {
                 key: "PAYMENT_PROVIDER".into(),
-                problem: format!("{provider:?} is not a known processor (built in: sandbox)"),
+                problem: format!("{provider:?} is not a known processor (sandbox or webpay)"),
             });
         }
         let provider_timeout = r.duration("PAYMENT_PROVIDER_TIMEOUT", Duration::from_secs(10))?;
-        let reconcile_after = r.duration("PAYMENT_RECONCILE_AFTER", Duration::from_secs(120))?;
+        let reconcile_after = r.duration(
+            "PAYMENT_RECONCILE_AFTER",
+            default_reconcile_after(&provider),
+        )?;
         if reconcile_after <= provider_timeout {
             return Err(ConfigError {
                 key: "PAYMENT_RECONCILE_AFTER".into(),
@@ -91,6 +133,40 @@ impl PaymentSettings {
                     provider_timeout.as_millis()
                 ),
             });
+        }
+        let environment = r.string("WEBPAY_ENVIRONMENT", "integration");
+        let default_url = match environment.as_str() {
+            "integration" => webpay::INTEGRATION_URL,
+            "production" => webpay::PRODUCTION_URL,
+            other => {
+                return Err(ConfigError {
+                    key: "WEBPAY_ENVIRONMENT".into(),
+                    problem: format!("{other:?} is neither integration nor production"),
+                });
+            }
+        };
+        let webpay = WebpaySettings {
+            url: r.string("WEBPAY_URL", default_url),
+            commerce_code: r.optional("WEBPAY_COMMERCE_CODE"),
+            api_key_secret: r
+                .optional("WEBPAY_API_KEY_SECRET")
+                .map(platform::config::Secret::new),
+            request_timeout: r.duration("WEBPAY_TIMEOUT", Duration::from_secs(10))?,
+            environment,
+        };
+        let public_base_url = r
+            .string("PUBLIC_BASE_URL", "http://localhost:8080")
+            .trim_end_matches('/')
+            .to_string();
+        if !public_base_url.starts_with("http://") && !public_base_url.starts_with("https://") {
+            return Err(ConfigError {
+                key: "PUBLIC_BASE_URL".into(),
+                problem: "must be an http:// or https:// URL (where browsers reach the gateway)"
+                    .into(),
+            });
+        }
+        if provider == "webpay" && webpay.environment == "production" {
+            webpay.production_ready(&public_base_url)?;
         }
         Ok(Self {
             reconcile_after,
@@ -104,6 +180,78 @@ impl PaymentSettings {
             provider_timeout,
             sandbox_slow_delay: r
                 .duration("PAYMENT_SANDBOX_SLOW_DELAY", Duration::from_secs(30))?,
+            webpay,
+            public_base_url,
+        })
+    }
+
+    /// Webpay's return URL on the gateway.
+    pub fn webpay_return_url(&self) -> String {
+        format!("{}/v1/payments/webpay/return", self.public_base_url)
+    }
+}
+
+impl WebpaySettings {
+    /// Production takes real money: it needs the shop's own credentials over TLS and a
+    /// return URL a shopper's browser can reach over HTTPS.
+    fn production_ready(&self, public_base_url: &str) -> Result<(), ConfigError> {
+        let fail = |key: &str, problem: &str| {
+            Err(ConfigError {
+                key: key.into(),
+                problem: problem.into(),
+            })
+        };
+        match &self.commerce_code {
+            None => {
+                return fail(
+                    "WEBPAY_COMMERCE_CODE",
+                    "is required in production: the shop's código de comercio from Transbank",
+                );
+            }
+            Some(code) if code.starts_with(INTEGRATION_COMMERCE_CODES) => {
+                return fail(
+                    "WEBPAY_COMMERCE_CODE",
+                    "is one of Transbank's integration (test) codes; production needs the shop's own",
+                );
+            }
+            Some(_) => {}
+        }
+        if self.api_key_secret.is_none() {
+            return fail(
+                "WEBPAY_API_KEY_SECRET",
+                "is required in production: the shop's secret key from Transbank",
+            );
+        }
+        if !self.url.starts_with("https://") {
+            return fail("WEBPAY_URL", "must be https:// in production");
+        }
+        if !public_base_url.starts_with("https://") {
+            return fail(
+                "PUBLIC_BASE_URL",
+                "must be https:// in production (Webpay returns the shopper's browser there)",
+            );
+        }
+        Ok(())
+    }
+
+    /// The client's configuration; the credentials are required.
+    pub fn config(&self, return_url: String) -> Result<webpay::WebpayConfig, ConfigError> {
+        let commerce_code = self.commerce_code.clone().ok_or_else(|| ConfigError {
+            key: "WEBPAY_COMMERCE_CODE".into(),
+            problem: "is required with PAYMENT_PROVIDER=webpay (Transbank's código de comercio)"
+                .into(),
+        })?;
+        let api_key_secret = self.api_key_secret.clone().ok_or_else(|| ConfigError {
+            key: "WEBPAY_API_KEY_SECRET".into(),
+            problem: "is required with PAYMENT_PROVIDER=webpay (Transbank's Tbk-Api-Key-Secret)"
+                .into(),
+        })?;
+        Ok(webpay::WebpayConfig {
+            base_url: self.url.clone(),
+            commerce_code,
+            api_key_secret: api_key_secret.expose().to_string(),
+            return_url,
+            request_timeout: self.request_timeout,
         })
     }
 }
@@ -138,10 +286,18 @@ impl PaymentApp {
         )?
         .connect_timeout(Duration::from_secs(5))
         .connect_lazy();
-        let provider: Arc<dyn provider::PaymentProvider> = Arc::new(provider::SandboxProvider {
-            slow_delay: settings.sandbox_slow_delay,
-            records: Some(pool.clone()),
-        });
+        let provider: Arc<dyn provider::PaymentProvider> = if settings.provider == "webpay" {
+            let config = settings
+                .webpay
+                .config(settings.webpay_return_url())
+                .map_err(anyhow::Error::new)?;
+            Arc::new(webpay::WebpayPlus::new(config)?)
+        } else {
+            Arc::new(provider::SandboxProvider {
+                slow_delay: settings.sandbox_slow_delay,
+                records: Some(pool.clone()),
+            })
+        };
         let broker = Broker::new(common.amqp_url.expose(), &common.amqp_exchange);
         let mut subscription = Subscription::new(
             &format!("{}payment", common.amqp_queue_prefix),
@@ -160,6 +316,7 @@ impl PaymentApp {
                 provider_timeout: settings.provider_timeout,
                 clock,
                 minter: platform::identity::Minter::new(internal_key.clone(), "payment"),
+                public_base_url: settings.public_base_url.clone(),
             }),
             internal_key,
             grpc_tls: common.grpc_tls.clone(),

@@ -1,14 +1,26 @@
-//! Where money actually moves. [`PaymentProvider`] is what the service needs from a card
-//! processor; [`SandboxProvider`] is the built-in one, deterministic by card number, for
-//! development and tests. A real processor (a Webpay- or Stripe-style HTTP API) is one
-//! more implementation: it gets the payment id as its idempotency key, so a retried
-//! charge never charges twice.
+//! Where money actually moves. [`PaymentProvider`] is what the service needs from a
+//! processor, in either of the two ways processors work: the card flow (the shop sends
+//! the card, [`PaymentProvider::charge`]; [`SandboxProvider`], built in, deterministic by
+//! card number, for development, tests and API clients) and the redirect flow (the
+//! shopper types the card on the processor's page: [`PaymentProvider::start`], then
+//! [`PaymentProvider::commit`] when the browser comes back; Webpay Plus,
+//! [`crate::webpay::WebpayPlus`]). Our payment id is the idempotency key of a charge, so
+//! a retried charge never charges twice.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::card::Card;
+
+/// How a processor takes the card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// The shop sends the card with the charge.
+    Card,
+    /// The shopper's browser goes to the processor's page and comes back.
+    Redirect,
+}
 
 /// A charge request.
 #[derive(Debug)]
@@ -21,6 +33,37 @@ pub struct Charge<'a> {
     pub currency: &'a str,
     /// The card.
     pub card: &'a Card,
+}
+
+/// A redirect-flow transaction to open.
+#[derive(Debug)]
+pub struct Start<'a> {
+    /// What the processor calls the purchase (Webpay's `buy_order`, ≤ 26 characters).
+    pub buy_order: &'a str,
+    /// The shop's session for it (Webpay's `session_id`, ≤ 61 characters).
+    pub session_id: &'a str,
+    /// CLP pesos.
+    pub amount: i64,
+    /// Where the processor sends the browser back.
+    pub return_url: &'a str,
+}
+
+/// An opened redirect-flow transaction: send the browser to `url` with `token`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    /// The transaction (Webpay's `token`, posted as `token_ws`).
+    pub token: String,
+    /// The processor's payment page.
+    pub url: String,
+}
+
+/// A payment the processor is asked about.
+#[derive(Debug, Clone, Copy)]
+pub struct Pending<'a> {
+    /// Our payment id (the card flow's idempotency key).
+    pub payment_id: &'a str,
+    /// The processor's transaction token (the redirect flow), if it gave one.
+    pub token: Option<&'a str>,
 }
 
 /// The processor's verdict.
@@ -40,6 +83,15 @@ pub enum ChargeOutcome {
     },
 }
 
+/// A redirect-flow transaction, committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// Captured or declined.
+    pub outcome: ChargeOutcome,
+    /// The card's last four digits, when the processor tells them.
+    pub card_last4: Option<String>,
+}
+
 /// What the processor knows of a charge it was asked for (by our payment id).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChargeStatus {
@@ -55,17 +107,45 @@ pub enum ProviderError {
     /// A transient failure; the same request may be sent again.
     #[error("processor error (retryable): {0}")]
     Retryable(String),
+    /// The processor refused the request itself (credentials, a value it does not
+    /// take): sending it again will not help; the shop's settings or code must change.
+    #[error("the processor refused the request: {0}")]
+    Refused(String),
+    /// This processor does not work that way (a card to a redirect processor).
+    #[error("the processor does not support {0}")]
+    Unsupported(&'static str),
 }
 
-/// A card processor.
+/// A payment processor.
 #[async_trait]
 pub trait PaymentProvider: Send + Sync + 'static {
-    /// Charges (authorises and captures) `charge.amount`.
-    async fn charge(&self, charge: &Charge<'_>) -> Result<ChargeOutcome, ProviderError>;
+    /// `sandbox`, `webpay`: recorded on each payment.
+    fn name(&self) -> &'static str;
 
-    /// What became of the charge with our `payment_id` (for a payment whose outcome we
-    /// never recorded).
-    async fn status(&self, payment_id: &str) -> Result<ChargeStatus, ProviderError>;
+    /// How it takes the card.
+    fn flow(&self) -> Flow {
+        Flow::Card
+    }
+
+    /// Charges (authorises and captures) `charge.amount` (the card flow).
+    async fn charge(&self, _charge: &Charge<'_>) -> Result<ChargeOutcome, ProviderError> {
+        Err(ProviderError::Unsupported("charging a card the shop sends"))
+    }
+
+    /// Opens a transaction the shopper completes on the processor's page (the redirect
+    /// flow).
+    async fn start(&self, _start: &Start<'_>) -> Result<Redirect, ProviderError> {
+        Err(ProviderError::Unsupported("the redirect flow"))
+    }
+
+    /// Confirms a transaction the shopper completed on the processor's page: the capture
+    /// or the decline. Safe to repeat: a transaction committed before answers as it was.
+    async fn commit(&self, _token: &str) -> Result<Committed, ProviderError> {
+        Err(ProviderError::Unsupported("the redirect flow"))
+    }
+
+    /// What became of a payment whose outcome we never recorded.
+    async fn status(&self, pending: &Pending<'_>) -> Result<ChargeStatus, ProviderError>;
 
     /// Returns `amount` of the capture `reference`; `refund_id` is the idempotency key.
     /// Returns the processor's reference for the refund.
@@ -131,6 +211,10 @@ impl SandboxProvider {
 
 #[async_trait]
 impl PaymentProvider for SandboxProvider {
+    fn name(&self) -> &'static str {
+        "sandbox"
+    }
+
     async fn charge(&self, charge: &Charge<'_>) -> Result<ChargeOutcome, ProviderError> {
         let outcome = self.decide(charge).await?;
         if let Some(pool) = &self.records {
@@ -156,7 +240,12 @@ impl PaymentProvider for SandboxProvider {
             // Charged before with this id: the first answer stands, as a processor's
             // idempotency key makes it.
             if recorded == 0
-                && let ChargeStatus::Settled(first) = self.status(charge.payment_id).await?
+                && let ChargeStatus::Settled(first) = self
+                    .status(&Pending {
+                        payment_id: charge.payment_id,
+                        token: None,
+                    })
+                    .await?
             {
                 return Ok(first);
             }
@@ -164,7 +253,8 @@ impl PaymentProvider for SandboxProvider {
         Ok(outcome)
     }
 
-    async fn status(&self, payment_id: &str) -> Result<ChargeStatus, ProviderError> {
+    async fn status(&self, pending: &Pending<'_>) -> Result<ChargeStatus, ProviderError> {
+        let payment_id = pending.payment_id;
         let Some(pool) = &self.records else {
             return Ok(ChargeStatus::Unknown);
         };

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::{
     ledger,
-    provider::{ChargeOutcome, ChargeStatus, PaymentProvider},
+    provider::{ChargeOutcome, ChargeStatus, PaymentProvider, Pending},
 };
 
 /// Settles stale pending payments.
@@ -65,17 +65,23 @@ impl Reconciler {
     /// One pass over the stale pending payments.
     pub async fn reconcile_once(&self) -> anyhow::Result<Reconciled> {
         let before = chrono::Utc::now() - chrono::Duration::from_std(self.after)?;
-        let stale: Vec<(Uuid, String)> = sqlx::query_as(
-            "SELECT id, order_id FROM payments WHERE status = 'pending' AND created_at < $1 \
+        let stale: Vec<(Uuid, String, Option<String>)> = sqlx::query_as(
+            "SELECT id, order_id, webpay_token FROM payments WHERE status = 'pending' AND created_at < $1 \
              ORDER BY created_at LIMIT 100",
         )
         .bind(before)
         .fetch_all(&self.pool)
         .await?;
         let mut done = Reconciled::default();
-        for (id, order_id) in stale {
+        for (id, order_id, token) in stale {
             // Ask first, outside any transaction (a processor call can be slow).
-            let status = self.provider.status(&id.to_string()).await?;
+            let status = self
+                .provider
+                .status(&Pending {
+                    payment_id: &id.to_string(),
+                    token: token.as_deref(),
+                })
+                .await?;
             let mut tx = self.pool.begin().await?;
             // The order's lock, as every settlement takes it; then the payment as it is now.
             ledger::lock_order(&mut tx, &order_id).await?;

@@ -437,8 +437,13 @@ export interface paths {
         put?: never;
         /**
          * Pay
-         * @description Charges the order's total. Send an Idempotency-Key header (gRPC metadata
-         *     `idempotency-key`): a repeat with the same key replays the first result.
+         * @description Pays the order's total through the shop's processor. Send an Idempotency-Key header
+         *     (gRPC metadata `idempotency-key`): a repeat with the same key replays the first
+         *     result. With the `sandbox` processor the request carries the card and the reply is
+         *     the settled payment (`captured` or `failed`). With `webpay` the request carries no
+         *     card: the reply has status `redirect`, a `url` and a `token`; the shopper's browser
+         *     posts `token_ws` = token to that url and types the card on Webpay's own page, and
+         *     Webpay sends the browser back to `GET /v1/payments/webpay/return`.
          */
         post: operations["PaymentService_Pay"];
         delete?: never;
@@ -465,6 +470,42 @@ export interface paths {
          *     Requires the `admin` role.
          */
         post: operations["PaymentService_Refund"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/payments/webpay/return": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Return from webpay
+         * @description Where Webpay sends the shopper's browser back after its payment form (GET with a
+         *     query, or POST with a form, as Webpay does). With `token_ws` it commits the
+         *     transaction (once, however often the return is seen); with `TBK_TOKEN` the shopper
+         *     aborted; with only `TBK_ORDEN_COMPRA` and `TBK_ID_SESION` Webpay's form timed out.
+         *     An abort or a timeout charges nothing and leaves the order payable. The reply sends
+         *     the browser to the storefront's order page, `/pedidos/{order_id}?pago=<outcome>`
+         *     (outcome: aprobado, rechazado, anulado, expirado).
+         */
+        get: operations["PaymentService_ReturnFromWebpay"];
+        put?: never;
+        /**
+         * Return from webpay
+         * @description Where Webpay sends the shopper's browser back after its payment form (GET with a
+         *     query, or POST with a form, as Webpay does). With `token_ws` it commits the
+         *     transaction (once, however often the return is seen); with `TBK_TOKEN` the shopper
+         *     aborted; with only `TBK_ORDEN_COMPRA` and `TBK_ID_SESION` Webpay's form timed out.
+         *     An abort or a timeout charges nothing and leaves the order payable. The reply sends
+         *     the browser to the storefront's order page, `/pedidos/{order_id}?pago=<outcome>`
+         *     (outcome: aprobado, rechazado, anulado, expirado).
+         */
+        post: operations["PaymentService_ReturnFromWebpay_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -809,6 +850,14 @@ export interface components {
             /** @description "customer", "admin". */
             roles?: string[];
         };
+        /**
+         * @description Where a browser goes next. The gateway answers `303 See Other` with `location` in the
+         *     `Location` header (an absolute URL, or a path on the gateway's own host) and no body;
+         *     gRPC callers get the message itself.
+         */
+        "orderflow.options.v1.SeeOther": {
+            location?: string;
+        };
         "orderflow.order.v1.Buyer": {
             address?: string;
             comuna?: string;
@@ -911,6 +960,10 @@ export interface components {
             payments?: components["schemas"]["orderflow.payment.v1.Payment"][];
         };
         "orderflow.payment.v1.PayRequest": {
+            /**
+             * @description Required with the `sandbox` processor; refused with `webpay` (the shopper types the
+             *     card on Webpay's page, never on the shop's).
+             */
             card?: components["schemas"]["orderflow.payment.v1.Card"];
             orderId?: string;
         };
@@ -926,11 +979,20 @@ export interface components {
             failureMessage?: string;
             id?: string;
             orderId?: string;
+            /** @description `sandbox` or `webpay`. */
+            provider?: string;
             /** Format: int64 */
             refundedAmount?: number;
             refunds?: components["schemas"]["orderflow.payment.v1.Refund"][];
-            /** @description captured, failed. */
+            /**
+             * @description captured, failed; `redirect` while a Webpay payment waits for the shopper on
+             *     Webpay's page (send the browser to `url` with `token_ws` = `token`).
+             */
             status?: string;
+            /** @description Webpay's transaction token: post it as `token_ws` to `url`. */
+            token?: string;
+            /** @description Webpay's payment page, while the status is `redirect`. */
+            url?: string;
         };
         "orderflow.payment.v1.Refund": {
             /** Format: int64 */
@@ -950,6 +1012,17 @@ export interface components {
             amount?: number;
             orderId?: string;
             reason?: string;
+        };
+        /** @description What Webpay sends back, spelled as Webpay spells it. */
+        "orderflow.payment.v1.ReturnFromWebpayRequest": {
+            /** @description The session id Webpay was given (on an abort or a timeout). */
+            TBK_ID_SESION?: string;
+            /** @description The buy order Webpay was given (on an abort or a timeout). */
+            TBK_ORDEN_COMPRA?: string;
+            /** @description The transaction, when the shopper aborted on Webpay's page. */
+            TBK_TOKEN?: string;
+            /** @description The transaction, after the shopper paid or was declined. */
+            token_ws?: string;
         };
     };
     responses: {
@@ -1850,6 +1923,87 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["orderflow.payment.v1.Refund"];
                 };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            429: components["responses"]["Problem"];
+            500: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
+            504: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    PaymentService_ReturnFromWebpay: {
+        parameters: {
+            query?: {
+                /** @description The transaction, after the shopper paid or was declined. */
+                token_ws?: string;
+                /** @description The transaction, when the shopper aborted on Webpay's page. */
+                TBK_TOKEN?: string;
+                /** @description The buy order Webpay was given (on an abort or a timeout). */
+                TBK_ORDEN_COMPRA?: string;
+                /** @description The session id Webpay was given (on an abort or a timeout). */
+                TBK_ID_SESION?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The browser goes on to the page in `Location` */
+            303: {
+                headers: {
+                    Location?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            429: components["responses"]["Problem"];
+            500: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
+            504: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    PaymentService_ReturnFromWebpay_post: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes a retried POST safe: the first final answer for this key is replayed for 24 h (`Idempotent-Replayed: true`); the same key with a different request is 422, while the first is in flight 409. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["orderflow.payment.v1.ReturnFromWebpayRequest"];
+                "application/x-www-form-urlencoded": components["schemas"]["orderflow.payment.v1.ReturnFromWebpayRequest"];
+            };
+        };
+        responses: {
+            /** @description The browser goes on to the page in `Location` */
+            303: {
+                headers: {
+                    Location?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             400: components["responses"]["Problem"];
             401: components["responses"]["Problem"];
