@@ -357,7 +357,7 @@ async fn loadgen_spawns_the_suite_drives_it_and_reports_what_it_used() {
         .await
         .unwrap()
         .with(&[("SEED_DEMO_DATA", "false")]);
-    let url = platform::testing::closed_port_url("http");
+    let url = format!("http://{}/", free_addr());
     let out = tokio::task::spawn_blocking(move || {
         Command::new(BIN)
             .args(["loadgen", "--spawn", "--url", &url])
@@ -403,10 +403,7 @@ async fn loadgen_spawns_the_suite_drives_it_and_reports_what_it_used() {
 
 /// A free loopback address (nothing listens there until a role binds it).
 fn free_addr() -> String {
-    platform::testing::closed_port_url("http")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string()
+    platform::testing::free_listen_addr().to_string()
 }
 
 /// Whether a catalog reached through `endpoint` answers a product list.
@@ -693,4 +690,204 @@ fn dropping_dead_letters_needs_a_confirmation() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `orderflow all` as a newcomer runs it: Webpay through the local simulator. A shopper
+/// pays on Webpay's page and comes back to a paid, invoiced order, and the card number
+/// appears nowhere in what the shop logged or stored.
+#[tokio::test]
+async fn orderflow_all_pays_through_webpay_and_never_sees_the_card() {
+    let env = platform::testing::TestEnv::isolated()
+        .await
+        .unwrap()
+        .with(&[("SEED_DEMO_DATA", "false")]);
+    let gateway = free_addr();
+    let base = format!("http://{gateway}");
+    let log = std::env::temp_dir().join(format!("orderflow-all-{}.log", uuid::Uuid::new_v4()));
+    let mut command = Command::new(BIN);
+    command
+        .arg("all")
+        .envs(
+            env.vars
+                .iter()
+                .filter(|(k, _)| k.as_str() != "PAYMENT_PROVIDER"),
+        )
+        .env_remove("PAYMENT_PROVIDER")
+        .env("GATEWAY_ADDR", &gateway)
+        .env("PUBLIC_BASE_URL", &base)
+        .env("RUST_LOG", "info")
+        .env("LOG_FORMAT", "json")
+        .env("IAM_BOOTSTRAP_ADMIN_EMAIL", "webpay-admin@example.cl")
+        .env(
+            "IAM_BOOTSTRAP_ADMIN_PASSWORD",
+            "correct horse battery staple",
+        )
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null());
+    let roles = Roles(vec![command.spawn().unwrap()]);
+
+    let http = reqwest::Client::new();
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Ok(r) = http.get(format!("{base}/health/ready")).send().await
+            && r.status() == 200
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "orderflow all never became ready"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let token = |email: &'static str| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let login: serde_json::Value = http
+                .post(format!("{base}/v1/auth/login"))
+                .json(&serde_json::json!({"email": email, "password": "correct horse battery staple"}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            login["accessToken"]
+                .as_str()
+                .expect("signed in")
+                .to_string()
+        }
+    };
+    let admin = token("webpay-admin@example.cl").await;
+    let created = http
+        .post(format!("{base}/v1/products"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"sku": "WEBPAY-1", "name": "Café de grano", "netPrice": 8000, "onHand": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200, "{}", created.text().await.unwrap());
+    http.post(format!("{base}/v1/auth/register"))
+        .json(&serde_json::json!({"email": "webpay-buyer@example.cl", "password": "correct horse battery staple"}))
+        .send()
+        .await
+        .unwrap();
+    let buyer = token("webpay-buyer@example.cl").await;
+    let placed: serde_json::Value = http
+        .post(format!("{base}/v1/orders"))
+        .bearer_auth(&buyer)
+        .json(&serde_json::json!({"lines": [{"sku": "WEBPAY-1", "quantity": 1}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = placed["id"].as_str().unwrap_or_else(|| panic!("{placed}"));
+
+    let redirect: serde_json::Value = http
+        .post(format!("{base}/v1/orders/{id}/payments"))
+        .bearer_auth(&buyer)
+        .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(redirect["status"], "redirect", "{redirect}");
+    let (url, webpay_token) = (
+        redirect["url"].as_str().unwrap(),
+        redirect["token"].as_str().unwrap(),
+    );
+    // The browser: to Webpay's page, the card typed there, back to the shop.
+    let page = browser
+        .post(url)
+        .form(&[("token_ws", webpay_token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let card = payment::webpay_sim::test_cards::VISA_APPROVED;
+    let back = browser
+        .post(url.replace("initTransaction", "pay"))
+        .form(&[
+            ("token_ws", webpay_token),
+            ("card", card),
+            ("action", "pay"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let back = back.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        back.starts_with(&format!("{base}/v1/payments/webpay/return")),
+        "{back}"
+    );
+    let shop = browser.get(&back).send().await.unwrap();
+    assert_eq!(shop.status(), 303);
+    assert_eq!(
+        shop.headers()["location"].to_str().unwrap(),
+        format!("{base}/pedidos/{id}?pago=aprobado")
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let order: serde_json::Value = http
+            .get(format!("{base}/v1/orders/{id}"))
+            .bearer_auth(&buyer)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if order["status"] == "invoiced" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never invoiced: {order}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    drop(roles);
+
+    // What the shop logged: the requests it served, and no card number.
+    let logged = std::fs::read_to_string(&log).unwrap();
+    std::fs::remove_file(&log).ok();
+    assert!(
+        logged.contains("/v1/payments/webpay/return"),
+        "the access log is there"
+    );
+    assert!(!logged.contains(card), "the card number was logged");
+    // What it stored: every row of every payment table.
+    let pool = platform::db::connect(env.get("DATABASE_URL"), payment::SCHEMA, 2)
+        .await
+        .unwrap();
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'payment'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let mut rows = 0;
+    for table in tables {
+        let stored: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT row_to_json(t)::text FROM payment.\"{table}\" t"
+        )))
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        rows += stored.len();
+        assert!(
+            stored.iter().all(|r| !r.contains(card)),
+            "{table}: {stored:?}"
+        );
+    }
+    assert!(rows > 0);
 }

@@ -148,6 +148,19 @@ pub fn closed_port_url(scheme: &str) -> String {
     format!("{scheme}://{addr}/")
 }
 
+/// A loopback address free now, for a process the test starts that must listen on a known
+/// port. It is drawn outside Linux's ephemeral range (32768–60999), so no `bind(…:0)` of a
+/// test running alongside can take it between this check and the process's own bind.
+pub fn free_listen_addr() -> std::net::SocketAddr {
+    use rand::Rng as _;
+    loop {
+        let port = rand::thread_rng().gen_range(20_000..32_000);
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().expect("a bound listener");
+        }
+    }
+}
+
 /// A TCP forwarder in front of a real server, for outage tests: [`TcpProxy::sever`] cuts
 /// every open connection at once (as a network failure or a broker restart would) while
 /// new connections keep working.
