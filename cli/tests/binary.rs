@@ -419,6 +419,47 @@ async fn serves(endpoint: tonic::transport::Endpoint) -> bool {
     }
 }
 
+/// Signs `email` in (password `correct horse battery staple`) and returns the access token.
+async fn sign_in(http: &reqwest::Client, base: &str, email: &str) -> String {
+    let login: serde_json::Value = http
+        .post(format!("{base}/v1/auth/login"))
+        .json(&serde_json::json!({"email": email, "password": "correct horse battery staple"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    login["accessToken"]
+        .as_str()
+        .expect("signed in")
+        .to_string()
+}
+
+/// Polls the order until it is `invoiced` (30 s at most).
+async fn wait_until_invoiced(http: &reqwest::Client, base: &str, token: &str, id: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let order: serde_json::Value = http
+            .get(format!("{base}/v1/orders/{id}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if order["status"] == "invoiced" {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never invoiced: {order}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// Child processes killed when the test ends, however it ends.
 struct Roles(Vec<std::process::Child>);
 
@@ -573,26 +614,7 @@ async fn separate_roles_over_mutual_tls_serve_a_whole_checkout() {
     )
     .await
     .unwrap();
-    let token = |email: &'static str| {
-        let http = http.clone();
-        let base = base.clone();
-        async move {
-            let login: serde_json::Value = http
-                .post(format!("{base}/v1/auth/login"))
-                .json(&serde_json::json!({"email": email, "password": "correct horse battery staple"}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            login["accessToken"]
-                .as_str()
-                .expect("signed in")
-                .to_string()
-        }
-    };
-    let admin = token("mtls-admin@example.cl").await;
+    let admin = sign_in(&http, &base, "mtls-admin@example.cl").await;
     let uploaded = http
         .post(format!("{base}/v1/dte/cafs"))
         .bearer_auth(&admin)
@@ -617,7 +639,7 @@ async fn separate_roles_over_mutual_tls_serve_a_whole_checkout() {
         .await
         .unwrap();
     assert_eq!(registered.status(), 200);
-    let buyer = token("mtls-buyer@example.cl").await;
+    let buyer = sign_in(&http, &base, "mtls-buyer@example.cl").await;
     let placed: serde_json::Value = http
         .post(format!("{base}/v1/orders"))
         .bearer_auth(&buyer)
@@ -638,26 +660,7 @@ async fn separate_roles_over_mutual_tls_serve_a_whole_checkout() {
         .await
         .unwrap();
     assert_eq!(paid.status(), 200, "{}", paid.text().await.unwrap());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let order: serde_json::Value = http
-            .get(format!("{base}/v1/orders/{id}"))
-            .bearer_auth(&buyer)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if order["status"] == "invoiced" {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never invoiced: {order}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    wait_until_invoiced(&http, &base, &buyer, id).await;
 
     // The services' ports take no caller without a certificate from the CA: neither
     // plaintext nor TLS without a client certificate.
@@ -744,25 +747,7 @@ async fn orderflow_all_pays_through_webpay_and_never_sees_the_card() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let token = |email: &'static str| {
-        let (http, base) = (http.clone(), base.clone());
-        async move {
-            let login: serde_json::Value = http
-                .post(format!("{base}/v1/auth/login"))
-                .json(&serde_json::json!({"email": email, "password": "correct horse battery staple"}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            login["accessToken"]
-                .as_str()
-                .expect("signed in")
-                .to_string()
-        }
-    };
-    let admin = token("webpay-admin@example.cl").await;
+    let admin = sign_in(&http, &base, "webpay-admin@example.cl").await;
     let created = http
         .post(format!("{base}/v1/products"))
         .bearer_auth(&admin)
@@ -776,7 +761,7 @@ async fn orderflow_all_pays_through_webpay_and_never_sees_the_card() {
         .send()
         .await
         .unwrap();
-    let buyer = token("webpay-buyer@example.cl").await;
+    let buyer = sign_in(&http, &base, "webpay-buyer@example.cl").await;
     let placed: serde_json::Value = http
         .post(format!("{base}/v1/orders"))
         .bearer_auth(&buyer)
@@ -835,26 +820,7 @@ async fn orderflow_all_pays_through_webpay_and_never_sees_the_card() {
         shop.headers()["location"].to_str().unwrap(),
         format!("{base}/pedidos/{id}?pago=aprobado")
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let order: serde_json::Value = http
-            .get(format!("{base}/v1/orders/{id}"))
-            .bearer_auth(&buyer)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if order["status"] == "invoiced" {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never invoiced: {order}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    wait_until_invoiced(&http, &base, &buyer, id).await;
     drop(roles);
 
     // What the shop logged: the requests it served, and no card number.

@@ -393,3 +393,72 @@ impl PaymentApp {
         relay.await?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<PaymentSettings, ConfigError> {
+        let vars: HashMap<&str, &str> = vars.iter().copied().collect();
+        PaymentSettings::from_source(&Reader::new(&vars))
+    }
+
+    fn refused_key(vars: &[(&str, &str)]) -> String {
+        settings(vars).expect_err("refused").key
+    }
+
+    #[test]
+    fn production_webpay_refuses_to_start_without_the_shops_own_credentials() {
+        let production = [
+            ("PAYMENT_PROVIDER", "webpay"),
+            ("WEBPAY_ENVIRONMENT", "production"),
+            ("PUBLIC_BASE_URL", "https://tienda.example.cl"),
+        ];
+        assert_eq!(refused_key(&production), "WEBPAY_COMMERCE_CODE");
+        let mut with_test_code = production.to_vec();
+        with_test_code.push(("WEBPAY_COMMERCE_CODE", "597055555532"));
+        assert_eq!(refused_key(&with_test_code), "WEBPAY_COMMERCE_CODE");
+        let mut without_secret = production.to_vec();
+        without_secret.push(("WEBPAY_COMMERCE_CODE", "597012345678"));
+        assert_eq!(refused_key(&without_secret), "WEBPAY_API_KEY_SECRET");
+        let mut complete = without_secret.clone();
+        complete.push(("WEBPAY_API_KEY_SECRET", "from-the-secret-store"));
+        let ok = settings(&complete).unwrap();
+        assert_eq!(ok.webpay.url, webpay::PRODUCTION_URL);
+        assert_eq!(ok.reconcile_after, Duration::from_secs(15 * 60));
+        let mut plain_http = complete.clone();
+        plain_http.retain(|(k, _)| *k != "PUBLIC_BASE_URL");
+        plain_http.push(("PUBLIC_BASE_URL", "http://tienda.example.cl"));
+        assert_eq!(refused_key(&plain_http), "PUBLIC_BASE_URL");
+    }
+
+    #[test]
+    fn an_unknown_processor_or_environment_is_named() {
+        assert_eq!(
+            refused_key(&[("PAYMENT_PROVIDER", "stripe")]),
+            "PAYMENT_PROVIDER"
+        );
+        assert_eq!(
+            refused_key(&[("WEBPAY_ENVIRONMENT", "staging")]),
+            "WEBPAY_ENVIRONMENT"
+        );
+        // Integration without credentials starts reading settings, and the build names
+        // the missing one.
+        let integration = settings(&[("PAYMENT_PROVIDER", "webpay")]).unwrap();
+        assert_eq!(integration.webpay.url, webpay::INTEGRATION_URL);
+        assert_eq!(
+            integration
+                .webpay
+                .config(integration.webpay_return_url())
+                .unwrap_err()
+                .key,
+            "WEBPAY_COMMERCE_CODE"
+        );
+        assert_eq!(
+            integration.webpay_return_url(),
+            "http://localhost:8080/v1/payments/webpay/return"
+        );
+    }
+}
