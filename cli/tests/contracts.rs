@@ -125,3 +125,30 @@ fn the_web_api_client_is_generated_from_the_current_contract() {
     let client = std::fs::read_to_string(root().join("web/src/api/client.ts")).unwrap();
     assert!(client.contains("createClient<paths>"), "{client}");
 }
+
+/// The storefront the binary embeds (`web/dist`, committed so `cargo build` needs no npm)
+/// is what `web/build` makes of `web/src` now: type-checked against the generated client,
+/// bundled, and byte for byte the committed files.
+#[test]
+fn the_embedded_storefront_is_built_from_the_current_sources() {
+    let out = root().join(format!("target/web-build-{}", uuid::Uuid::new_v4()));
+    let built = Command::new(root().join("web/build"))
+        .env("OUT", &out)
+        .output()
+        .expect("web/build runs (./dev test installs Node.js and npm)");
+    assert!(
+        built.status.success(),
+        "web/build failed (a type error in web/src?):\n{}{}",
+        String::from_utf8_lossy(&built.stdout),
+        String::from_utf8_lossy(&built.stderr)
+    );
+    for file in ["index.html", "app.js", "app.css"] {
+        let fresh = std::fs::read(out.join(file)).unwrap();
+        let committed = std::fs::read(root().join("web/dist").join(file)).unwrap();
+        assert!(
+            fresh == committed,
+            "web/dist/{file} is stale: run web/build and commit web/dist"
+        );
+    }
+    std::fs::remove_dir_all(&out).ok();
+}

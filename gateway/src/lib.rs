@@ -18,6 +18,7 @@ pub mod rate_limit;
 pub mod routes;
 pub mod transcode;
 pub mod upstream;
+pub mod web;
 
 use std::{collections::HashMap, convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -482,6 +483,11 @@ async fn route_request(
         resp.extensions_mut().insert(RouteLabel(path));
         return resp;
     }
+    if let Some(mut resp) = web::respond(req.method(), &path) {
+        resp.extensions_mut()
+            .insert(RouteLabel("/ (storefront)".into()));
+        return resp;
+    }
     let (route, values) = match state.routes.lookup(req.method(), &path) {
         Lookup::Found(route, values) => (route, values),
         Lookup::MethodNotAllowed(allowed) => {
@@ -582,6 +588,19 @@ async fn forward(
             ));
         }
     };
+    // A browser keeps its refresh token in an HttpOnly cookie (see `web`): it asks with
+    // `x-token-delivery: cookie`, and refresh and logout read the token from the cookie.
+    let cookie_client = parts
+        .headers
+        .get(web::COOKIE_DELIVERY)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cookie"));
+    let token_rpc = TokenRpc::of(route);
+    let body = match (cookie_client, token_rpc) {
+        (true, Some(TokenRpc::Refresh | TokenRpc::Logout)) => {
+            with_refresh_from_cookie(body, web::refresh_from_cookies(&parts.headers))
+        }
+        _ => body,
+    };
     let message = build_request(
         route,
         &values,
@@ -665,7 +684,13 @@ async fn forward(
                 if problem::http_status(status.code()).is_server_error() {
                     tracing::warn!(rpc = %route.grpc_path, code = ?status.code(), message = status.message(), "upstream error");
                 }
-                Problem::from_status_of(&status, Some(&route.rpc.input()))
+                let problem = Problem::from_status_of(&status, Some(&route.rpc.input()));
+                // A refused refresh token is spent: the browser forgets it.
+                if cookie_client && token_rpc == Some(TokenRpc::Refresh) {
+                    problem.header(header::SET_COOKIE, &web::cleared_refresh_cookie())
+                } else {
+                    problem
+                }
             }
             upstream::CallError::TimedOut(after) => {
                 tracing::warn!(rpc = %route.grpc_path, ?after, "upstream deadline passed");
@@ -695,9 +720,26 @@ async fn forward(
             .body(Full::new(Bytes::new()))
             .expect("static response parts are valid"));
     }
-    let rendered = render_response(&reply);
-    Ok(Response::builder()
-        .status(StatusCode::OK)
+    let mut rendered = render_response(&reply);
+    let mut set_cookie = None;
+    if cookie_client {
+        match token_rpc {
+            Some(TokenRpc::Issue | TokenRpc::Refresh) => {
+                let (body, cookie) = move_refresh_to_cookie(&rendered.body);
+                rendered.body = body;
+                set_cookie = cookie;
+            }
+            Some(TokenRpc::Logout) => set_cookie = Some(web::cleared_refresh_cookie()),
+            _ => {}
+        }
+    }
+    let mut response = Response::builder().status(StatusCode::OK);
+    if let Some(cookie) = set_cookie
+        && let Ok(value) = HeaderValue::from_str(&cookie)
+    {
+        response = response.header(header::SET_COOKIE, value);
+    }
+    Ok(response
         .header(
             header::CONTENT_TYPE,
             HeaderValue::from_str(&rendered.content_type)
@@ -706,6 +748,71 @@ async fn forward(
         .header(header::CACHE_CONTROL, "no-store")
         .body(Full::new(rendered.body))
         .expect("static response parts are valid"))
+}
+
+/// The RPCs that hand out or spend refresh tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenRpc {
+    /// Login and refresh: the reply carries a refresh token.
+    Issue,
+    /// Refresh: the request spends one.
+    Refresh,
+    /// Logout: the request revokes one.
+    Logout,
+}
+
+impl TokenRpc {
+    fn of(route: &Route) -> Option<Self> {
+        match route.grpc_path.as_str() {
+            "/orderflow.iam.v1.IamService/Login" => Some(Self::Issue),
+            "/orderflow.iam.v1.IamService/Refresh" => Some(Self::Refresh),
+            "/orderflow.iam.v1.IamService/Logout" => Some(Self::Logout),
+            _ => None,
+        }
+    }
+}
+
+/// The request body with `refreshToken` from the cookie, unless the body names one.
+fn with_refresh_from_cookie(body: Bytes, cookie: Option<String>) -> Bytes {
+    let Some(token) = cookie else { return body };
+    let mut object = if body.iter().all(u8::is_ascii_whitespace) {
+        serde_json::Map::new()
+    } else {
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(serde_json::Value::Object(o)) => o,
+            // Malformed: let the transcoder say so.
+            _ => return body,
+        }
+    };
+    let named = ["refreshToken", "refresh_token"].iter().any(|k| {
+        object
+            .get(*k)
+            .and_then(|v| v.as_str())
+            .is_some_and(|v| !v.is_empty())
+    });
+    if !named {
+        object.remove("refresh_token");
+        object.insert("refreshToken".into(), serde_json::Value::String(token));
+    }
+    Bytes::from(serde_json::Value::Object(object).to_string())
+}
+
+/// A token pair's JSON without its refresh token, and the cookie that carries it instead.
+fn move_refresh_to_cookie(body: &Bytes) -> (Bytes, Option<String>) {
+    let Ok(serde_json::Value::Object(mut pair)) = serde_json::from_slice(body) else {
+        return (body.clone(), None);
+    };
+    let Some(serde_json::Value::String(token)) = pair.remove("refreshToken") else {
+        return (body.clone(), None);
+    };
+    let max_age = pair
+        .get("refreshExpiresIn")
+        .and_then(serde_json::Value::as_i64)
+        .unwrap_or(30 * 24 * 3600);
+    (
+        Bytes::from(serde_json::Value::Object(pair).to_string()),
+        Some(web::refresh_cookie(&token, max_age)),
+    )
 }
 
 /// Enforces the route's access rule on the caller the [`authenticate`] layer established.

@@ -11,6 +11,7 @@ mod helpers;
 mod idempotency;
 mod loadgen;
 mod orders;
+mod storefront;
 mod webpay;
 mod zero_trust;
 

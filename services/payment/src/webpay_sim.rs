@@ -333,6 +333,8 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Result<Reply, Dr
             payment_page(shared, &form)
         }
         (&Method::POST, "/webpayserver/pay") => pay(shared, &form),
+        // Browsers ask for one; nothing to show.
+        (&Method::GET, "/favicon.ico") => reply(StatusCode::NO_CONTENT, "image/x-icon", ""),
         (&Method::GET, "/webpayserver/timeout") => {
             let token = form.get("token_ws").cloned().unwrap_or_default();
             time_out(shared, &token)

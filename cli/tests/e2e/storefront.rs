@@ -1,0 +1,107 @@
+//! The storefront in a real browser (Playwright driving Debian's Chromium): a new
+//! customer registers, searches, fills the cart, pays a boleta on Webpay's page and comes
+//! back to watch the order reach "aceptado por el SII", then downloads the PDF and the
+//! XML, which are checked here. The browser script is `web/tests/storefront.mjs`; its
+//! screenshots land in `target/web/`.
+
+use std::{path::PathBuf, process::Command};
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::helpers::spawn_suite_with;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[tokio::test]
+async fn a_shopper_buys_pays_on_webpay_and_downloads_the_boleta_in_chromium() {
+    let tools = platform::testing::npm_tools(
+        &root().join("target/test-tools/node-web"),
+        &["playwright-core@1.65.1", "@axe-core/playwright@4.14.1"],
+    );
+    let addr = platform::testing::free_listen_addr();
+    let base = format!("http://{addr}");
+    let s = spawn_suite_with(&[
+        ("PAYMENT_PROVIDER", "webpay"),
+        ("GATEWAY_ADDR", &addr.to_string()),
+        ("PUBLIC_BASE_URL", &base),
+    ])
+    .await;
+    let admin = s.admin("admin@tienda.cl").await;
+    for (sku, name, price) in [
+        ("CAFE-GRANO", "Café de grano 250 g", 8000),
+        ("CAFE-MOLIDO", "Café molido 250 g", 6000),
+        ("TE-VERDE", "Té verde", 3000),
+    ] {
+        let created = s
+            .call(
+                Method::POST,
+                "/v1/products",
+                Some(&admin),
+                Some(json!({"sku": sku, "name": name, "netPrice": price, "onHand": 5, "category": "bebidas"})),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    }
+
+    let shots = root().join("target/web/journey");
+    let node_modules = tools.parent().expect("node_modules/.bin has a parent");
+    let run = tokio::task::spawn_blocking({
+        let base = base.clone();
+        let shots = shots.clone();
+        let modules = node_modules.parent().unwrap().to_path_buf();
+        move || {
+            Command::new("node")
+                .arg(root().join("web/tests/storefront.mjs"))
+                .env("TOOLS", modules)
+                .env("BASE_URL", base)
+                .env("SCREENSHOTS", &shots)
+                .env("CARD", payment::webpay_sim::test_cards::VISA_APPROVED)
+                .output()
+                .expect("node runs")
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "the browser journey failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let total = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("TOTAL "))
+        .expect("the script reports the total");
+    // 8000 + 6000 net + IVA = 16660.
+    assert_eq!(total, "$16.660");
+
+    // The PDF is a PDF carrying the order's total; the XML verifies.
+    let pdf = std::fs::read(shots.join("boleta.pdf")).unwrap();
+    assert!(pdf.starts_with(b"%PDF-"), "not a PDF");
+    // Its text is uncompressed Helvetica: the total as the document prints it.
+    assert!(
+        pdf.windows(b"($ 16.660)".len()).any(|w| w == b"($ 16.660)"),
+        "the PDF does not show the total"
+    );
+    let xml = shots.join("boleta.xml");
+    let verified = Command::new(env!("CARGO_BIN_EXE_orderflow"))
+        .args(["dte", "verify"])
+        .arg(&xml)
+        .output()
+        .unwrap();
+    assert!(
+        verified.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verified.stdout),
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    let xml = std::fs::read(&xml).unwrap();
+    assert!(
+        String::from_utf8_lossy(&xml).contains("<MntTotal>16660</MntTotal>"),
+        "the boleta's total"
+    );
+    drop(s);
+}

@@ -1,0 +1,572 @@
+// The storefront: catalog, product, cart, sign-in, checkout through Webpay, and the
+// shopper's orders with their tax documents. Every API call goes through the generated
+// client (../api/client.ts).
+import { api } from "../api/client";
+import * as cart from "./cart";
+import { field, h, render } from "./dom";
+import {
+  PAYMENT_OUTCOME,
+  type Problem,
+  documentStatus,
+  fieldMessage,
+  money,
+  orderStatus,
+  spanish,
+  tipoDte,
+} from "./format";
+import * as session from "./session";
+
+type Route = (params: URLSearchParams, ...parts: string[]) => Promise<void>;
+
+const routes: [RegExp, Route][] = [
+  [/^\/$/, catalogPage],
+  [/^\/producto\/([^/]+)$/, productPage],
+  [/^\/carrito$/, cartPage],
+  [/^\/ingresar$/, signInPage],
+  [/^\/pedidos$/, ordersPage],
+  [/^\/pedidos\/([^/]+)$/, orderPage],
+];
+
+let watch: number | undefined;
+
+async function route(): Promise<void> {
+  window.clearTimeout(watch);
+  const path = location.pathname;
+  const params = new URLSearchParams(location.search);
+  for (const [pattern, page] of routes) {
+    const match = pattern.exec(path);
+    if (match) {
+      await page(params, ...match.slice(1).map(decodeURIComponent));
+      return;
+    }
+  }
+  render("No encontrado", h("h1", {}, "Página no encontrada"), h("p", {}, h("a", { href: "/" }, "Volver al catálogo")));
+}
+
+function go(path: string): void {
+  history.pushState(null, "", path);
+  void route().then(() => (document.getElementById("main") as HTMLElement).focus());
+}
+
+// Links inside the app navigate without reloading.
+document.addEventListener("click", (event) => {
+  const link = (event.target as Element).closest?.("a");
+  if (!link || link.target || link.hasAttribute("download") || event.defaultPrevented || event.button !== 0 || event.metaKey || event.ctrlKey) return;
+  const url = new URL(link.href, location.href);
+  if (url.origin !== location.origin || url.pathname.startsWith("/v1/")) return;
+  event.preventDefault();
+  go(url.pathname + url.search);
+});
+window.addEventListener("popstate", () => void route());
+
+function nav(): void {
+  const items = [
+    h("li", {}, h("a", { href: "/" }, "Catálogo")),
+    h("li", {}, h("a", { href: "/carrito" }, `Carro (${cart.count()})`)),
+  ];
+  if (session.signedIn()) {
+    items.push(h("li", {}, h("a", { href: "/pedidos" }, "Mis pedidos")));
+    items.push(
+      h(
+        "li",
+        {},
+        h("button", { type: "button", class: "secondary", onclick: () => void session.signOut().then(() => go("/")) }, "Salir"),
+      ),
+    );
+  } else {
+    items.push(h("li", {}, h("a", { href: "/ingresar" }, "Ingresar")));
+  }
+  (document.getElementById("nav") as HTMLElement).replaceChildren(h("ul", {}, ...items));
+}
+session.onChange(nav);
+document.addEventListener("cart-changed", nav);
+
+function alertBox(text: string): HTMLElement {
+  return h("p", { class: "alert", role: "alert" }, text);
+}
+
+function availability(available: number | undefined): HTMLElement {
+  const n = available ?? 0;
+  if (n <= 0) return h("span", { class: "stock-out" }, "agotado");
+  return h("span", { class: "muted" }, n === 1 ? "queda 1" : `quedan ${n}`);
+}
+
+async function catalogPage(params: URLSearchParams): Promise<void> {
+  const q = params.get("q") ?? "";
+  const orderBy = params.get("orden") ?? "";
+  const minPrice = params.get("desde") ?? "";
+  const maxPrice = params.get("hasta") ?? "";
+  const pageToken = params.get("pagina") ?? "";
+  const search = field("Buscar", "q", { type: "search", value: q });
+  const from = field("Precio desde", "desde", { type: "number", min: "0", value: minPrice, inputmode: "numeric" });
+  const to = field("Precio hasta", "hasta", { type: "number", min: "0", value: maxPrice, inputmode: "numeric" });
+  const sort = h(
+    "select",
+    { id: "f-orden", name: "orden" },
+    ...[
+      ["", "Relevancia"],
+      ["price", "Precio: menor a mayor"],
+      ["-price", "Precio: mayor a menor"],
+      ["name", "Nombre"],
+    ].map(([value, label]) => h("option", { value, selected: value === orderBy }, label)),
+  );
+  const form = h(
+    "form",
+    {
+      class: "filters",
+      role: "search",
+      onsubmit: (e: Event) => {
+        e.preventDefault();
+        const next = new URLSearchParams();
+        for (const [k, v] of new FormData(e.target as HTMLFormElement)) if (v) next.set(k, String(v));
+        go(`/?${next}`);
+      },
+    },
+    search.wrap,
+    from.wrap,
+    to.wrap,
+    h("label", { for: "f-orden" }, "Ordenar", sort),
+    h("button", { type: "submit" }, "Buscar"),
+  );
+  const main = render("Catálogo", h("h1", {}, q ? `Resultados para «${q}»` : "Catálogo"), form);
+  const { data, error, response } = await api.GET("/v1/products", {
+    params: {
+      query: {
+        q: q || undefined,
+        orderBy: orderBy || undefined,
+        minPrice: minPrice ? Number(minPrice) : undefined,
+        maxPrice: maxPrice ? Number(maxPrice) : undefined,
+        pageSize: 12,
+        pageToken: pageToken || undefined,
+      },
+    },
+  });
+  if (!data) {
+    main.append(alertBox(spanish({ ...(error as Problem), status: response.status })));
+    return;
+  }
+  const products = data.products ?? [];
+  if (products.length === 0) main.append(h("p", {}, "No encontramos productos con esos criterios."));
+  main.append(
+    h(
+      "ul",
+      { class: "grid" },
+      ...products.map((p) =>
+        h(
+          "li",
+          { class: "card" },
+          h("h2", {}, h("a", { href: `/producto/${encodeURIComponent(p.sku ?? "")}` }, p.name ?? "")),
+          h("span", { class: "price" }, money(p.grossPrice)),
+          h("span", { class: "muted" }, p.exempt ? "exento de IVA" : "IVA incluido"),
+          availability(p.available),
+          h(
+            "button",
+            {
+              type: "button",
+              disabled: (p.available ?? 0) <= 0,
+              "aria-label": `Agregar al carro: ${p.name}`,
+              onclick: () => cart.add(p.sku ?? "", p.name ?? ""),
+            },
+            "Agregar al carro",
+          ),
+        ),
+      ),
+    ),
+  );
+  if (data.nextPageToken) {
+    const next = new URLSearchParams(params);
+    next.set("pagina", data.nextPageToken);
+    main.append(h("p", { class: "pager" }, h("a", { href: `/?${next}` }, "Página siguiente")));
+  }
+}
+
+async function productPage(_params: URLSearchParams, sku: string): Promise<void> {
+  const main = render("Producto");
+  const { data: p, error, response } = await api.GET("/v1/products/{sku}", { params: { path: { sku } } });
+  if (!p) {
+    main.append(alertBox(spanish({ ...(error as Problem), status: response.status })));
+    return;
+  }
+  const quantity = field("Cantidad", "cantidad", { type: "number", min: "1", max: String(p.available ?? 1), value: "1" });
+  const added = h("p", { "aria-live": "polite" });
+  render(
+    p.name ?? "Producto",
+    h("h1", {}, p.name ?? ""),
+    h("p", {}, p.description ?? ""),
+    h("p", { class: "price" }, money(p.grossPrice), " ", h("span", { class: "muted" }, p.exempt ? "(exento de IVA)" : "(IVA incluido)")),
+    h("p", {}, availability(p.available)),
+    h(
+      "form",
+      {
+        class: "form",
+        onsubmit: (e: Event) => {
+          e.preventDefault();
+          const n = Number(quantity.input.value);
+          if (!Number.isInteger(n) || n < 1) {
+            quantity.error.textContent = "Ingresa una cantidad de 1 o más.";
+            return;
+          }
+          if (n > (p.available ?? 0)) {
+            quantity.error.textContent = "Sin stock suficiente para esa cantidad.";
+            return;
+          }
+          quantity.error.textContent = "";
+          cart.add(p.sku ?? sku, p.name ?? sku, n);
+          added.textContent = "Agregado al carro.";
+        },
+      },
+      quantity.wrap,
+      h("button", { type: "submit", disabled: (p.available ?? 0) <= 0 }, "Agregar al carro"),
+    ),
+    added,
+  );
+}
+
+async function cartPage(): Promise<void> {
+  const current = cart.lines();
+  if (current.length === 0) {
+    render("Carro", h("h1", {}, "Tu carro"), h("p", {}, "Tu carro está vacío. ", h("a", { href: "/" }, "Ver el catálogo")));
+    return;
+  }
+  const main = render("Carro", h("h1", {}, "Tu carro"));
+  const products = await Promise.all(
+    current.map(async (line) => (await api.GET("/v1/products/{sku}", { params: { path: { sku: line.sku } } })).data),
+  );
+  const errors = new Map<string, HTMLElement>();
+  let total = 0;
+  const rows = current.map((line, i) => {
+    const p = products[i];
+    const price = p?.grossPrice ?? 0;
+    total += price * line.quantity;
+    const error = h("span", { class: "field-error", id: `err-${line.sku}`, "aria-live": "polite" });
+    errors.set(line.sku, error);
+    const qty = h("input", {
+      type: "number",
+      min: "0",
+      value: String(line.quantity),
+      "aria-label": `Cantidad de ${line.name}`,
+      "aria-describedby": `err-${line.sku}`,
+      onchange: (e: Event) => {
+        cart.setQuantity(line.sku, Number((e.target as HTMLInputElement).value));
+        void cartPage();
+      },
+    });
+    return h(
+      "tr",
+      {},
+      h("td", {}, line.name, " ", error),
+      h("td", {}, qty),
+      h("td", { class: "num" }, money(price * line.quantity)),
+    );
+  });
+  const problem = h("div", { "aria-live": "assertive" });
+  const payButton = h("button", { type: "submit" }, "Pagar con Webpay");
+  const boleta = h("input", { type: "radio", name: "documento", value: "boleta", id: "doc-boleta", checked: true });
+  main.append(
+    h(
+      "table",
+      {},
+      h("thead", {}, h("tr", {}, h("th", {}, "Producto"), h("th", {}, "Cantidad"), h("th", { class: "num" }, "Subtotal"))),
+      h("tbody", {}, ...rows),
+      h("tfoot", {}, h("tr", {}, h("th", {}, "Total"), h("td", {}), h("td", { class: "num" }, money(total)))),
+    ),
+    h(
+      "form",
+      {
+        class: "form",
+        onsubmit: (e: Event) => {
+          e.preventDefault();
+          void checkout(current, errors, problem, payButton as HTMLButtonElement);
+        },
+      },
+      h("fieldset", {}, h("legend", {}, "Documento tributario"), h("label", { for: "doc-boleta" }, boleta, "Boleta")),
+      session.signedIn() ? null : h("p", {}, h("a", { href: "/ingresar?volver=/carrito" }, "Ingresa o crea una cuenta"), " para pagar."),
+      payButton,
+    ),
+    problem,
+  );
+}
+
+/** Checks availability, places the order and sends the shopper to Webpay. */
+async function checkout(
+  current: cart.CartLine[],
+  errors: Map<string, HTMLElement>,
+  problem: HTMLElement,
+  button: HTMLButtonElement,
+): Promise<void> {
+  problem.replaceChildren();
+  if (!session.signedIn()) {
+    go("/ingresar?volver=/carrito");
+    return;
+  }
+  button.disabled = true;
+  try {
+    let short = false;
+    for (const line of current) {
+      const { data } = await api.GET("/v1/products/{sku}", { params: { path: { sku: line.sku } } });
+      const error = errors.get(line.sku) as HTMLElement;
+      if (!data || (data.available ?? 0) < line.quantity) {
+        error.textContent = data && (data.available ?? 0) > 0 ? `Sin stock suficiente: quedan ${data.available}.` : "Sin stock suficiente: agotado.";
+        short = true;
+      } else {
+        error.textContent = "";
+      }
+    }
+    if (short) return;
+    const placed = await api.POST("/v1/orders", {
+      body: { lines: current.map((l) => ({ sku: l.sku, quantity: l.quantity })), documentType: "boleta" },
+    });
+    if (!placed.data) {
+      problem.replaceChildren(alertBox(spanish({ ...(placed.error as Problem), status: placed.response.status })));
+      return;
+    }
+    cart.clear();
+    await payOrder(placed.data.id ?? "", problem);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+/** One payment attempt, one Idempotency-Key (reused if the network fails mid-way). */
+async function payOrder(orderId: string, problem: HTMLElement): Promise<void> {
+  const key = crypto.randomUUID();
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const { data, error, response } = await api.POST("/v1/orders/{order_id}/payments", {
+        params: { path: { order_id: orderId } },
+        headers: { "Idempotency-Key": key },
+        body: {},
+      });
+      if (data?.status === "redirect" && data.url && data.token) {
+        // Webpay's page: the card is typed there, never here.
+        location.assign(`${data.url}?token_ws=${encodeURIComponent(data.token)}`);
+        return;
+      }
+      if (data) {
+        go(`/pedidos/${orderId}`);
+        return;
+      }
+      problem.replaceChildren(alertBox(spanish({ ...(error as Problem), status: response.status })));
+      return;
+    } catch {
+      if (attempt >= 3) {
+        problem.replaceChildren(alertBox("No pudimos comunicarnos con la tienda. Revisa tu conexión e intenta de nuevo."));
+        return;
+      }
+    }
+  }
+}
+
+async function signInPage(params: URLSearchParams): Promise<void> {
+  const back = params.get("volver") ?? "/pedidos";
+  const safeBack = back.startsWith("/") && !back.startsWith("//") ? back : "/pedidos";
+  const form = (kind: "login" | "register") => {
+    const email = field("Correo", `${kind}-email`, { type: "email", autocomplete: "email", required: true });
+    const password = field("Contraseña", `${kind}-password`, {
+      type: "password",
+      autocomplete: kind === "login" ? "current-password" : "new-password",
+      required: true,
+      minlength: "12",
+    });
+    const problem = h("div", { "aria-live": "assertive" });
+    return h(
+      "form",
+      {
+        class: "form",
+        "aria-labelledby": `${kind}-title`,
+        onsubmit: async (e: Event) => {
+          e.preventDefault();
+          email.error.textContent = "";
+          password.error.textContent = "";
+          problem.replaceChildren();
+          const refused =
+            kind === "login"
+              ? await session.signIn(email.input.value, password.input.value)
+              : await session.register(email.input.value, password.input.value);
+          if (!refused) {
+            go(safeBack);
+            return;
+          }
+          let shown = false;
+          for (const error of refused.errors ?? []) {
+            const target = error.field === "password" ? password : error.field === "email" ? email : null;
+            if (target) {
+              target.error.textContent = fieldMessage(error.field ?? "", error.detail);
+              shown = true;
+            }
+          }
+          if (refused.status === 409) {
+            email.error.textContent = "Ese correo ya tiene una cuenta.";
+            shown = true;
+          }
+          if (!shown) problem.replaceChildren(alertBox(spanish(refused)));
+        },
+      },
+      h("h2", { id: `${kind}-title` }, kind === "login" ? "Ingresar" : "Crear cuenta"),
+      email.wrap,
+      password.wrap,
+      h("button", { type: "submit" }, kind === "login" ? "Ingresar" : "Crear cuenta"),
+      problem,
+    );
+  };
+  render("Ingresar", h("h1", {}, "Tu cuenta"), form("login"), form("register"));
+}
+
+function needsSignIn(path: string): boolean {
+  if (session.signedIn()) return false;
+  render(
+    "Ingresar",
+    h("h1", {}, "Ingresa para continuar"),
+    h("p", {}, h("a", { href: `/ingresar?volver=${encodeURIComponent(path)}` }, "Ingresa o crea una cuenta"), " para ver tus pedidos."),
+  );
+  return true;
+}
+
+async function ordersPage(): Promise<void> {
+  if (needsSignIn("/pedidos")) return;
+  const main = render("Mis pedidos", h("h1", {}, "Mis pedidos"));
+  const { data, error, response } = await api.GET("/v1/orders", { params: { query: { pageSize: 50 } } });
+  if (!data) {
+    main.append(alertBox(spanish({ ...(error as Problem), status: response.status })));
+    return;
+  }
+  const orders = data.orders ?? [];
+  if (orders.length === 0) {
+    main.append(h("p", {}, "Aún no tienes pedidos."));
+    return;
+  }
+  main.append(
+    h(
+      "ul",
+      {},
+      ...orders.map((o) =>
+        h(
+          "li",
+          {},
+          h("a", { href: `/pedidos/${o.id}` }, `Pedido del ${new Date(o.createdAt ?? "").toLocaleString("es-CL")}`),
+          ` · ${money(o.total)} · ${orderStatus(o.status, o.documentType)}`,
+        ),
+      ),
+    ),
+  );
+}
+
+async function download(id: string, kind: "pdf" | "xml", name: string): Promise<void> {
+  const { data } =
+    kind === "pdf"
+      ? await api.GET("/v1/dte/documents/{id}/pdf", { params: { path: { id } }, parseAs: "blob" })
+      : await api.GET("/v1/dte/documents/{id}/xml", { params: { path: { id } }, parseAs: "blob" });
+  if (!data) {
+    document.getElementById("descargas")?.replaceChildren(alertBox("No pudimos descargar el documento; intenta de nuevo."));
+    return;
+  }
+  const url = URL.createObjectURL(data as Blob);
+  const a = h("a", { href: url, download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+async function orderPage(params: URLSearchParams, id: string): Promise<void> {
+  if (needsSignIn(`/pedidos/${id}`)) return;
+  const outcome = PAYMENT_OUTCOME[params.get("pago") ?? ""];
+  const [order, documents] = await Promise.all([
+    api.GET("/v1/orders/{id}", { params: { path: { id } } }),
+    api.GET("/v1/orders/{order_id}/documents", { params: { path: { order_id: id } } }),
+  ]);
+  const o = order.data;
+  if (!o) {
+    render("Pedido", h("h1", {}, "Pedido"), alertBox(spanish({ ...(order.error as Problem), status: order.response.status })));
+    return;
+  }
+  const docs = documents.data?.documents ?? [];
+  const problem = h("div", { "aria-live": "assertive" });
+  const actions =
+    o.status === "pending_payment"
+      ? h(
+          "p",
+          { class: "pager" },
+          h("button", { type: "button", onclick: () => void payOrder(id, problem) }, "Pagar con Webpay"),
+          h(
+            "button",
+            {
+              type: "button",
+              class: "secondary",
+              onclick: async () => {
+                const { error, response } = await api.POST("/v1/orders/{id}:cancel", { params: { path: { id } }, body: {} });
+                if (error) problem.replaceChildren(alertBox(spanish({ ...(error as Problem), status: response.status })));
+                else void orderPage(new URLSearchParams(), id);
+              },
+            },
+            "Cancelar pedido",
+          ),
+        )
+      : null;
+  render(
+    "Pedido",
+    h("h1", {}, "Tu pedido"),
+    outcome ? h("p", { class: outcome.ok ? "notice" : "alert", role: "status" }, outcome.text) : null,
+    h("p", {}, "Estado: ", h("span", { class: "status", id: "estado", "aria-live": "polite" }, orderStatus(o.status, o.documentType))),
+    h(
+      "table",
+      {},
+      h("thead", {}, h("tr", {}, h("th", {}, "Producto"), h("th", { class: "num" }, "Cantidad"), h("th", { class: "num" }, "Neto"))),
+      h(
+        "tbody",
+        {},
+        ...(o.lines ?? []).map((l) =>
+          h("tr", {}, h("td", {}, l.name ?? l.sku ?? ""), h("td", { class: "num" }, String(l.quantity ?? 0)), h("td", { class: "num" }, money(l.lineNet))),
+        ),
+      ),
+    ),
+    h(
+      "dl",
+      {},
+      h("dt", {}, "Neto"),
+      h("dd", {}, money(o.net)),
+      h("dt", {}, "IVA (19%)"),
+      h("dd", {}, money(o.iva)),
+      h("dt", {}, "Exento"),
+      h("dd", {}, money(o.exemptTotal)),
+      h("dt", {}, "Total"),
+      h("dd", { id: "total" }, money(o.total)),
+    ),
+    actions,
+    problem,
+    h("h2", {}, "Documentos tributarios"),
+    h("div", { id: "descargas", "aria-live": "assertive" }),
+    docs.length === 0
+      ? h("p", { class: "muted" }, "El documento se emite apenas se confirma el pago.")
+      : h(
+          "ul",
+          {},
+          ...docs.map((d) =>
+            h(
+              "li",
+              {},
+              `${tipoDte(d.tipoDte)} N° ${d.folio} · ${money(d.mntTotal)} · `,
+              h("span", { class: "status" }, documentStatus(d.status)),
+              " ",
+              h("button", { type: "button", class: "secondary", onclick: () => void download(d.id ?? "", "pdf", `dte-${d.tipoDte}-${d.folio}.pdf`) }, "Descargar PDF"),
+              " ",
+              h("button", { type: "button", class: "secondary", onclick: () => void download(d.id ?? "", "xml", `dte-${d.tipoDte}-${d.folio}.xml`) }, "Descargar XML"),
+            ),
+          ),
+        ),
+  );
+  // Until the tax document is settled with the SII, look again shortly.
+  const settled =
+    o.status === "cancelled" ||
+    o.status === "refunded" ||
+    (o.status === "pending_payment" && params.get("pago") !== "pendiente") ||
+    docs.some((d) => ["accepted", "accepted_with_objections", "rejected"].includes(d.status ?? ""));
+  if (!settled) watch = window.setTimeout(() => void orderPage(params, id), 1500);
+}
+
+async function start(): Promise<void> {
+  nav();
+  await session.restore();
+  await route();
+}
+void start();

@@ -1,0 +1,158 @@
+// The storefront in a real browser: Playwright driving Debian's Chromium (headless)
+// against the suite the Rust test started (BASE_URL), the shopper's whole journey through
+// Webpay's (simulated) page. Every page visited is checked with axe-core (no serious or
+// critical violation), any console error fails the run, and each step leaves a screenshot
+// in SCREENSHOTS. Needs TOOLS: a directory with playwright-core and @axe-core/playwright.
+import { createRequire } from "node:module";
+import { mkdirSync } from "node:fs";
+
+const require = createRequire(`${process.env.TOOLS}/`);
+const { chromium } = require("playwright-core");
+const { default: AxeBuilder } = require("@axe-core/playwright");
+
+const BASE = process.env.BASE_URL;
+const SHOTS = process.env.SCREENSHOTS;
+mkdirSync(SHOTS, { recursive: true });
+
+const problems = [];
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+  ],
+});
+let step = 0;
+async function shot(page, name) {
+  step += 1;
+  await page.screenshot({ path: `${SHOTS}/${String(step).padStart(2, "0")}-${name}.png`, fullPage: true });
+}
+async function axe(page, name) {
+  const results = await new AxeBuilder({ page }).analyze();
+  for (const v of results.violations) {
+    if (v.impact === "serious" || v.impact === "critical") {
+      problems.push(`axe on ${name}: ${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+    }
+  }
+}
+function expect(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+try {
+  const context = await browser.newContext({ locale: "es-CL", viewport: { width: 390, height: 844 } });
+  const page = await context.newPage();
+  page.on("console", (m) => {
+    if (m.type() === "error") problems.push(`console error on ${page.url()}: ${m.text()}`);
+  });
+  page.on("pageerror", (e) => problems.push(`page error on ${page.url()}: ${e.message}`));
+
+  // The first visit: what the browser transferred, compressed or not, stays small.
+  await page.goto(`${BASE}/`);
+  await page.getByRole("heading", { name: "Catálogo" }).waitFor();
+  const transferred = await page.evaluate(() =>
+    performance
+      .getEntriesByType("resource")
+      .concat(performance.getEntriesByType("navigation"))
+      .reduce((sum, e) => sum + (e.transferSize || 0), 0),
+  );
+  expect(transferred > 0 && transferred < 200 * 1024, `the first visit transferred ${transferred} bytes`);
+  await axe(page, "catálogo");
+  await shot(page, "catalogo");
+
+  // A new customer registers.
+  await page.getByRole("link", { name: "Ingresar" }).click();
+  await page.getByRole("heading", { name: "Crear cuenta" }).waitFor();
+  await page.locator("#f-register-email").fill("ana.browser@example.cl");
+  await page.locator("#f-register-password").fill("corta");
+  await page.getByRole("button", { name: "Crear cuenta" }).click();
+  // Too short: the browser's own check or the server's message, next to the field.
+  await page.locator("#f-register-password").fill("correct horse battery staple");
+  await axe(page, "ingresar");
+  await shot(page, "registro");
+  await page.getByRole("button", { name: "Crear cuenta" }).click();
+  await page.getByRole("heading", { name: "Mis pedidos" }).waitFor();
+  await shot(page, "registrada");
+
+  // Searches "cafe" (no accent) and finds "Café".
+  await page.getByRole("link", { name: "Catálogo" }).click();
+  await page.getByRole("searchbox", { name: "Buscar" }).fill("cafe");
+  await page.getByRole("button", { name: "Buscar" }).click();
+  await page.getByRole("heading", { name: "Resultados para «cafe»" }).waitFor();
+  const found = page.getByRole("link", { name: /Café/ });
+  await found.first().waitFor();
+  expect((await found.count()) >= 2, "searching cafe finds both cafés");
+  await shot(page, "busqueda");
+  await page.getByRole("button", { name: /Agregar al carro: Café/ }).first().click();
+  await page.getByRole("button", { name: /Agregar al carro: Café/ }).nth(1).click();
+  await page.getByRole("link", { name: "Carro (2)" }).waitFor();
+
+  // The cart survives a reload, and so does the session (the refresh cookie).
+  await page.reload();
+  await page.getByRole("link", { name: "Carro (2)" }).waitFor();
+  await page.getByRole("button", { name: "Salir" }).waitFor();
+  const cookies = await context.cookies();
+  const refresh = cookies.find((c) => c.name === "orderflow_refresh");
+  expect(refresh && refresh.httpOnly && refresh.sameSite === "Strict" && refresh.path === "/v1/auth", "the refresh token is an HttpOnly, Strict cookie on /v1/auth");
+  expect(!(await page.evaluate(() => document.cookie)).includes("orderflow_refresh"), "no script can read the refresh token");
+
+  // Checkout: a boleta, paid on Webpay's page with the keyboard alone.
+  await page.getByRole("link", { name: "Carro (2)" }).click();
+  await page.getByRole("heading", { name: "Tu carro" }).waitFor();
+  await axe(page, "carro");
+  await shot(page, "carro");
+  await page.getByRole("button", { name: "Pagar con Webpay" }).focus();
+  await page.keyboard.press("Enter");
+  await page.waitForURL(/webpayserver\/initTransaction/);
+  await shot(page, "webpay");
+  await page.getByLabel("Número de tarjeta").fill(process.env.CARD);
+  await page.getByRole("button", { name: "Pagar" }).click();
+
+  // Back at the shop: the order page says the payment was approved, and the order moves
+  // on to its boleta accepted by the SII without a reload.
+  await page.waitForURL(/\/pedidos\/[^/?]+\?pago=aprobado/);
+  await page.getByText("Pago aprobado").waitFor();
+  await page.getByText("aceptado por el SII").waitFor({ timeout: 30_000 });
+  await page.getByText("boleta emitida").waitFor();
+  const total = await page.locator("#total").textContent();
+  expect(/^\$[\d.]+$/.test(total ?? ""), `the total is CLP: ${total}`);
+  await axe(page, "pedido");
+  await shot(page, "pedido-aceptado");
+  // The documents download.
+  const pdf = page.waitForEvent("download");
+  await page.getByRole("button", { name: "Descargar PDF" }).click();
+  await (await pdf).saveAs(`${SHOTS}/boleta.pdf`);
+  const xml = page.waitForEvent("download");
+  await page.getByRole("button", { name: "Descargar XML" }).click();
+  await (await xml).saveAs(`${SHOTS}/boleta.xml`);
+  console.log(`TOTAL ${total}`);
+  console.log(`ORDER ${page.url().split("/pedidos/")[1].split("?")[0]}`);
+
+  // My orders lists it; signing out removes the cookie and My orders asks to sign in.
+  await page.getByRole("link", { name: "Mis pedidos" }).click();
+  await page.getByRole("link", { name: /Pedido del/ }).waitFor();
+  await axe(page, "mis pedidos");
+  await page.getByRole("button", { name: "Salir" }).click();
+  await page.getByRole("link", { name: "Ingresar" }).waitFor();
+  expect(!(await context.cookies()).some((c) => c.name === "orderflow_refresh" && c.value), "signing out removes the refresh cookie");
+  await page.goto(`${BASE}/pedidos`);
+  await page.getByRole("heading", { name: "Ingresa para continuar" }).waitFor();
+  await shot(page, "salir");
+} catch (e) {
+  problems.push(`${e.stack ?? e}`);
+  for (const context of browser.contexts()) {
+    for (const page of context.pages()) await shot(page, "fallo").catch(() => {});
+  }
+} finally {
+  await browser.close();
+}
+if (problems.length) {
+  console.error(problems.join("\n"));
+  process.exit(1);
+}
+console.log("OK");
