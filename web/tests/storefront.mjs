@@ -40,6 +40,28 @@ async function axe(page, name) {
     }
   }
 }
+/** A fresh browser session with a newly registered, signed-in customer. */
+async function shopper(email) {
+  const context = await browser.newContext({ locale: "es-CL" });
+  const page = await context.newPage();
+  page.on("console", (m) => {
+    if (m.type() === "error") problems.push(`console error on ${page.url()}: ${m.text()}`);
+  });
+  page.on("pageerror", (e) => problems.push(`page error on ${page.url()}: ${e.message}`));
+  await page.goto(`${BASE}/ingresar`);
+  await page.locator("#f-register-email").fill(email);
+  await page.locator("#f-register-password").fill("correct horse battery staple");
+  await page.getByRole("button", { name: "Crear cuenta" }).click();
+  await page.getByRole("heading", { name: "Mis pedidos" }).waitFor();
+  return { context, page };
+}
+
+async function addToCart(page, sku) {
+  await page.goto(`${BASE}/producto/${sku}`);
+  await page.getByRole("button", { name: "Agregar al carro" }).click();
+  await page.getByText("Agregado al carro.").waitFor();
+}
+
 function expect(condition, message) {
   if (!condition) throw new Error(message);
 }
@@ -143,6 +165,73 @@ try {
   await page.goto(`${BASE}/pedidos`);
   await page.getByRole("heading", { name: "Ingresa para continuar" }).waitFor();
   await shot(page, "salir");
+
+  // 2. A rejected card: the reason in Spanish, the order cancelled, the stock back.
+  {
+    const { page } = await shopper("rechazo@example.cl");
+    await addToCart(page, "TE-VERDE");
+    await page.getByRole("link", { name: /Carro/ }).click();
+    await page.getByRole("button", { name: "Pagar con Webpay" }).click();
+    await page.waitForURL(/webpayserver\/initTransaction/);
+    await page.getByLabel("Número de tarjeta").fill(process.env.REJECTED_CARD);
+    await page.getByRole("button", { name: "Pagar" }).click();
+    await page.waitForURL(/\?pago=rechazado/);
+    await page.getByText("El pago fue rechazado por el banco emisor").waitFor();
+    await page.locator("#estado", { hasText: "cancelado" }).waitFor({ timeout: 20_000 });
+    await axe(page, "pedido rechazado");
+    await shot(page, "rechazado");
+    await page.goto(`${BASE}/producto/TE-VERDE`);
+    await page.getByText("quedan 5").waitFor({ timeout: 20_000 });
+    await shot(page, "stock-devuelto");
+  }
+
+  // 3. A factura: a wrong RUT is flagged as typed; a right one gets a factura.
+  {
+    const { page } = await shopper("factura@example.cl");
+    await addToCart(page, "TE-VERDE");
+    await page.getByRole("link", { name: /Carro/ }).click();
+    await page.getByLabel("Factura (con RUT)").check();
+    await page.getByLabel("RUT", { exact: true }).fill("76.369.187-1");
+    await page.getByText("El RUT no es válido").waitFor();
+    await page.getByLabel("Razón social").fill("Comercial Los Andes SpA");
+    await page.getByLabel("Giro").fill("Venta de alimentos");
+    await page.getByLabel("Dirección").fill("Av. Apoquindo 3000");
+    await page.getByLabel("Comuna").fill("Las Condes");
+    await page.getByRole("button", { name: "Pagar con Webpay" }).click();
+    await page.getByText("El RUT no es válido").waitFor();
+    await axe(page, "factura");
+    await shot(page, "factura-rut-malo");
+    expect(!page.url().includes("webpayserver"), "a wrong RUT never reaches payment");
+    await page.getByLabel("RUT", { exact: true }).fill("76.369.187-K");
+    expect((await page.getByText("El RUT no es válido").count()) === 0, "a right RUT clears the message");
+    await page.getByRole("button", { name: "Pagar con Webpay" }).click();
+    await page.waitForURL(/webpayserver\/initTransaction/);
+    await page.getByLabel("Número de tarjeta").fill(process.env.CARD);
+    await page.getByRole("button", { name: "Pagar" }).click();
+    await page.waitForURL(/\?pago=aprobado/);
+    await page.getByText("Factura electrónica").waitFor({ timeout: 30_000 });
+    await page.getByText("factura emitida").waitFor();
+    await shot(page, "factura");
+  }
+
+  // 5. Two tabs, one unit left: one wins, the other is told there is not enough stock.
+  {
+    const { context, page } = await shopper("dos-pestanas@example.cl");
+    await addToCart(page, "ULTIMA");
+    const other = await context.newPage();
+    other.on("console", (m) => {
+      if (m.type() === "error") problems.push(`console error on ${other.url()}: ${m.text()}`);
+    });
+    await other.goto(`${BASE}/carrito`);
+    await other.getByRole("button", { name: "Pagar con Webpay" }).waitFor();
+    await page.getByRole("link", { name: /Carro/ }).click();
+    await page.getByRole("button", { name: "Pagar con Webpay" }).click();
+    await page.waitForURL(/webpayserver\/initTransaction/);
+    await other.getByRole("button", { name: "Pagar con Webpay" }).click();
+    await other.getByText("Sin stock suficiente").waitFor();
+    expect(other.url().endsWith("/carrito"), "the second tab stays on its cart");
+    await shot(other, "sin-stock");
+  }
 } catch (e) {
   problems.push(`${e.stack ?? e}`);
   for (const context of browser.contexts()) {

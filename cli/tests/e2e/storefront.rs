@@ -34,13 +34,14 @@ async fn a_shopper_buys_pays_on_webpay_and_downloads_the_boleta_in_chromium() {
         ("CAFE-GRANO", "Café de grano 250 g", 8000),
         ("CAFE-MOLIDO", "Café molido 250 g", 6000),
         ("TE-VERDE", "Té verde", 3000),
+        ("ULTIMA", "Yerba mate (última unidad)", 4000),
     ] {
         let created = s
             .call(
                 Method::POST,
                 "/v1/products",
                 Some(&admin),
-                Some(json!({"sku": sku, "name": name, "netPrice": price, "onHand": 5, "category": "bebidas"})),
+                Some(json!({"sku": sku, "name": name, "netPrice": price, "onHand": if sku == "ULTIMA" { 1 } else { 5 }, "category": "bebidas"})),
             )
             .await;
         assert_eq!(created.status, StatusCode::OK, "{}", created.body);
@@ -59,6 +60,10 @@ async fn a_shopper_buys_pays_on_webpay_and_downloads_the_boleta_in_chromium() {
                 .env("BASE_URL", base)
                 .env("SCREENSHOTS", &shots)
                 .env("CARD", payment::webpay_sim::test_cards::VISA_APPROVED)
+                .env(
+                    "REJECTED_CARD",
+                    payment::webpay_sim::test_cards::MASTERCARD_REJECTED,
+                )
                 .output()
                 .expect("node runs")
         }

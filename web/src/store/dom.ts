@@ -39,6 +39,7 @@ export function field(
   const id = `f-${name}`;
   const error = h("span", { class: "field-error", id: `${id}-error`, "aria-live": "polite" });
   const input = h("input", { id, name, "aria-describedby": `${id}-error`, ...attrs }) as HTMLInputElement;
-  const wrap = h("label", { for: id }, label, input, error);
+  // The error is outside the label: it describes the field, it is not its name.
+  const wrap = h("div", { class: "field" }, h("label", { for: id }, label), input, error);
   return { wrap, input, error };
 }

@@ -14,6 +14,7 @@ import {
   spanish,
   tipoDte,
 } from "./format";
+import { validRut } from "./rut";
 import * as session from "./session";
 
 type Route = (params: URLSearchParams, ...parts: string[]) => Promise<void>;
@@ -261,7 +262,7 @@ async function cartPage(): Promise<void> {
   });
   const problem = h("div", { "aria-live": "assertive" });
   const payButton = h("button", { type: "submit" }, "Pagar con Webpay");
-  const boleta = h("input", { type: "radio", name: "documento", value: "boleta", id: "doc-boleta", checked: true });
+  const taxDocument = documentChoice();
   main.append(
     h(
       "table",
@@ -274,12 +275,13 @@ async function cartPage(): Promise<void> {
       "form",
       {
         class: "form",
+        novalidate: true,
         onsubmit: (e: Event) => {
           e.preventDefault();
-          void checkout(current, errors, problem, payButton as HTMLButtonElement);
+          void checkout(current, errors, taxDocument, problem, payButton as HTMLButtonElement);
         },
       },
-      h("fieldset", {}, h("legend", {}, "Documento tributario"), h("label", { for: "doc-boleta" }, boleta, "Boleta")),
+      taxDocument.element,
       session.signedIn() ? null : h("p", {}, h("a", { href: "/ingresar?volver=/carrito" }, "Ingresa o crea una cuenta"), " para pagar."),
       payButton,
     ),
@@ -287,10 +289,95 @@ async function cartPage(): Promise<void> {
   );
 }
 
+interface DocumentChoice {
+  element: HTMLElement;
+  /** The order's document and buyer, or null when a field is wrong (shown next to it). */
+  read(): { documentType: "boleta" | "factura"; buyer?: Record<string, string> } | null;
+  /** Shows the server's refusals next to their fields; false when none was a buyer field. */
+  show(problem: Problem): boolean;
+}
+
+/** Boleta by default; factura with the buyer's RUT (checked as typed) and details. */
+function documentChoice(): DocumentChoice {
+  const boleta = h("input", { type: "radio", name: "documento", value: "boleta", id: "doc-boleta", checked: true }) as HTMLInputElement;
+  const factura = h("input", { type: "radio", name: "documento", value: "factura", id: "doc-factura" }) as HTMLInputElement;
+  const fields = {
+    rut: field("RUT", "rut", { autocomplete: "off", placeholder: "76.369.187-K" }),
+    razonSocial: field("Razón social", "razon-social", { autocomplete: "organization" }),
+    giro: field("Giro", "giro"),
+    address: field("Dirección", "direccion", { autocomplete: "street-address" }),
+    comuna: field("Comuna", "comuna"),
+  };
+  const facturaFields = h("div", { class: "form", hidden: true }, ...Object.values(fields).map((f) => f.wrap));
+  const toggle = () => {
+    facturaFields.hidden = !factura.checked;
+  };
+  boleta.addEventListener("change", toggle);
+  factura.addEventListener("change", toggle);
+  fields.rut.input.addEventListener("input", () => {
+    const value = fields.rut.input.value.trim();
+    fields.rut.error.textContent = value && !validRut(value) ? "El RUT no es válido: revisa el dígito verificador." : "";
+  });
+  const element = h(
+    "fieldset",
+    {},
+    h("legend", {}, "Documento tributario"),
+    h("label", { for: "doc-boleta" }, h("span", {}, boleta, " Boleta")),
+    h("label", { for: "doc-factura" }, h("span", {}, factura, " Factura (con RUT)")),
+    facturaFields,
+  );
+  const names: Record<string, keyof typeof fields> = {
+    "buyer.rut": "rut",
+    "buyer.razonSocial": "razonSocial",
+    "buyer.giro": "giro",
+    "buyer.address": "address",
+    "buyer.comuna": "comuna",
+  };
+  return {
+    element,
+    read() {
+      if (!factura.checked) return { documentType: "boleta" };
+      let ok = true;
+      for (const f of Object.values(fields)) {
+        f.error.textContent = f.input.value.trim() ? "" : "Este dato es obligatorio para una factura.";
+        if (!f.input.value.trim()) ok = false;
+      }
+      if (fields.rut.input.value.trim() && !validRut(fields.rut.input.value)) {
+        fields.rut.error.textContent = "El RUT no es válido: revisa el dígito verificador.";
+        ok = false;
+      }
+      if (!ok) return null;
+      return {
+        documentType: "factura",
+        buyer: {
+          rut: fields.rut.input.value.trim(),
+          razonSocial: fields.razonSocial.input.value.trim(),
+          giro: fields.giro.input.value.trim(),
+          address: fields.address.input.value.trim(),
+          comuna: fields.comuna.input.value.trim(),
+        },
+      };
+    },
+    show(problem) {
+      let shown = false;
+      for (const error of problem.errors ?? []) {
+        const key = names[error.field ?? ""];
+        if (key) {
+          fields[key].error.textContent =
+            key === "rut" ? "El RUT no es válido: revisa el dígito verificador." : "Revisa este dato.";
+          shown = true;
+        }
+      }
+      return shown;
+    },
+  };
+}
+
 /** Checks availability, places the order and sends the shopper to Webpay. */
 async function checkout(
   current: cart.CartLine[],
   errors: Map<string, HTMLElement>,
+  taxDocument: DocumentChoice,
   problem: HTMLElement,
   button: HTMLButtonElement,
 ): Promise<void> {
@@ -299,6 +386,8 @@ async function checkout(
     go("/ingresar?volver=/carrito");
     return;
   }
+  const chosen = taxDocument.read();
+  if (!chosen) return;
   button.disabled = true;
   try {
     let short = false;
@@ -314,10 +403,15 @@ async function checkout(
     }
     if (short) return;
     const placed = await api.POST("/v1/orders", {
-      body: { lines: current.map((l) => ({ sku: l.sku, quantity: l.quantity })), documentType: "boleta" },
+      body: {
+        lines: current.map((l) => ({ sku: l.sku, quantity: l.quantity })),
+        documentType: chosen.documentType,
+        buyer: chosen.buyer,
+      },
     });
     if (!placed.data) {
-      problem.replaceChildren(alertBox(spanish({ ...(placed.error as Problem), status: placed.response.status })));
+      const refused = { ...(placed.error as Problem), status: placed.response.status };
+      if (!taxDocument.show(refused)) problem.replaceChildren(alertBox(spanish(refused)));
       return;
     }
     cart.clear();
@@ -327,34 +421,122 @@ async function checkout(
   }
 }
 
+type PayBody = { card?: { number: string; expMonth: number; expYear: number; cvc: string; holder: string } };
+
 /** One payment attempt, one Idempotency-Key (reused if the network fails mid-way). */
-async function payOrder(orderId: string, problem: HTMLElement): Promise<void> {
+async function attempt(orderId: string, body: PayBody) {
   const key = crypto.randomUUID();
-  for (let attempt = 1; ; attempt++) {
+  for (let tries = 1; ; tries++) {
     try {
       const { data, error, response } = await api.POST("/v1/orders/{order_id}/payments", {
         params: { path: { order_id: orderId } },
         headers: { "Idempotency-Key": key },
-        body: {},
+        body,
       });
-      if (data?.status === "redirect" && data.url && data.token) {
-        // Webpay's page: the card is typed there, never here.
-        location.assign(`${data.url}?token_ws=${encodeURIComponent(data.token)}`);
-        return;
-      }
-      if (data) {
-        go(`/pedidos/${orderId}`);
-        return;
-      }
-      problem.replaceChildren(alertBox(spanish({ ...(error as Problem), status: response.status })));
-      return;
-    } catch {
-      if (attempt >= 3) {
-        problem.replaceChildren(alertBox("No pudimos comunicarnos con la tienda. Revisa tu conexión e intenta de nuevo."));
-        return;
-      }
+      return { data, problem: data ? undefined : ({ ...(error as Problem), status: response.status } as Problem) };
+    } catch (e) {
+      if (tries >= 3) return { data: undefined, problem: { status: 0 } as Problem };
     }
   }
+}
+
+/** Pays through Webpay (the browser goes to its page); with the sandbox, a card form. */
+async function payOrder(orderId: string, problem: HTMLElement): Promise<void> {
+  const { data, problem: refused } = await attempt(orderId, {});
+  if (data?.status === "redirect" && data.url && data.token) {
+    // Webpay's page: the card is typed there, never here.
+    location.assign(`${data.url}?token_ws=${encodeURIComponent(data.token)}`);
+    return;
+  }
+  if (data) {
+    go(`/pedidos/${orderId}`);
+    return;
+  }
+  // The shop takes cards itself (the sandbox processor): ask for one.
+  if (refused?.errors?.some((e) => e.field === "card")) {
+    problem.replaceChildren(cardForm(orderId));
+    (problem.querySelector("input") as HTMLInputElement | null)?.focus();
+    return;
+  }
+  problem.replaceChildren(alertBox(spanish(refused)));
+}
+
+const DECLINES: Record<string, string> = {
+  card_declined: "El banco rechazó la tarjeta.",
+  insufficient_funds: "La tarjeta no tiene fondos suficientes.",
+};
+
+function cardForm(orderId: string): HTMLElement {
+  const number = field("Número de tarjeta", "card-number", { inputmode: "numeric", autocomplete: "cc-number" });
+  const month = field("Mes de vencimiento", "card-month", { inputmode: "numeric", autocomplete: "cc-exp-month", placeholder: "MM" });
+  const year = field("Año de vencimiento", "card-year", { inputmode: "numeric", autocomplete: "cc-exp-year", placeholder: "AAAA" });
+  const cvc = field("Código de seguridad", "card-cvc", { inputmode: "numeric", autocomplete: "cc-csc" });
+  const holder = field("Nombre en la tarjeta", "card-holder", { autocomplete: "cc-name" });
+  const byField: Record<string, ReturnType<typeof field>> = {
+    "card.number": number,
+    "card.expMonth": month,
+    "card.expYear": year,
+    "card.cvc": cvc,
+    "card.holder": holder,
+  };
+  const messages: Record<string, string> = {
+    "card.number": "El número de tarjeta no es válido.",
+    "card.expMonth": "Revisa el mes de vencimiento.",
+    "card.expYear": "La tarjeta está vencida o el año no es válido.",
+    "card.cvc": "El código de seguridad debe tener 3 o 4 dígitos.",
+    "card.holder": "Ingresa el nombre que aparece en la tarjeta.",
+  };
+  const outcome = h("div", { "aria-live": "assertive" });
+  const submit = h("button", { type: "submit" }, "Pagar") as HTMLButtonElement;
+  return h(
+    "form",
+    {
+      class: "form",
+      novalidate: true,
+      onsubmit: async (e: Event) => {
+        e.preventDefault();
+        for (const f of Object.values(byField)) f.error.textContent = "";
+        outcome.replaceChildren();
+        submit.disabled = true;
+        const { data, problem } = await attempt(orderId, {
+          card: {
+            number: number.input.value.replace(/\s/g, ""),
+            expMonth: Number(month.input.value),
+            expYear: Number(year.input.value),
+            cvc: cvc.input.value.trim(),
+            holder: holder.input.value.trim(),
+          },
+        });
+        submit.disabled = false;
+        if (data?.status === "captured") {
+          go(`/pedidos/${orderId}?pago=aprobado`);
+          return;
+        }
+        if (data?.status === "failed") {
+          outcome.replaceChildren(alertBox(`${DECLINES[data.failureCode ?? ""] ?? "El pago fue rechazado."} El pedido fue cancelado.`));
+          window.setTimeout(() => go(`/pedidos/${orderId}?pago=rechazado`), 1500);
+          return;
+        }
+        let shown = false;
+        for (const error of problem?.errors ?? []) {
+          const target = byField[error.field ?? ""];
+          if (target) {
+            target.error.textContent = messages[error.field ?? ""];
+            shown = true;
+          }
+        }
+        if (!shown) outcome.replaceChildren(alertBox(spanish(problem)));
+      },
+    },
+    h("h2", {}, "Pagar con tarjeta"),
+    number.wrap,
+    month.wrap,
+    year.wrap,
+    cvc.wrap,
+    holder.wrap,
+    submit,
+    outcome,
+  );
 }
 
 async function signInPage(params: URLSearchParams): Promise<void> {
