@@ -26,9 +26,11 @@ pub struct RouteTimeouts {
     pub overrides: HashMap<(Method, String), Duration>,
 }
 
-/// Routes that need more than the write timeout by default: a payment may wait for the
-/// processor (`PAYMENT_PROVIDER_TIMEOUT`, 10 s) up to three times.
-pub const DEFAULT_OVERRIDES: &str = "POST /v1/orders/{order_id}/payments=45s";
+/// Routes that need more than the default timeout: a payment may wait for the processor
+/// (`PAYMENT_PROVIDER_TIMEOUT`, 10 s) up to three times; an order read with `waitFor`
+/// waits up to `ORDER_WATCH_MAX_WAIT` (25 s) for a change.
+pub const DEFAULT_OVERRIDES: &str =
+    "POST /v1/orders/{order_id}/payments=45s,GET /v1/orders/{id}=35s";
 
 impl RouteTimeouts {
     /// Parses `METHOD /template=duration` entries, comma separated.

@@ -187,3 +187,109 @@ async fn bad_orders_get_a_problem_naming_the_field_and_reserve_nothing() {
         product.body
     );
 }
+
+/// `GET /v1/orders/{id}?waitFor=<version>`: the long poll a page follows an order with.
+#[tokio::test]
+async fn waiting_for_an_order_answers_when_it_changes_up_to_the_sii_verdict() {
+    let s = crate::helpers::spawn_suite_with(&[
+        ("ORDER_WATCH_MAX_WAIT", "10s"),
+        ("ORDER_WATCH_PER_USER", "1"),
+    ])
+    .await;
+    let (_admin, ana, id) = crate::checkout::a_placed_order(&s, "WATCH-1").await;
+    let order = s
+        .call(Method::GET, &format!("/v1/orders/{id}"), Some(&ana), None)
+        .await
+        .body;
+    let version = order["version"].as_i64().unwrap();
+    assert_eq!(order["documentStatus"], "");
+
+    // A wait on the current version, answered by the payment's effect (well before the
+    // longest wait: the answer carries the change, which a wait that ran out would not).
+    let url = format!("{}/v1/orders/{id}?waitFor={version}", s.base);
+    let wait = {
+        let (http, url, ana) = (s.http.clone(), url.clone(), ana.clone());
+        tokio::spawn(async move {
+            loop {
+                let reply = http.get(&url).bearer_auth(&ana).send().await.unwrap();
+                // Refused while the probe below held the one slot: try again.
+                if reply.status() != StatusCode::TOO_MANY_REQUESTS {
+                    return reply.json::<Value>().await.unwrap();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        })
+    };
+    // One wait per user here: a second one is refused while the first is open. (A probe
+    // that got in first is abandoned after a second, which frees its slot.)
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let probe = s
+            .http
+            .get(&url)
+            .bearer_auth(&ana)
+            .timeout(std::time::Duration::from_secs(1))
+            .send()
+            .await;
+        if let Ok(reply) = probe
+            && reply.status() == StatusCode::TOO_MANY_REQUESTS
+        {
+            let body: Value = reply.json().await.unwrap();
+            assert!(
+                body["detail"].as_str().unwrap().contains("waitFor"),
+                "{body}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a second wait was never refused"
+        );
+    }
+    let paid = crate::checkout::pay(
+        &s,
+        &ana,
+        &id,
+        "watch-pay",
+        crate::checkout::card(crate::checkout::APPROVE),
+    )
+    .await;
+    assert_eq!(paid.status, StatusCode::OK, "{}", paid.body);
+    let changed = tokio::time::timeout(std::time::Duration::from_secs(9), wait)
+        .await
+        .expect("the wait answered with the change, not at its deadline")
+        .unwrap();
+    assert!(changed["version"].as_i64().unwrap() > version, "{changed}");
+    assert_ne!(changed["status"], "pending_payment", "{changed}");
+
+    // Followed on, the order reaches its document's verdict from the SII.
+    let mut current = changed;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while current["documentStatus"] != "accepted" {
+        assert!(tokio::time::Instant::now() < deadline, "{current}");
+        let v = current["version"].as_i64().unwrap();
+        current = s
+            .call(
+                Method::GET,
+                &format!("/v1/orders/{id}?waitFor={v}"),
+                Some(&ana),
+                None,
+            )
+            .await
+            .body;
+    }
+    assert_eq!(current["status"], "invoiced");
+
+    // Nothing changes: the wait answers the same order at its deadline.
+    let v = current["version"].as_i64().unwrap();
+    let same = s
+        .call(
+            Method::GET,
+            &format!("/v1/orders/{id}?waitFor={v}"),
+            Some(&ana),
+            None,
+        )
+        .await;
+    assert_eq!(same.status, StatusCode::OK);
+    assert_eq!(same.body["version"], v);
+}

@@ -239,6 +239,14 @@ pub enum OrderEvent {
         /// Folio.
         folio: i64,
     },
+    /// The SII judged the order's tax document (accepted, accepted with objections,
+    /// rejected).
+    DocumentSettled {
+        /// DTE service's document id.
+        document_id: String,
+        /// The SII's verdict, as the DTE service names it.
+        sii_status: String,
+    },
     /// Money went back (partially or in full).
     OrderRefunded {
         /// The refund.
@@ -275,6 +283,9 @@ pub struct Order {
     pub refund_ids: Vec<String>,
     /// The issued document, if any.
     pub document_id: Option<String>,
+    /// The SII's verdict on that document, once known (absent from older snapshots).
+    #[serde(default)]
+    pub document_status: Option<String>,
     /// Why it was cancelled.
     pub cancel_reason: Option<CancelReason>,
     /// When an unpaid order expires.
@@ -305,6 +316,7 @@ impl OrderEvent {
             Self::OrderPaid { .. } => "OrderPaid",
             Self::OrderCancelled { .. } => "OrderCancelled",
             Self::OrderInvoiced { .. } => "OrderInvoiced",
+            Self::DocumentSettled { .. } => "DocumentSettled",
             Self::OrderRefunded { .. } => "OrderRefunded",
         }
     }
@@ -388,6 +400,7 @@ impl Order {
             payment_id: None,
             refund_ids: Vec::new(),
             document_id: None,
+            document_status: None,
             cancel_reason: None,
             expires_at: *expires_at,
             placed_at: *placed_at,
@@ -417,6 +430,13 @@ impl Order {
                     self.status = Status::Invoiced;
                 }
                 self.document_id = Some(document_id.clone());
+            }
+            OrderEvent::DocumentSettled {
+                document_id,
+                sii_status,
+            } => {
+                self.document_id.get_or_insert_with(|| document_id.clone());
+                self.document_status = Some(sii_status.clone());
             }
             OrderEvent::OrderRefunded {
                 refund_id,
@@ -499,6 +519,35 @@ impl Order {
         }
     }
 
+    /// Records the SII's verdict on the order's tax document (idempotent; a verdict on
+    /// another document of the order, a nota de crédito, changes nothing here).
+    pub fn settle_document(
+        &self,
+        document_id: &str,
+        sii_status: &str,
+    ) -> Result<Vec<OrderEvent>, IllegalTransition> {
+        if self
+            .document_id
+            .as_deref()
+            .is_some_and(|d| d != document_id)
+            || self.document_status.as_deref() == Some(sii_status)
+        {
+            return Ok(vec![]);
+        }
+        match self.status {
+            Status::Paid | Status::Invoiced | Status::Refunded => {
+                Ok(vec![OrderEvent::DocumentSettled {
+                    document_id: document_id.into(),
+                    sii_status: sii_status.into(),
+                }])
+            }
+            status => Err(IllegalTransition {
+                command: "settle the document of",
+                status,
+            }),
+        }
+    }
+
     /// Records a refund (idempotent by refund id); never more than was paid.
     pub fn refund(
         &self,
@@ -559,6 +608,28 @@ mod tests {
             order.apply(e);
         }
         order
+    }
+
+    #[test]
+    fn the_siis_verdict_on_the_orders_document_is_recorded_once() {
+        let order = placed(vec![line("A", 1, 1000, false)]);
+        // Unpaid: no document to judge.
+        assert!(order.settle_document("d-1", "accepted").is_err());
+        let order = applied(order.clone(), order.pay("p-1", 1190).unwrap());
+        let order = applied(order.clone(), order.invoice("d-1", 39, 7).unwrap());
+        let settled = order.settle_document("d-1", "accepted").unwrap();
+        assert_eq!(settled.len(), 1);
+        let order = applied(order, settled);
+        assert_eq!(order.document_status.as_deref(), Some("accepted"));
+        // Redelivered: nothing new. Another document of the order (a nota de crédito):
+        // not this order's verdict.
+        assert!(order.settle_document("d-1", "accepted").unwrap().is_empty());
+        assert!(order.settle_document("d-2", "rejected").unwrap().is_empty());
+        // A snapshot from before the field existed still loads.
+        let mut old = serde_json::to_value(&order).unwrap();
+        old.as_object_mut().unwrap().remove("document_status");
+        let loaded: Order = serde_json::from_value(old).unwrap();
+        assert_eq!(loaded.document_status, None);
     }
 
     #[test]

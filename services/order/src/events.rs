@@ -7,7 +7,7 @@ use std::{future::Future, pin::Pin};
 
 use platform::{amqp::consumer::EventHandler, clock::Clock};
 use proto::events::v1::{
-    DteIssued, EventEnvelope, PaymentCaptured, PaymentFailed, PaymentRefunded,
+    DteIssued, DteSiiStatus, EventEnvelope, PaymentCaptured, PaymentFailed, PaymentRefunded,
 };
 use sqlx::PgConnection;
 
@@ -21,6 +21,8 @@ pub const SUBSCRIBED: &[&str] = &[
     "payment.captured",
     "payment.failed",
     "dte.issued",
+    "dte.accepted",
+    "dte.rejected",
     "payment.refunded",
 ];
 
@@ -65,6 +67,17 @@ fn command_of(event: &EventEnvelope, clock: &Clock) -> anyhow::Result<Option<(St
             Some((
                 m.order_id,
                 Box::new(move |o: &Order| o.invoice(&m.document_id, m.tipo_dte, m.folio)),
+            ))
+        }
+        "dte.accepted" | "dte.rejected" => {
+            let m: DteSiiStatus = payload.to_msg()?;
+            // A nota de crédito's verdict is not the order's document's.
+            if m.tipo_dte == 61 || m.tipo_dte == 56 {
+                return Ok(None);
+            }
+            Some((
+                m.order_id,
+                Box::new(move |o: &Order| o.settle_document(&m.document_id, &m.status)),
             ))
         }
         "payment.refunded" => {

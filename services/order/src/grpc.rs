@@ -51,6 +51,8 @@ pub struct OrderState {
     pub clock: Clock,
     /// Mints the credential of this role's calls to the catalog.
     pub minter: platform::identity::Minter,
+    /// Who waits for an order to change (`GetOrder` with `wait_for`).
+    pub changes: Arc<crate::watch::Changes>,
 }
 
 /// The `OrderService` implementation.
@@ -113,6 +115,7 @@ pub fn to_proto(order: &Order) -> pb::Order {
         updated_at: timestamp(order.updated_at),
         expires_at: timestamp(order.expires_at),
         version: order.version,
+        document_status: order.document_status.clone().unwrap_or_default(),
     }
 }
 
@@ -634,7 +637,41 @@ impl OrderService for OrderGrpc {
         request: Request<GetOrderRequest>,
     ) -> Result<Response<pb::Order>, Status> {
         let caller = Caller::of(&request);
-        let order = self.visible_order(&caller, &request.get_ref().id).await?;
+        let Some(known) = request.get_ref().wait_for else {
+            let order = self.visible_order(&caller, &request.get_ref().id).await?;
+            return Ok(Response::new(to_proto(&order)));
+        };
+        // Subscribed before the read: a change committed in between is not missed.
+        let changes = self.state.changes.clone();
+        let mut notices = changes.subscribe();
+        let mut order = self.visible_order(&caller, &request.get_ref().id).await?;
+        if order.version != known {
+            return Ok(Response::new(to_proto(&order)));
+        }
+        let user = caller.require_user()?;
+        let _waiting = changes.enter(user).ok_or_else(|| {
+            Status::resource_exhausted(format!(
+                "waitFor: at most {} orders may be waited for at once",
+                changes.per_user
+            ))
+        })?;
+        let deadline = tokio::time::Instant::now() + changes.max_wait;
+        loop {
+            tokio::select! {
+                notice = notices.recv() => match notice {
+                    Ok(id) if *id != *order.id => continue,
+                    // This order, or notices missed (lagging): read it again.
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        order = self.visible_order(&caller, &order.id).await?;
+                        if order.version != known {
+                            break;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
         Ok(Response::new(to_proto(&order)))
     }
 

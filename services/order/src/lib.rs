@@ -21,6 +21,7 @@ pub mod grpc;
 pub mod projector;
 pub mod relay;
 pub mod sweeper;
+pub mod watch;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -75,6 +76,10 @@ pub struct OrderSettings {
     pub reservation_grace: Duration,
     /// `ORDER_RESERVATION_SWEEP_INTERVAL`: how often the sweeper looks.
     pub reservation_sweep_interval: Duration,
+    /// `ORDER_WATCH_MAX_WAIT`: the longest a `GetOrder` with `wait_for` waits.
+    pub watch_max_wait: Duration,
+    /// `ORDER_WATCH_PER_USER`: how many such waits a user may hold at once.
+    pub watch_per_user: usize,
 }
 
 impl OrderSettings {
@@ -101,6 +106,8 @@ impl OrderSettings {
             reservation_grace,
             reservation_sweep_interval: r
                 .duration("ORDER_RESERVATION_SWEEP_INTERVAL", Duration::from_secs(60))?,
+            watch_max_wait: r.duration("ORDER_WATCH_MAX_WAIT", Duration::from_secs(25))?,
+            watch_per_user: r.parse("ORDER_WATCH_PER_USER", 4)?,
             grpc_addr: r.parse("ORDER_GRPC_ADDR", SocketAddr::from(([0, 0, 0, 0], 50053)))?,
             admin_addr: r.parse("ORDER_ADMIN_ADDR", SocketAddr::from(([0, 0, 0, 0], 9103)))?,
             catalog_url: r.string("ORDER_CATALOG_URL", "http://127.0.0.1:50052"),
@@ -206,6 +213,7 @@ impl OrderApp {
             snapshot_interval: settings.snapshot_interval,
             clock,
             minter: platform::identity::Minter::new(internal_key.clone(), "order"),
+            changes: watch::Changes::new(settings.watch_max_wait, settings.watch_per_user),
         });
         Ok(Self {
             state,
@@ -272,6 +280,14 @@ impl OrderApp {
             ),
             tokio::spawn(sample_lag(pool.clone(), shutdown.clone())),
             tokio::spawn(self.retention.run(pool.clone(), shutdown.clone())),
+            tokio::spawn({
+                let (changes, pool, shutdown) =
+                    (self.state.changes.clone(), pool.clone(), shutdown.clone());
+                async move {
+                    changes.listen(pool, shutdown).await;
+                    Ok(())
+                }
+            }),
             tokio::spawn(
                 sweeper::ReservationSweeper {
                     pool: pool.clone(),

@@ -128,6 +128,17 @@ pub fn integration_event(
                 folio: *folio,
             })?,
         ),
+        OrderEvent::DocumentSettled {
+            document_id,
+            sii_status,
+        } => (
+            "order.document_settled",
+            prost_types::Any::from_msg(&pb::OrderDocumentSettled {
+                order_id,
+                document_id: document_id.clone(),
+                sii_status: sii_status.clone(),
+            })?,
+        ),
         OrderEvent::OrderRefunded {
             refund_id,
             amount,

@@ -131,6 +131,7 @@ impl PaymentGrpc {
     async fn payable(&self, caller: &Caller, order_id: &str) -> Result<PayableOrder, Status> {
         let mut request = Request::new(GetOrderRequest {
             id: order_id.to_string(),
+            wait_for: None,
         });
         let mut trace = http::HeaderMap::new();
         platform::telemetry::inject_context(&mut trace);

@@ -358,7 +358,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Get order */
+        /**
+         * Get order
+         * @description One order; with `waitFor`, once it changes (a long poll: how a page follows an
+         *     order without polling it).
+         */
         get: operations["OrderService_GetOrder"];
         put?: never;
         post?: never;
@@ -884,6 +888,11 @@ export interface components {
             /** Format: date-time */
             createdAt?: string;
             customerId?: string;
+            /**
+             * @description The SII's verdict on its tax document once known: accepted,
+             *     accepted_with_objections or rejected (empty before).
+             */
+            documentStatus?: string;
             documentType?: string;
             /**
              * Format: int64
@@ -1675,7 +1684,16 @@ export interface operations {
     };
     OrderService_GetOrder: {
         parameters: {
-            query?: never;
+            query?: {
+                /**
+                 * @description Long poll: the version the caller has (`Order.version`). The answer waits until the
+                 *     order's version differs from it (an event changed the order: paid, invoiced, its
+                 *     document judged by the SII…) or ORDER_WATCH_MAX_WAIT passed (then it is the same
+                 *     order again: ask anew). A user may hold ORDER_WATCH_PER_USER waits at once; beyond,
+                 *     429. Unset: answer at once.
+                 */
+                waitFor?: number;
+            };
             header?: never;
             path: {
                 id: string;

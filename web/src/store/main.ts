@@ -28,10 +28,11 @@ const routes: [RegExp, Route][] = [
   [/^\/pedidos\/([^/]+)$/, orderPage],
 ];
 
-let watch: number | undefined;
+// The order page's long poll, cancelled when the shopper navigates away.
+let following: AbortController | undefined;
 
 async function route(): Promise<void> {
-  window.clearTimeout(watch);
+  following?.abort();
   const path = location.pathname;
   const params = new URLSearchParams(location.search);
   for (const [pattern, page] of routes) {
@@ -737,13 +738,38 @@ async function orderPage(params: URLSearchParams, id: string): Promise<void> {
           ),
         ),
   );
-  // Until the tax document is settled with the SII, look again shortly.
+  // Until the SII has judged its tax document, follow the order: the API answers the
+  // long poll when the order changes (no polling from here).
   const settled =
     o.status === "cancelled" ||
     o.status === "refunded" ||
     (o.status === "pending_payment" && params.get("pago") !== "pendiente") ||
-    docs.some((d) => ["accepted", "accepted_with_objections", "rejected"].includes(d.status ?? ""));
-  if (!settled) watch = window.setTimeout(() => void orderPage(params, id), 1500);
+    ["accepted", "accepted_with_objections", "rejected"].includes(o.documentStatus ?? "");
+  if (!settled) void follow(params, id, o.version ?? 0);
+}
+
+async function follow(params: URLSearchParams, id: string, version: number): Promise<void> {
+  following?.abort();
+  const mine = new AbortController();
+  following = mine;
+  try {
+    const { data } = await api.GET("/v1/orders/{id}", {
+      params: { path: { id }, query: { waitFor: version } },
+      signal: mine.signal,
+    });
+    if (mine.signal.aborted) return;
+    if (data && data.version !== version) {
+      await orderPage(params, id);
+      return;
+    }
+  } catch {
+    if (mine.signal.aborted) return;
+  }
+  // Unchanged after the longest wait, or the network failed: ask again (after a pause on
+  // failure).
+  window.setTimeout(() => {
+    if (!mine.signal.aborted) void follow(params, id, version);
+  }, 1000);
 }
 
 async function start(): Promise<void> {

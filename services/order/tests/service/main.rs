@@ -65,7 +65,11 @@ async fn placing_an_order_reserves_stock_snapshots_prices_and_computes_totals() 
         let id = order.id.clone();
         async move {
             client
-                .get_order(as_caller(GetOrderRequest { id }, &user, roles))
+                .get_order(as_caller(
+                    GetOrderRequest { id, wait_for: None },
+                    &user,
+                    roles,
+                ))
                 .await
         }
     };
