@@ -3,7 +3,8 @@
 //! runs a weighted mix of operations, signed in (the gateway budgets each user; anonymous
 //! traffic from one address would only measure the per-address limit): browse (list,
 //! search, product detail), checkout
-//! (place an order and pay it; completion is observed by polling the order until `paid`)
+//! (place an order and pay it; completion is followed with the order's long poll until
+//! `invoiced`)
 //! and read-back (the user's orders, one order, its payments).
 //!
 //! Closed loop (default): `--users` shoppers each run one operation after another, with
@@ -416,29 +417,38 @@ async fn operation(shared: &Arc<Shared>, user: &Mutex<User>, intended: Instant) 
     }
 }
 
-/// Polls the order until it is `invoiced`, recording when it was first seen paid and when
-/// invoiced: late past the invoice window, given up (never invoiced) at twice it.
+/// Follows the order until it is `invoiced`, recording when it was first seen paid and
+/// when invoiced: late past the invoice window, given up (never invoiced) at twice it.
+/// Like the storefront, it follows with the long poll (`waitFor` = the version it has),
+/// so the API answers when the order changes instead of being asked over and over; a 429
+/// (the user holds as many waits as allowed) or a failure falls back to a pause.
 async fn watch_checkout(shared: Arc<Shared>, token: String, id: String, intended: Instant) {
     let deadline = intended + shared.invoice_window * 2;
-    // Like a polite frontend: after 100 ms, then less and less often, at most once a second
-    // (a tight loop over every pending checkout would be most of the load).
-    let mut pause = Duration::from_millis(100);
     let mut paid = false;
+    let mut version: Option<i64> = None;
     while Instant::now() < deadline {
-        tokio::time::sleep(pause).await;
-        pause = (pause * 3 / 2).min(Duration::from_secs(1));
-        let status = match shared
-            .get(&format!("/v1/orders/{id}"), Some(&token))
-            .send()
-            .await
-        {
-            Ok(r) => r
-                .json::<Value>()
-                .await
-                .ok()
-                .and_then(|v| v["status"].as_str().map(str::to_string)),
-            Err(_) => None,
+        let path = match version {
+            Some(v) => format!("/v1/orders/{id}?waitFor={v}"),
+            None => format!("/v1/orders/{id}"),
         };
+        // A wait never outlasts the checkout's own deadline.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let asked = tokio::time::timeout(left, async {
+            match shared.get(&path, Some(&token)).send().await {
+                Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
+                _ => None,
+            }
+        });
+        let order = match asked.await {
+            Ok(order) => order,
+            Err(_) => break,
+        };
+        let Some(order) = order else {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        };
+        version = order["version"].as_i64();
+        let status = order["status"].as_str().map(str::to_string);
         let invoiced = status.as_deref() == Some("invoiced");
         if !paid && (invoiced || status.as_deref() == Some("paid")) {
             paid = true;

@@ -1,78 +1,13 @@
-// The storefront in a real browser: Playwright driving Debian's Chromium (headless)
-// against the suite the Rust test started (BASE_URL), the shopper's whole journey through
-// Webpay's (simulated) page. Every page visited is checked with axe-core (no serious or
-// critical violation), any console error fails the run, and each step leaves a screenshot
-// in SCREENSHOTS. Needs TOOLS: a directory with playwright-core and @axe-core/playwright.
-import { createRequire } from "node:module";
-import { mkdirSync } from "node:fs";
+// The storefront with Webpay (what `orderflow all` runs): a new customer registers,
+// searches, fills the cart, pays a boleta on Webpay's page and follows the order to the
+// SII's acceptance, downloads the documents, signs out; then a rejected card, a factura,
+// and two tabs racing for the last unit. Helpers and checks: ./browser.mjs.
+import { BASE, SHOTS, addToCart, axe, browser, expect, problems, run, shopper, shot, watchConsole } from "./browser.mjs";
 
-const require = createRequire(`${process.env.TOOLS}/`);
-const { chromium } = require("playwright-core");
-const { default: AxeBuilder } = require("@axe-core/playwright");
-
-const BASE = process.env.BASE_URL;
-const SHOTS = process.env.SCREENSHOTS;
-mkdirSync(SHOTS, { recursive: true });
-
-const problems = [];
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-  ],
-});
-let step = 0;
-async function shot(page, name) {
-  step += 1;
-  await page.screenshot({ path: `${SHOTS}/${String(step).padStart(2, "0")}-${name}.png`, fullPage: true });
-}
-async function axe(page, name) {
-  const results = await new AxeBuilder({ page }).analyze();
-  for (const v of results.violations) {
-    if (v.impact === "serious" || v.impact === "critical") {
-      problems.push(`axe on ${name}: ${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
-    }
-  }
-}
-/** A fresh browser session with a newly registered, signed-in customer. */
-async function shopper(email) {
-  const context = await browser.newContext({ locale: "es-CL" });
-  const page = await context.newPage();
-  page.on("console", (m) => {
-    if (m.type() === "error") problems.push(`console error on ${page.url()}: ${m.text()}`);
-  });
-  page.on("pageerror", (e) => problems.push(`page error on ${page.url()}: ${e.message}`));
-  await page.goto(`${BASE}/ingresar`);
-  await page.locator("#f-register-email").fill(email);
-  await page.locator("#f-register-password").fill("correct horse battery staple");
-  await page.getByRole("button", { name: "Crear cuenta" }).click();
-  await page.getByRole("heading", { name: "Mis pedidos" }).waitFor();
-  return { context, page };
-}
-
-async function addToCart(page, sku) {
-  await page.goto(`${BASE}/producto/${sku}`);
-  await page.getByRole("button", { name: "Agregar al carro" }).click();
-  await page.getByText("Agregado al carro.").waitFor();
-}
-
-function expect(condition, message) {
-  if (!condition) throw new Error(message);
-}
-
-try {
+await run(async () => {
   const context = await browser.newContext({ locale: "es-CL", viewport: { width: 390, height: 844 } });
   const page = await context.newPage();
-  page.on("console", (m) => {
-    if (m.type() === "error") problems.push(`console error on ${page.url()}: ${m.text()}`);
-  });
-  page.on("pageerror", (e) => problems.push(`page error on ${page.url()}: ${e.message}`));
+  watchConsole(page);
 
   // The first visit: what the browser transferred, compressed or not, stays small.
   await page.goto(`${BASE}/`);
@@ -128,7 +63,7 @@ try {
   await page.getByRole("heading", { name: "Tu carro" }).waitFor();
   await axe(page, "carro");
   await shot(page, "carro");
-  await page.getByRole("button", { name: "Pagar con Webpay" }).focus();
+  await page.getByRole("button", { name: "Ir a pagar" }).focus();
   await page.keyboard.press("Enter");
   await page.waitForURL(/webpayserver\/initTransaction/);
   await shot(page, "webpay");
@@ -171,7 +106,7 @@ try {
     const { page } = await shopper("rechazo@example.cl");
     await addToCart(page, "TE-VERDE");
     await page.getByRole("link", { name: /Carro/ }).click();
-    await page.getByRole("button", { name: "Pagar con Webpay" }).click();
+    await page.getByRole("button", { name: "Ir a pagar" }).click();
     await page.waitForURL(/webpayserver\/initTransaction/);
     await page.getByLabel("Número de tarjeta").fill(process.env.REJECTED_CARD);
     await page.getByRole("button", { name: "Pagar" }).click();
@@ -197,14 +132,14 @@ try {
     await page.getByLabel("Giro").fill("Venta de alimentos");
     await page.getByLabel("Dirección").fill("Av. Apoquindo 3000");
     await page.getByLabel("Comuna").fill("Las Condes");
-    await page.getByRole("button", { name: "Pagar con Webpay" }).click();
+    await page.getByRole("button", { name: "Ir a pagar" }).click();
     await page.getByText("El RUT no es válido").waitFor();
     await axe(page, "factura");
     await shot(page, "factura-rut-malo");
     expect(!page.url().includes("webpayserver"), "a wrong RUT never reaches payment");
     await page.getByLabel("RUT", { exact: true }).fill("76.369.187-K");
     expect((await page.getByText("El RUT no es válido").count()) === 0, "a right RUT clears the message");
-    await page.getByRole("button", { name: "Pagar con Webpay" }).click();
+    await page.getByRole("button", { name: "Ir a pagar" }).click();
     await page.waitForURL(/webpayserver\/initTransaction/);
     await page.getByLabel("Número de tarjeta").fill(process.env.CARD);
     await page.getByRole("button", { name: "Pagar" }).click();
@@ -219,29 +154,15 @@ try {
     const { context, page } = await shopper("dos-pestanas@example.cl");
     await addToCart(page, "ULTIMA");
     const other = await context.newPage();
-    other.on("console", (m) => {
-      if (m.type() === "error") problems.push(`console error on ${other.url()}: ${m.text()}`);
-    });
+    watchConsole(other);
     await other.goto(`${BASE}/carrito`);
-    await other.getByRole("button", { name: "Pagar con Webpay" }).waitFor();
+    await other.getByRole("button", { name: "Ir a pagar" }).waitFor();
     await page.getByRole("link", { name: /Carro/ }).click();
-    await page.getByRole("button", { name: "Pagar con Webpay" }).click();
+    await page.getByRole("button", { name: "Ir a pagar" }).click();
     await page.waitForURL(/webpayserver\/initTransaction/);
-    await other.getByRole("button", { name: "Pagar con Webpay" }).click();
+    await other.getByRole("button", { name: "Ir a pagar" }).click();
     await other.getByText("Sin stock suficiente").waitFor();
     expect(other.url().endsWith("/carrito"), "the second tab stays on its cart");
     await shot(other, "sin-stock");
   }
-} catch (e) {
-  problems.push(`${e.stack ?? e}`);
-  for (const context of browser.contexts()) {
-    for (const page of context.pages()) await shot(page, "fallo").catch(() => {});
-  }
-} finally {
-  await browser.close();
-}
-if (problems.length) {
-  console.error(problems.join("\n"));
-  process.exit(1);
-}
-console.log("OK");
+});

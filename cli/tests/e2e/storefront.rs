@@ -15,67 +15,85 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-#[tokio::test]
-async fn a_shopper_buys_pays_on_webpay_and_downloads_the_boleta_in_chromium() {
+/// Starts the suite with `overrides` on a known port (the browser's origin is the shop's
+/// `PUBLIC_BASE_URL`), with products to buy, runs `web/tests/<script>` against it and
+/// returns what it printed; screenshots go to `target/web/<shots>/`.
+async fn in_chromium(script: &str, shots: &str, overrides: &[(&str, &str)]) -> String {
     let tools = platform::testing::npm_tools(
         &root().join("target/test-tools/node-web"),
         &["playwright-core@1.65.1", "@axe-core/playwright@4.14.1"],
     );
     let addr = platform::testing::free_listen_addr();
     let base = format!("http://{addr}");
-    let s = spawn_suite_with(&[
-        ("PAYMENT_PROVIDER", "webpay"),
-        ("GATEWAY_ADDR", &addr.to_string()),
-        ("PUBLIC_BASE_URL", &base),
-    ])
-    .await;
+    let mut settings = vec![
+        ("GATEWAY_ADDR", addr.to_string()),
+        ("PUBLIC_BASE_URL", base.clone()),
+    ];
+    settings.extend(overrides.iter().map(|(k, v)| (*k, v.to_string())));
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let s = spawn_suite_with(&settings).await;
     let admin = s.admin("admin@tienda.cl").await;
-    for (sku, name, price) in [
-        ("CAFE-GRANO", "Café de grano 250 g", 8000),
-        ("CAFE-MOLIDO", "Café molido 250 g", 6000),
-        ("TE-VERDE", "Té verde", 3000),
-        ("ULTIMA", "Yerba mate (última unidad)", 4000),
+    for (sku, name, price, on_hand) in [
+        ("CAFE-GRANO", "Café de grano 250 g", 8000, 5),
+        ("CAFE-MOLIDO", "Café molido 250 g", 6000, 5),
+        ("TE-VERDE", "Té verde", 3000, 5),
+        ("ULTIMA", "Yerba mate (última unidad)", 4000, 1),
     ] {
         let created = s
             .call(
                 Method::POST,
                 "/v1/products",
                 Some(&admin),
-                Some(json!({"sku": sku, "name": name, "netPrice": price, "onHand": if sku == "ULTIMA" { 1 } else { 5 }, "category": "bebidas"})),
+                Some(json!({"sku": sku, "name": name, "netPrice": price, "onHand": on_hand, "category": "bebidas"})),
             )
             .await;
         assert_eq!(created.status, StatusCode::OK, "{}", created.body);
     }
-
-    let shots = root().join("target/web/journey");
-    let node_modules = tools.parent().expect("node_modules/.bin has a parent");
-    let run = tokio::task::spawn_blocking({
-        let base = base.clone();
-        let shots = shots.clone();
-        let modules = node_modules.parent().unwrap().to_path_buf();
-        move || {
-            Command::new("node")
-                .arg(root().join("web/tests/storefront.mjs"))
-                .env("TOOLS", modules)
-                .env("BASE_URL", base)
-                .env("SCREENSHOTS", &shots)
-                .env("CARD", payment::webpay_sim::test_cards::VISA_APPROVED)
-                .env(
-                    "REJECTED_CARD",
-                    payment::webpay_sim::test_cards::MASTERCARD_REJECTED,
-                )
-                .output()
-                .expect("node runs")
-        }
+    let modules = tools
+        .parent()
+        .and_then(|m| m.parent())
+        .expect("node_modules/.bin sits in the tools' directory")
+        .to_path_buf();
+    let (script, shots) = (
+        root().join("web/tests").join(script),
+        root().join("target/web").join(shots),
+    );
+    // Only this run's screenshots.
+    std::fs::remove_dir_all(&shots).ok();
+    let run = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(script)
+            .env("TOOLS", modules)
+            .env("BASE_URL", base)
+            .env("SCREENSHOTS", shots)
+            .env("CARD", payment::webpay_sim::test_cards::VISA_APPROVED)
+            .env(
+                "REJECTED_CARD",
+                payment::webpay_sim::test_cards::MASTERCARD_REJECTED,
+            )
+            .output()
+            .expect("node runs")
     })
     .await
     .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stdout = String::from_utf8_lossy(&run.stdout).to_string();
     assert!(
         run.status.success(),
         "the browser journey failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&run.stderr)
     );
+    drop(s);
+    stdout
+}
+
+#[tokio::test]
+async fn a_shopper_buys_pays_on_webpay_and_downloads_the_boleta_in_chromium() {
+    let stdout = in_chromium(
+        "storefront.mjs",
+        "journey",
+        &[("PAYMENT_PROVIDER", "webpay")],
+    )
+    .await;
     let total = stdout
         .lines()
         .find_map(|l| l.strip_prefix("TOTAL "))
@@ -84,6 +102,7 @@ async fn a_shopper_buys_pays_on_webpay_and_downloads_the_boleta_in_chromium() {
     assert_eq!(total, "$16.660");
 
     // The PDF is a PDF carrying the order's total; the XML verifies.
+    let shots = root().join("target/web/journey");
     let pdf = std::fs::read(shots.join("boleta.pdf")).unwrap();
     assert!(pdf.starts_with(b"%PDF-"), "not a PDF");
     // Its text is uncompressed Helvetica: the total as the document prints it.
@@ -108,5 +127,9 @@ async fn a_shopper_buys_pays_on_webpay_and_downloads_the_boleta_in_chromium() {
         String::from_utf8_lossy(&xml).contains("<MntTotal>16660</MntTotal>"),
         "the boleta's total"
     );
-    drop(s);
+}
+
+#[tokio::test]
+async fn with_the_sandbox_a_shopper_pays_by_card_with_the_keyboard_alone() {
+    in_chromium("card.mjs", "card", &[("PAYMENT_PROVIDER", "sandbox")]).await;
 }

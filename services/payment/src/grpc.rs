@@ -664,6 +664,16 @@ impl PaymentGrpc {
 
 #[tonic::async_trait]
 impl PaymentService for PaymentGrpc {
+    async fn get_payment_options(
+        &self,
+        _request: Request<pb::GetPaymentOptionsRequest>,
+    ) -> Result<Response<pb::PaymentOptions>, Status> {
+        Ok(Response::new(pb::PaymentOptions {
+            provider: self.state.provider.name().into(),
+            card_in_request: self.state.provider.flow() == Flow::Card,
+        }))
+    }
+
     async fn return_from_webpay(
         &self,
         request: Request<pb::ReturnFromWebpayRequest>,

@@ -480,6 +480,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/payments/options": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get payment options
+         * @description How this shop takes payments, for a frontend to show the right form before paying:
+         *     `webpay` (send no card; the shopper pays on Webpay's page) or `sandbox` (send the
+         *     card).
+         */
+        get: operations["PaymentService_GetPaymentOptions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/payments/webpay/return": {
         parameters: {
             query?: never;
@@ -1002,6 +1024,15 @@ export interface components {
             token?: string;
             /** @description Webpay's payment page, while the status is `redirect`. */
             url?: string;
+        };
+        "orderflow.payment.v1.PaymentOptions": {
+            /**
+             * @description Whether Pay takes the card in the request (`sandbox`) or the shopper types it on the
+             *     processor's page (`webpay`).
+             */
+            cardInRequest?: boolean;
+            /** @description `webpay` or `sandbox`. */
+            provider?: string;
         };
         "orderflow.payment.v1.Refund": {
             /** Format: int64 */
@@ -1940,6 +1971,39 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["orderflow.payment.v1.Refund"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            429: components["responses"]["Problem"];
+            500: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
+            504: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    PaymentService_GetPaymentOptions: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["orderflow.payment.v1.PaymentOptions"];
                 };
             };
             400: components["responses"]["Problem"];

@@ -262,7 +262,7 @@ async function cartPage(): Promise<void> {
     );
   });
   const problem = h("div", { "aria-live": "assertive" });
-  const payButton = h("button", { type: "submit" }, "Pagar con Webpay");
+  const payButton = h("button", { type: "submit" }, "Ir a pagar");
   const taxDocument = documentChoice();
   main.append(
     h(
@@ -441,8 +441,21 @@ async function attempt(orderId: string, body: PayBody) {
   }
 }
 
+let cardInRequest: Promise<boolean> | undefined;
+
+/** Whether the shop takes the card itself (asked once). */
+function takesCards(): Promise<boolean> {
+  cardInRequest ??= api.GET("/v1/payments/options").then(({ data }) => data?.cardInRequest ?? false);
+  return cardInRequest;
+}
+
 /** Pays through Webpay (the browser goes to its page); with the sandbox, a card form. */
 async function payOrder(orderId: string, problem: HTMLElement): Promise<void> {
+  if (await takesCards()) {
+    problem.replaceChildren(cardForm(orderId));
+    (problem.querySelector("input") as HTMLInputElement | null)?.focus();
+    return;
+  }
   const { data, problem: refused } = await attempt(orderId, {});
   if (data?.status === "redirect" && data.url && data.token) {
     // Webpay's page: the card is typed there, never here.
@@ -451,12 +464,6 @@ async function payOrder(orderId: string, problem: HTMLElement): Promise<void> {
   }
   if (data) {
     go(`/pedidos/${orderId}`);
-    return;
-  }
-  // The shop takes cards itself (the sandbox processor): ask for one.
-  if (refused?.errors?.some((e) => e.field === "card")) {
-    problem.replaceChildren(cardForm(orderId));
-    (problem.querySelector("input") as HTMLInputElement | null)?.focus();
     return;
   }
   problem.replaceChildren(alertBox(spanish(refused)));
@@ -670,7 +677,7 @@ async function orderPage(params: URLSearchParams, id: string): Promise<void> {
       ? h(
           "p",
           { class: "pager" },
-          h("button", { type: "button", onclick: () => void payOrder(id, problem) }, "Pagar con Webpay"),
+          h("button", { type: "button", onclick: () => void payOrder(id, problem) }, "Ir a pagar"),
           h(
             "button",
             {
@@ -743,7 +750,8 @@ async function orderPage(params: URLSearchParams, id: string): Promise<void> {
   const settled =
     o.status === "cancelled" ||
     o.status === "refunded" ||
-    (o.status === "pending_payment" && params.get("pago") !== "pendiente") ||
+    // Unpaid and nothing on the way (a payment just approved takes a moment to reach it).
+    (o.status === "pending_payment" && !["aprobado", "pendiente"].includes(params.get("pago") ?? "")) ||
     ["accepted", "accepted_with_objections", "rejected"].includes(o.documentStatus ?? "");
   if (!settled) void follow(params, id, o.version ?? 0);
 }

@@ -1,0 +1,92 @@
+// Shared by the storefront's browser tests: Playwright driving Debian's Chromium
+// (headless) against the suite the Rust test started (BASE_URL). Every page checked with
+// axe-core (no serious or critical violation), any console error a failure, a screenshot
+// per step in SCREENSHOTS. Needs TOOLS: a directory with playwright-core and
+// @axe-core/playwright.
+import { createRequire } from "node:module";
+import { mkdirSync } from "node:fs";
+
+const require = createRequire(`${process.env.TOOLS}/`);
+const { chromium } = require("playwright-core");
+const { default: AxeBuilder } = require("@axe-core/playwright");
+
+export const BASE = process.env.BASE_URL;
+export const SHOTS = process.env.SCREENSHOTS;
+mkdirSync(SHOTS, { recursive: true });
+
+export const problems = [];
+export const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+  ],
+});
+let step = 0;
+export async function shot(page, name) {
+  step += 1;
+  await page.screenshot({ path: `${SHOTS}/${String(step).padStart(2, "0")}-${name}.png`, fullPage: true });
+}
+export async function axe(page, name) {
+  const results = await new AxeBuilder({ page }).analyze();
+  for (const v of results.violations) {
+    if (v.impact === "serious" || v.impact === "critical") {
+      problems.push(`axe on ${name}: ${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+    }
+  }
+}
+/** Records the page's console errors and uncaught exceptions as problems. */
+export function watchConsole(page) {
+  page.on("console", (m) => {
+    if (m.type() === "error") problems.push(`console error on ${page.url()}: ${m.text()}`);
+  });
+  page.on("pageerror", (e) => problems.push(`page error on ${page.url()}: ${e.message}`));
+}
+
+/** A fresh browser session with a newly registered, signed-in customer. */
+export async function shopper(email) {
+  const context = await browser.newContext({ locale: "es-CL" });
+  const page = await context.newPage();
+  watchConsole(page);
+  await page.goto(`${BASE}/ingresar`);
+  await page.locator("#f-register-email").fill(email);
+  await page.locator("#f-register-password").fill("correct horse battery staple");
+  await page.getByRole("button", { name: "Crear cuenta" }).click();
+  await page.getByRole("heading", { name: "Mis pedidos" }).waitFor();
+  return { context, page };
+}
+
+export async function addToCart(page, sku) {
+  await page.goto(`${BASE}/producto/${sku}`);
+  await page.getByRole("button", { name: "Agregar al carro" }).click();
+  await page.getByText("Agregado al carro.").waitFor();
+}
+
+export function expect(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+
+/** Runs `journey`, then reports: exit 1 with every problem, or "OK". */
+export async function run(journey) {
+  try {
+    await journey();
+  } catch (e) {
+    problems.push(`${e.stack ?? e}`);
+    for (const context of browser.contexts()) {
+      for (const page of context.pages()) await shot(page, "fallo").catch(() => {});
+    }
+  } finally {
+    await browser.close();
+  }
+  if (problems.length) {
+    console.error(problems.join("\n"));
+    process.exit(1);
+  }
+  console.log("OK");
+}
