@@ -39,6 +39,7 @@ await run(async () => {
   // Searches "cafe" (no accent) and finds "Café".
   await page.getByRole("link", { name: "Catálogo" }).click();
   await page.getByRole("searchbox", { name: "Buscar" }).fill("cafe");
+  await page.getByLabel("Categoría").selectOption("bebidas");
   await page.getByRole("button", { name: "Buscar" }).click();
   await page.getByRole("heading", { name: "Resultados para «cafe»" }).waitFor();
   const found = page.getByRole("link", { name: /Café/ });
@@ -76,6 +77,10 @@ await run(async () => {
   await page.getByText("Pago aprobado").waitFor();
   await page.getByText("aceptado por el SII").waitFor({ timeout: 30_000 });
   await page.getByText("boleta emitida").waitFor();
+  // The status history, from the order's events.
+  for (const step of ["pedido realizado", "pagado", "documento tributario emitido", "documento revisado por el SII"]) {
+    await page.locator("#historial li", { hasText: step }).first().waitFor();
+  }
   const total = await page.locator("#total").textContent();
   expect(/^\$[\d.]+$/.test(total ?? ""), `the total is CLP: ${total}`);
   await axe(page, "pedido");

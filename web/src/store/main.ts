@@ -93,12 +93,29 @@ function availability(available: number | undefined): HTMLElement {
   return h("span", { class: "muted" }, n === 1 ? "queda 1" : `quedan ${n}`);
 }
 
+let categoriesOnce: Promise<string[]> | undefined;
+
+/** The catalog's categories (from its products, asked once per visit). */
+function knownCategories(): Promise<string[]> {
+  categoriesOnce ??= api
+    .GET("/v1/products", { params: { query: { pageSize: 100 } } })
+    .then(({ data }) =>
+      [...new Set((data?.products ?? []).map((p) => p.category ?? "").filter((c) => c))].sort((a, b) =>
+        a.localeCompare(b, "es-CL"),
+      ),
+    )
+    .catch(() => []);
+  return categoriesOnce;
+}
+
 async function catalogPage(params: URLSearchParams): Promise<void> {
   const q = params.get("q") ?? "";
   const orderBy = params.get("orden") ?? "";
   const minPrice = params.get("desde") ?? "";
   const maxPrice = params.get("hasta") ?? "";
   const pageToken = params.get("pagina") ?? "";
+  const category = params.get("categoria") ?? "";
+  const categories = await knownCategories();
   const search = field("Buscar", "q", { type: "search", value: q });
   const from = field("Precio desde", "desde", { type: "number", min: "0", value: minPrice, inputmode: "numeric" });
   const to = field("Precio hasta", "hasta", { type: "number", min: "0", value: maxPrice, inputmode: "numeric" });
@@ -111,6 +128,12 @@ async function catalogPage(params: URLSearchParams): Promise<void> {
       ["-price", "Precio: mayor a menor"],
       ["name", "Nombre"],
     ].map(([value, label]) => h("option", { value, selected: value === orderBy }, label)),
+  );
+  const categorySelect = h(
+    "select",
+    { id: "f-categoria", name: "categoria" },
+    h("option", { value: "" }, "Todas"),
+    ...categories.map((c) => h("option", { value: c, selected: c === category }, c)),
   );
   const form = h(
     "form",
@@ -125,6 +148,7 @@ async function catalogPage(params: URLSearchParams): Promise<void> {
       },
     },
     search.wrap,
+    h("label", { for: "f-categoria" }, "Categoría", categorySelect),
     from.wrap,
     to.wrap,
     h("label", { for: "f-orden" }, "Ordenar", sort),
@@ -135,6 +159,7 @@ async function catalogPage(params: URLSearchParams): Promise<void> {
     params: {
       query: {
         q: q || undefined,
+        category: category || undefined,
         orderBy: orderBy || undefined,
         minPrice: minPrice ? Number(minPrice) : undefined,
         maxPrice: maxPrice ? Number(maxPrice) : undefined,
@@ -658,12 +683,23 @@ async function download(id: string, kind: "pdf" | "xml", name: string): Promise<
   setTimeout(() => URL.revokeObjectURL(url), 10_000);
 }
 
+/** The order's events, as the shopper reads them. */
+const HISTORY: Record<string, string> = {
+  OrderPlaced: "pedido realizado",
+  OrderPaid: "pagado",
+  OrderCancelled: "cancelado",
+  OrderInvoiced: "documento tributario emitido",
+  DocumentSettled: "documento revisado por el SII",
+  OrderRefunded: "reembolso",
+};
+
 async function orderPage(params: URLSearchParams, id: string): Promise<void> {
   if (needsSignIn(`/pedidos/${id}`)) return;
   const outcome = PAYMENT_OUTCOME[params.get("pago") ?? ""];
-  const [order, documents] = await Promise.all([
+  const [order, documents, history] = await Promise.all([
     api.GET("/v1/orders/{id}", { params: { path: { id } } }),
     api.GET("/v1/orders/{order_id}/documents", { params: { path: { order_id: id } } }),
+    api.GET("/v1/orders/{id}/events", { params: { path: { id } } }),
   ]);
   const o = order.data;
   if (!o) {
@@ -724,6 +760,18 @@ async function orderPage(params: URLSearchParams, id: string): Promise<void> {
     ),
     actions,
     problem,
+    h("h2", {}, "Historial"),
+    h(
+      "ol",
+      { id: "historial" },
+      ...(history.data?.events ?? []).map((e) =>
+        h(
+          "li",
+          {},
+          `${new Date(e.occurredAt ?? "").toLocaleString("es-CL")}: ${HISTORY[e.type ?? ""] ?? e.type ?? ""}`,
+        ),
+      ),
+    ),
     h("h2", {}, "Documentos tributarios"),
     h("div", { id: "descargas", "aria-live": "assertive" }),
     docs.length === 0
