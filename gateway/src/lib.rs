@@ -88,6 +88,9 @@ pub struct GatewaySettings {
     pub trust_forwarded_for: bool,
     /// `GATEWAY_MAX_IN_FLIGHT`: requests served at once; more are shed with 503.
     pub max_in_flight: usize,
+    /// `GATEWAY_MAX_WAITS`: long polls (`GET …?waitFor=`) waiting at once, apart from
+    /// `GATEWAY_MAX_IN_FLIGHT`; more are shed with 503.
+    pub max_waits: usize,
     /// `GATEWAY_CORS_ORIGINS`: browser origins allowed to call the API (comma separated;
     /// `*` for any; empty: no CORS headers, so browsers allow same-origin only).
     pub cors_origins: Vec<String>,
@@ -143,6 +146,7 @@ impl GatewaySettings {
             max_body_bytes: r.parse("GATEWAY_MAX_BODY_BYTES", 1024 * 1024)?,
             trust_forwarded_for: r.parse("GATEWAY_TRUST_FORWARDED_FOR", false)?,
             max_in_flight: r.parse("GATEWAY_MAX_IN_FLIGHT", 1024)?,
+            max_waits: r.parse("GATEWAY_MAX_WAITS", 10_000)?,
             cors_origins: cors_origins(&r.string("GATEWAY_CORS_ORIGINS", ""))?,
             rate_limit_api: quota(r, "GATEWAY_RATE_LIMIT_API", "100/s", 200)?,
             rate_limit_auth: quota(r, "GATEWAY_RATE_LIMIT_AUTH", "60/m", 20)?,
@@ -363,7 +367,10 @@ impl Gateway {
         platform::admin::prometheus();
         tracing::info!(addr = %self.local_addr(), routes = self.state.routes.routes().len(), "gateway listening");
         let graceful = GracefulShutdown::new();
-        let load_shed = LoadShedLayer::new(self.state.settings.max_in_flight);
+        let load_shed = LoadShedLayer::new(
+            self.state.settings.max_in_flight,
+            self.state.settings.max_waits,
+        );
         let cors = cors(&self.state.settings.cors_origins);
         loop {
             let (stream, peer) = tokio::select! {

@@ -4,6 +4,10 @@
 //! never shed: an overloaded gateway is neither restarted (liveness) nor taken out of its
 //! Service (readiness) for being busy. Shedding every replica's readiness at once would
 //! turn a slow minute into an outage; overload shows in 503s to clients and in metrics.
+//!
+//! A long poll (a GET with `waitFor`, which idles until the resource changes) does not
+//! take one of the N work permits: it counts against its own, larger limit, so shoppers
+//! following their orders never crowd out the requests that do work.
 
 use std::{
     future::Future,
@@ -26,16 +30,27 @@ const NEVER_SHED: &[&str] = &["/health/live", "/health/ready", "/metrics"];
 #[derive(Clone)]
 pub struct LoadShedLayer {
     permits: Arc<Semaphore>,
+    waits: Arc<Semaphore>,
 }
 
 impl LoadShedLayer {
-    /// A limit shared by every service this layer wraps (one per gateway, not per
-    /// connection).
-    pub fn new(max_in_flight: usize) -> Self {
+    /// Limits shared by every service this layer wraps (one per gateway, not per
+    /// connection): `max_in_flight` requests at work, `max_waits` long polls waiting.
+    pub fn new(max_in_flight: usize, max_waits: usize) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(max_in_flight)),
+            waits: Arc::new(Semaphore::new(max_waits)),
         }
     }
+}
+
+/// Whether a request is a long poll (`GET …?waitFor=…`).
+fn is_long_poll<B>(req: &Request<B>) -> bool {
+    req.method() == http::Method::GET
+        && req.uri().query().is_some_and(|q| {
+            q.split('&')
+                .any(|p| p.starts_with("waitFor=") || p.starts_with("wait_for="))
+        })
 }
 
 impl<S> tower::Layer<S> for LoadShedLayer {
@@ -44,6 +59,7 @@ impl<S> tower::Layer<S> for LoadShedLayer {
         LoadShed {
             inner,
             permits: self.permits.clone(),
+            waits: self.waits.clone(),
         }
     }
 }
@@ -53,6 +69,7 @@ impl<S> tower::Layer<S> for LoadShedLayer {
 pub struct LoadShed<S> {
     inner: S,
     permits: Arc<Semaphore>,
+    waits: Arc<Semaphore>,
 }
 
 impl<S, B> tower::Service<Request<B>> for LoadShed<S>
@@ -73,7 +90,12 @@ where
         if NEVER_SHED.contains(&path.as_str()) {
             return Box::pin(self.inner.call(req));
         }
-        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+        let limit = if is_long_poll(&req) {
+            &self.waits
+        } else {
+            &self.permits
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
             metrics::counter!("http_requests_shed_total").increment(1);
             let mut response = Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,

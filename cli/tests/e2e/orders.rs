@@ -293,3 +293,62 @@ async fn waiting_for_an_order_answers_when_it_changes_up_to_the_sii_verdict() {
     assert_eq!(same.status, StatusCode::OK);
     assert_eq!(same.body["version"], v);
 }
+
+/// A shopper following an order holds no work permit of the gateway: with room for one
+/// request at work, a request still gets through while a long poll waits.
+#[tokio::test]
+async fn a_waiting_long_poll_does_not_crowd_out_the_gateways_work() {
+    let s = crate::helpers::spawn_suite_with(&[
+        ("GATEWAY_MAX_IN_FLIGHT", "1"),
+        ("ORDER_WATCH_MAX_WAIT", "20s"),
+    ])
+    .await;
+    let (_admin, ana, id) = crate::checkout::a_placed_order(&s, "WATCH-2").await;
+    let wait = {
+        let (http, url, ana) = (
+            s.http.clone(),
+            format!("{}/v1/orders/{id}?waitFor=1", s.base),
+            ana.clone(),
+        );
+        tokio::spawn(async move {
+            http.get(url)
+                .bearer_auth(ana)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    // (The gauge is the process's: other tests' waits count too, so at least one.)
+    while watches_open(&s.metrics().await) < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the wait never opened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let read = s
+        .call(Method::GET, &format!("/v1/orders/{id}"), Some(&ana), None)
+        .await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    let cancelled = s
+        .call(
+            Method::POST,
+            &format!("/v1/orders/{id}:cancel"),
+            Some(&ana),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(cancelled.status, StatusCode::OK, "{}", cancelled.body);
+    // The cancellation changed the order: the wait answers.
+    assert_eq!(wait.await.unwrap(), StatusCode::OK);
+}
+
+fn watches_open(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("order_watches_open "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
