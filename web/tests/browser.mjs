@@ -33,6 +33,11 @@ export async function shot(page, name) {
   await page.screenshot({ path: `${SHOTS}/${String(step).padStart(2, "0")}-${name}.png`, fullPage: true });
 }
 export async function axe(page, name) {
+  // Nothing a program meant for itself reaches the screen.
+  const text = await page.locator("body").innerText();
+  for (const leak of ["undefined", "NaN", "[object Object]", '{"', "Error:"]) {
+    if (text.includes(leak)) problems.push(`"${leak}" on screen on ${name}: ${text.slice(0, 300)}`);
+  }
   const results = await new AxeBuilder({ page }).analyze();
   for (const v of results.violations) {
     if (v.impact === "serious" || v.impact === "critical") {
@@ -63,6 +68,8 @@ export async function shopper(email) {
 
 export async function addToCart(page, sku) {
   await page.goto(`${BASE}/producto/${sku}`);
+  await page.getByRole("button", { name: "Agregar al carro" }).waitFor();
+  await axe(page, `producto ${sku}`);
   await page.getByRole("button", { name: "Agregar al carro" }).click();
   await page.getByText("Agregado al carro.").waitFor();
 }

@@ -36,6 +36,13 @@ async function payWithCard(page, number) {
 await run(async () => {
   {
     const { page } = await shopper("tarjeta@example.cl");
+    // Access tokens live ACCESS_TTL seconds here: the page trades its cookie for a new
+    // one a minute before expiry, by itself, and stays signed in.
+    const refreshed = await page.waitForResponse(
+      (r) => r.url().endsWith("/v1/auth/refresh") && r.status() === 200,
+      { timeout: 30_000 },
+    );
+    expect(!("refreshToken" in (await refreshed.json())), "the refresh token stays in its cookie");
     await addToCart(page, "CAFE-GRANO");
     await payWithCard(page, "4242424242424242");
     await page.waitForURL(/\/pedidos\/[^/?]+\?pago=aprobado/);

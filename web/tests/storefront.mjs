@@ -152,6 +152,9 @@ await run(async () => {
     await page.getByText("Factura electrónica").waitFor({ timeout: 30_000 });
     await page.getByText("factura emitida").waitFor();
     await shot(page, "factura");
+    await page.getByRole("link", { name: "Mis pedidos" }).click();
+    await page.getByRole("listitem").filter({ hasText: "factura emitida" }).waitFor();
+    await axe(page, "mis pedidos (factura)");
   }
 
   // 5. Two tabs, one unit left: one wins, the other is told there is not enough stock.

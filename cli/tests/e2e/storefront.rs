@@ -131,5 +131,14 @@ async fn a_shopper_buys_pays_on_webpay_and_downloads_the_boleta_in_chromium() {
 
 #[tokio::test]
 async fn with_the_sandbox_a_shopper_pays_by_card_with_the_keyboard_alone() {
-    in_chromium("card.mjs", "card", &[("PAYMENT_PROVIDER", "sandbox")]).await;
+    // Access tokens of 65 s: the page refreshes them silently within seconds.
+    in_chromium(
+        "card.mjs",
+        "card",
+        &[
+            ("PAYMENT_PROVIDER", "sandbox"),
+            ("IAM_ACCESS_TOKEN_TTL", "65s"),
+        ],
+    )
+    .await;
 }
