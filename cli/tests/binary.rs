@@ -436,6 +436,48 @@ async fn sign_in(http: &reqwest::Client, base: &str, email: &str) -> String {
         .to_string()
 }
 
+/// Creates the product `(sku, name, net price)` (3 in stock) as `admin`, registers and
+/// signs in `email`, and places their order of one: (the buyer's token, the order id).
+async fn placed_order(
+    http: &reqwest::Client,
+    base: &str,
+    admin: &str,
+    (sku, name, net_price): (&str, &str, i64),
+    email: &str,
+) -> (String, String) {
+    let created = http
+        .post(format!("{base}/v1/products"))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({"sku": sku, "name": name, "netPrice": net_price, "onHand": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200, "{}", created.text().await.unwrap());
+    let registered = http
+        .post(format!("{base}/v1/auth/register"))
+        .json(&serde_json::json!({"email": email, "password": "correct horse battery staple"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 200);
+    let buyer = sign_in(http, base, email).await;
+    let placed: serde_json::Value = http
+        .post(format!("{base}/v1/orders"))
+        .bearer_auth(&buyer)
+        .json(&serde_json::json!({"lines": [{"sku": sku, "quantity": 1}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = placed["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{placed}"))
+        .to_string();
+    (buyer, id)
+}
+
 /// Polls the order until it is `invoiced` (30 s at most).
 async fn wait_until_invoiced(http: &reqwest::Client, base: &str, token: &str, id: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -624,33 +666,15 @@ async fn separate_roles_over_mutual_tls_serve_a_whole_checkout() {
         .await
         .unwrap();
     assert_eq!(uploaded.status(), 200, "{}", uploaded.text().await.unwrap());
-    let created = http
-        .post(format!("{base}/v1/products"))
-        .bearer_auth(&admin)
-        .json(&serde_json::json!({"sku": "MTLS-1", "name": "Té verde", "netPrice": 2000, "onHand": 3}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 200, "{}", created.text().await.unwrap());
-    let registered = http
-        .post(format!("{base}/v1/auth/register"))
-        .json(&serde_json::json!({"email": "mtls-buyer@example.cl", "password": "correct horse battery staple"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(registered.status(), 200);
-    let buyer = sign_in(&http, &base, "mtls-buyer@example.cl").await;
-    let placed: serde_json::Value = http
-        .post(format!("{base}/v1/orders"))
-        .bearer_auth(&buyer)
-        .json(&serde_json::json!({"lines": [{"sku": "MTLS-1", "quantity": 1}]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = placed["id"].as_str().unwrap_or_else(|| panic!("{placed}"));
+    let (buyer, id) = placed_order(
+        &http,
+        &base,
+        &admin,
+        ("MTLS-1", "Té verde", 2000),
+        "mtls-buyer@example.cl",
+    )
+    .await;
+    let id = id.as_str();
     let paid = http
         .post(format!("{base}/v1/orders/{id}/payments"))
         .bearer_auth(&buyer)
@@ -748,31 +772,15 @@ async fn orderflow_all_pays_through_webpay_and_never_sees_the_card() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let admin = sign_in(&http, &base, "webpay-admin@example.cl").await;
-    let created = http
-        .post(format!("{base}/v1/products"))
-        .bearer_auth(&admin)
-        .json(&serde_json::json!({"sku": "WEBPAY-1", "name": "Café de grano", "netPrice": 8000, "onHand": 3}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 200, "{}", created.text().await.unwrap());
-    http.post(format!("{base}/v1/auth/register"))
-        .json(&serde_json::json!({"email": "webpay-buyer@example.cl", "password": "correct horse battery staple"}))
-        .send()
-        .await
-        .unwrap();
-    let buyer = sign_in(&http, &base, "webpay-buyer@example.cl").await;
-    let placed: serde_json::Value = http
-        .post(format!("{base}/v1/orders"))
-        .bearer_auth(&buyer)
-        .json(&serde_json::json!({"lines": [{"sku": "WEBPAY-1", "quantity": 1}]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = placed["id"].as_str().unwrap_or_else(|| panic!("{placed}"));
+    let (buyer, id) = placed_order(
+        &http,
+        &base,
+        &admin,
+        ("WEBPAY-1", "Café de grano", 8000),
+        "webpay-buyer@example.cl",
+    )
+    .await;
+    let id = id.as_str();
 
     let redirect: serde_json::Value = http
         .post(format!("{base}/v1/orders/{id}/payments"))
