@@ -186,32 +186,55 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     prometheus();
     let readiness = Arc::new(readiness);
+    serve_http(
+        listener,
+        "admin",
+        shutdown,
+        move |req: Request<Incoming>| {
+            let readiness = readiness.clone();
+            async move {
+                let resp = match respond(req.method(), req.uri().path(), &readiness).await {
+                    Some(r) => r,
+                    None => Response::builder()
+                        .status(StatusCode::NOT_FOUND)
+                        .body(Full::new(Bytes::from_static(b"not found")))
+                        .expect("static response parts are valid"),
+                };
+                Ok::<_, Infallible>(resp)
+            }
+        },
+    )
+    .await
+}
+
+/// Serves HTTP/1.1 and HTTP/2 on `listener`, each request answered by `handle`, until
+/// `shutdown` fires (the admin endpoint and the local simulators). A handler's `Err` closes
+/// that connection without an answer; `name` labels the log of connections that end badly.
+pub async fn serve_http<F, Fut, E>(
+    listener: TcpListener,
+    name: &'static str,
+    shutdown: CancellationToken,
+    handle: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<Full<Bytes>>, E>> + Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => accepted?,
             _ = shutdown.cancelled() => return Ok(()),
         };
-        let readiness = readiness.clone();
+        let handle = handle.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let readiness = readiness.clone();
-                async move {
-                    let resp = match respond(req.method(), req.uri().path(), &readiness).await {
-                        Some(r) => r,
-                        None => Response::builder()
-                            .status(StatusCode::NOT_FOUND)
-                            .body(Full::new(Bytes::from_static(b"not found")))
-                            .expect("static response parts are valid"),
-                    };
-                    Ok::<_, Infallible>(resp)
-                }
-            });
+            let service = hyper::service::service_fn(handle);
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             if let Err(e) = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {
-                tracing::debug!(error = %e, "admin connection ended with an error");
+                tracing::debug!(error = %e, "{name} connection ended with an error");
             }
         });
     }

@@ -22,8 +22,7 @@ use std::{
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
-use hyper::{Method, Request, Response, StatusCode, body::Incoming, service::service_fn};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::{Method, Request, Response, StatusCode, body::Incoming};
 use platform::CancellationToken;
 use rand::Rng as _;
 use serde_json::{Value, json};
@@ -235,26 +234,17 @@ impl WebpaySimulator {
     /// Serves until `shutdown`.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(url = %self.shared.base_url, "Webpay simulator listening");
-        loop {
-            let (stream, _) = tokio::select! {
-                accepted = self.listener.accept() => accepted?,
-                () = shutdown.cancelled() => break,
-            };
-            let shared = self.shared.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |request| {
-                    let shared = shared.clone();
-                    async move { handle(&shared, request).await }
-                });
-                if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
-                    tracing::debug!(error = %e, "Webpay simulator connection ended with an error");
-                }
-            });
-        }
-        Ok(())
+        let shared = self.shared;
+        platform::admin::serve_http(
+            self.listener,
+            "Webpay simulator",
+            shutdown,
+            move |request| {
+                let shared = shared.clone();
+                async move { handle(&shared, request).await }
+            },
+        )
+        .await
     }
 }
 

@@ -14,8 +14,7 @@ use std::{
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
-use hyper::{Method, Request, Response, StatusCode, body::Incoming, service::service_fn};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::{Method, Request, Response, StatusCode, body::Incoming};
 use platform::CancellationToken;
 use rand::Rng as _;
 use tokio::net::TcpListener;
@@ -124,26 +123,12 @@ impl SiiSimulator {
     /// Serves until `shutdown`.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr(), "SII simulator listening");
-        loop {
-            let (stream, _) = tokio::select! {
-                accepted = self.listener.accept() => accepted?,
-                () = shutdown.cancelled() => break,
-            };
-            let state = self.state.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |request| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(handle(state, request).await) }
-                });
-                if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
-                    tracing::debug!(error = %e, "SII simulator connection ended with an error");
-                }
-            });
-        }
-        Ok(())
+        let state = self.state;
+        platform::admin::serve_http(self.listener, "SII simulator", shutdown, move |request| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(handle(state, request).await) }
+        })
+        .await
     }
 }
 
