@@ -142,7 +142,7 @@ fn the_embedded_storefront_is_built_from_the_current_sources() {
         String::from_utf8_lossy(&built.stdout),
         String::from_utf8_lossy(&built.stderr)
     );
-    for file in ["index.html", "app.js", "app.css"] {
+    for file in ["index.html", "app.js", "app.css", "admin.html", "admin.js"] {
         let fresh = std::fs::read(out.join(file)).unwrap();
         let committed = std::fs::read(root().join("web/dist").join(file)).unwrap();
         assert!(

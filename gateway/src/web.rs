@@ -1,5 +1,7 @@
-//! The storefront, embedded: `web/dist` (built from `web/src` by `web/build`, committed so
-//! `cargo build` needs no npm) is compiled into the binary and served at `/`. Every path
+//! The storefront and the back-office, embedded: `web/dist` (built from `web/src` by
+//! `web/build`, committed so `cargo build` needs no npm) is compiled into the binary; the
+//! storefront is served at `/`, the back-office at `/admin` (its data comes from the API,
+//! which checks the admin role on every call). Every path
 //! outside the API and the gateway's own (`/v1/`, `/health/`, `/metrics`, `/docs`,
 //! `/openapi.json`, `/.well-known/`) is a storefront page: the same HTML, whose script
 //! routes by path. Pages go out under a strict Content-Security-Policy: scripts, styles
@@ -15,6 +17,8 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
      form-action 'self'; frame-ancestors 'none'";
 
 const INDEX: &[u8] = include_bytes!("../../web/dist/index.html");
+/// The back-office's page, for `/admin` and everything under it.
+const ADMIN: &[u8] = include_bytes!("../../web/dist/admin.html");
 
 /// The assets, by path.
 const ASSETS: &[(&str, &str, &[u8])] = &[
@@ -22,6 +26,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         "/assets/app.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../../web/dist/app.js"),
+    ),
+    (
+        "/assets/admin.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/dist/admin.js"),
     ),
     (
         "/assets/app.css",
@@ -46,7 +55,7 @@ pub fn respond(method: &Method, path: &str) -> Option<Response<Full<Bytes>>> {
         Some((_, content_type, body)) => (*content_type, *body, "no-cache"),
         // An unknown asset is a 404, not the page.
         None if path.starts_with("/assets/") => return None,
-        None => ("text/html; charset=utf-8", INDEX, "no-cache"),
+        None => ("text/html; charset=utf-8", page_for(path), "no-cache"),
     };
     Some(
         Response::builder()
@@ -62,6 +71,15 @@ pub fn respond(method: &Method, path: &str) -> Option<Response<Full<Bytes>>> {
             .body(Full::new(Bytes::from_static(body)))
             .expect("static response parts are valid"),
     )
+}
+
+/// The page for a path: the back-office's under `/admin`, the storefront's elsewhere.
+fn page_for(path: &str) -> &'static [u8] {
+    if path == "/admin" || path.starts_with("/admin/") {
+        ADMIN
+    } else {
+        INDEX
+    }
 }
 
 /// The refresh token's cookie for browser clients (`x-token-delivery: cookie`).
@@ -131,6 +149,11 @@ mod tests {
             assert!(respond(&Method::GET, api).is_none(), "{api}");
         }
         assert!(respond(&Method::POST, "/").is_none());
+        assert!(respond(&Method::GET, "/admin/pedidos/1").is_some());
+        assert_eq!(page_for("/admin"), ADMIN);
+        assert_eq!(page_for("/admin/pedidos/1"), ADMIN);
+        assert_eq!(page_for("/administrador"), INDEX);
+        assert_eq!(page_for("/pedidos/1"), INDEX);
     }
 
     #[test]

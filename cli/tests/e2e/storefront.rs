@@ -142,3 +142,10 @@ async fn with_the_sandbox_a_shopper_pays_by_card_with_the_keyboard_alone() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn the_back_office_runs_products_orders_and_refunds_and_refuses_customers() {
+    in_chromium("admin.mjs", "admin", &[("PAYMENT_PROVIDER", "sandbox")]).await;
+    let pdf = std::fs::read(root().join("target/web/admin/nota-de-credito.pdf")).unwrap();
+    assert!(pdf.starts_with(b"%PDF-"), "not a PDF");
+}

@@ -20,6 +20,7 @@ export function orderStatus(status: string | undefined, documentType?: string): 
 
 const DOCUMENT_STATUS: Record<string, string> = {
   pending_folio: "esperando folio",
+  numbered: "con folio asignado",
   issued: "emitido",
   submitted: "enviado al SII",
   accepted: "aceptado por el SII",

@@ -1,0 +1,133 @@
+// The back-office at /admin in Chromium: an admin creates a product and sets its stock
+// (the storefront finds it); a customer buys it, the admin finds the order, reads its
+// events, refunds part of it and sees the nota de crédito (61) referencing the boleta, and
+// downloads its PDF; a customer opening /admin is not let in, and the admin API answers
+// them 403. Helpers and checks: ./browser.mjs.
+import { BASE, SHOTS, axe, browser, expect, run, shot, watchConsole } from "./browser.mjs";
+
+const PASSWORD = "correct horse battery staple";
+
+/** A JSON API call from the test itself (the customer's side of the story). */
+async function call(method, path, body, token, headers = {}) {
+  const response = await fetch(`${BASE}${path}`, {
+    method,
+    headers: {
+      "content-type": "application/json",
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
+      ...headers,
+    },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  return { status: response.status, body: await response.json().catch(() => ({})) };
+}
+
+await run(async () => {
+  const context = await browser.newContext({ locale: "es-CL" });
+  const page = await context.newPage();
+  watchConsole(page);
+  page.on("dialog", (d) => void d.accept());
+
+  // Signing in at /admin.
+  await page.goto(`${BASE}/admin`);
+  await page.getByLabel("Correo").fill("admin@tienda.cl");
+  await page.getByLabel("Contraseña").fill(PASSWORD);
+  await page.getByRole("button", { name: "Ingresar" }).click();
+  await page.getByRole("heading", { name: "Productos", exact: true }).waitFor();
+  await axe(page, "admin productos");
+  await shot(page, "admin-productos");
+
+  // 1. A product, its price shown net + IVA = gross as typed, then its stock.
+  await page.getByLabel("SKU").fill("MURTA-1");
+  await page.getByLabel("Nombre").fill("Mermelada de murta");
+  await page.getByLabel("Categoría").fill("despensa");
+  await page.getByLabel("Precio neto (CLP)").fill("2500");
+  await page.locator("#precio-bruto", { hasText: "Neto $2.500 + IVA $475 = $2.975" }).waitFor();
+  await page.getByRole("button", { name: "Crear producto" }).click();
+  await page.getByText("Producto MURTA-1 creado.").waitFor();
+  await page.getByLabel("Stock de Mermelada de murta").fill("7");
+  await page.getByRole("row", { name: /MURTA-1/ }).getByRole("button", { name: "Guardar" }).click();
+  await page.getByRole("row", { name: /MURTA-1/ }).getByText("Guardado.").waitFor();
+  await shot(page, "admin-producto-creado");
+  {
+    const shopper = await browser.newContext({ locale: "es-CL" });
+    const store = await shopper.newPage();
+    watchConsole(store);
+    await store.goto(`${BASE}/?q=murta`);
+    await store.getByRole("link", { name: "Mermelada de murta" }).waitFor();
+    await store.getByText("quedan 7").waitFor();
+    await shot(store, "tienda-encuentra-murta");
+    await shopper.close();
+  }
+
+  // 2. A customer buys it (through the API, with the sandbox's card).
+  await call("POST", "/v1/auth/register", { email: "compradora@example.cl", password: PASSWORD });
+  const customer = (await call("POST", "/v1/auth/login", { email: "compradora@example.cl", password: PASSWORD })).body.accessToken;
+  const placed = await call("POST", "/v1/orders", { lines: [{ sku: "MURTA-1", quantity: 2 }] }, customer);
+  expect(placed.status === 200, `placing: ${JSON.stringify(placed.body)}`);
+  const paid = await call(
+    "POST",
+    `/v1/orders/${placed.body.id}/payments`,
+    { card: { number: "4242424242424242", expMonth: 12, expYear: 2030, cvc: "123", holder: "Compradora" } },
+    customer,
+    { "idempotency-key": crypto.randomUUID() },
+  );
+  expect(paid.status === 200 && paid.body.status === "captured", `paying: ${JSON.stringify(paid.body)}`);
+
+  // The admin finds it, reads its events, refunds part and sees the nota de crédito.
+  await page.getByRole("link", { name: "Pedidos" }).click();
+  const link = page.getByRole("link", { name: placed.body.id.slice(-12) });
+  for (let i = 0; i < 50 && !(await link.count()); i++) {
+    await page.waitForTimeout(200);
+    await page.getByRole("button", { name: "Filtrar" }).click();
+  }
+  await axe(page, "admin pedidos");
+  await shot(page, "admin-pedidos");
+  await link.click();
+  await page.locator("#eventos", { hasText: "OrderPlaced" }).waitFor();
+  await page.locator("#eventos", { hasText: "OrderPaid" }).waitFor();
+  const boleta = page.locator("#documentos", { hasText: "Boleta electrónica (39)" });
+  for (let i = 0; i < 100 && !(await boleta.count()); i++) {
+    await page.waitForTimeout(200);
+    await page.getByRole("button", { name: "Actualizar" }).click();
+  }
+  await axe(page, "admin pedido");
+  await page.getByLabel("Monto a reembolsar (CLP)").fill("999999");
+  await page.getByRole("button", { name: "Reembolsar" }).click();
+  await page.getByText("Ingresa un monto entre").waitFor();
+  await page.getByLabel("Monto a reembolsar (CLP)").fill("1000");
+  await page.getByLabel("Motivo").fill("producto dañado");
+  await page.getByRole("button", { name: "Reembolsar" }).click();
+  await page.getByText("Reembolso de $1.000 hecho").waitFor();
+  const nota = page.locator("#documentos li", { hasText: "Nota de crédito (61)" });
+  for (let i = 0; i < 100 && !(await nota.count()); i++) {
+    await page.waitForTimeout(200);
+    await page.getByRole("button", { name: "Actualizar" }).click();
+  }
+  expect((await nota.textContent()).includes("referencia: Boleta electrónica"), "the nota de crédito references the boleta");
+  await shot(page, "admin-nota-de-credito");
+  const pdf = page.waitForEvent("download");
+  await nota.getByRole("button", { name: /PDF 61/ }).click();
+  await (await pdf).saveAs(`${SHOTS}/nota-de-credito.pdf`);
+
+  // 5. A customer at /admin: not let in; the admin API answers them 403.
+  {
+    const customerContext = await browser.newContext({ locale: "es-CL" });
+    const other = await customerContext.newPage();
+    watchConsole(other);
+    await other.goto(`${BASE}/admin`);
+    await other.getByLabel("Correo").fill("compradora@example.cl");
+    await other.getByLabel("Contraseña").fill(PASSWORD);
+    await other.getByRole("button", { name: "Ingresar" }).click();
+    await other.getByRole("heading", { name: "No autorizado" }).waitFor();
+    await axe(other, "admin no autorizado");
+    await shot(other, "admin-no-autorizado");
+    for (const [method, path] of [
+      ["GET", "/v1/users"],
+      ["GET", "/v1/dte/documents"],
+      ["POST", "/v1/products"],
+    ]) {
+      const answer = await call(method, path, method === "POST" ? { sku: "X", name: "X", netPrice: 1 } : undefined, customer);
+      expect(answer.status === 403, `${method} ${path} as a customer answered ${answer.status}`);
+    }
+  }
+});
