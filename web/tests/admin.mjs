@@ -3,7 +3,7 @@
 // events, refunds part of it and sees the nota de crédito (61) referencing the boleta, and
 // downloads its PDF; a customer opening /admin is not let in, and the admin API answers
 // them 403. Helpers and checks: ./browser.mjs.
-import { BASE, SHOTS, axe, browser, expect, run, shot, watchConsole } from "./browser.mjs";
+import { BASE, SHOTS, axe, browser, expect, refusedOnce, run, shot, watchConsole } from "./browser.mjs";
 
 const PASSWORD = "correct horse battery staple";
 
@@ -98,16 +98,28 @@ await run(async () => {
   await page.getByLabel("Motivo").fill("producto dañado");
   await page.getByRole("button", { name: "Reembolsar" }).click();
   await page.getByText("Reembolso de $1.000 hecho").waitFor();
-  const nota = page.locator("#documentos li", { hasText: "Nota de crédito (61)" });
+  // Issued in seconds, referencing the boleta (reloaded from the API until then).
+  const nota = page.locator("#documentos li", { hasText: /Nota de crédito \(61\).*referencia: Boleta electrónica/ });
   for (let i = 0; i < 100 && !(await nota.count()); i++) {
     await page.waitForTimeout(200);
     await page.getByRole("button", { name: "Actualizar" }).click();
   }
-  expect((await nota.textContent()).includes("referencia: Boleta electrónica"), "the nota de crédito references the boleta");
+  expect((await nota.count()) === 1, "the nota de crédito references the boleta");
   await shot(page, "admin-nota-de-credito");
   const pdf = page.waitForEvent("download");
   await nota.getByRole("button", { name: /PDF 61/ }).click();
   await (await pdf).saveAs(`${SHOTS}/nota-de-credito.pdf`);
+
+  // Stock cannot go below what unpaid orders reserve: said in words.
+  const unpaid = await call("POST", "/v1/orders", { lines: [{ sku: "MURTA-1", quantity: 1 }] }, customer);
+  expect(unpaid.status === 200, `placing: ${JSON.stringify(unpaid.body)}`);
+  await page.getByRole("link", { name: "Productos" }).click();
+  await page.getByLabel("Stock de Mermelada de murta").fill("0");
+  await refusedOnce(async () => {
+    await page.getByRole("row", { name: /MURTA-1/ }).getByRole("button", { name: "Guardar" }).click();
+    await page.getByText("hay 1 unidad reservada por pedidos sin pagar").waitFor();
+  });
+  await shot(page, "admin-stock-reservado");
 
   // 5. A customer at /admin: not let in; the admin API answers them 403.
   {

@@ -45,10 +45,25 @@ export async function axe(page, name) {
     }
   }
 }
+// Refusals a test provokes on purpose: the browser logs the API's 4xx answer to the
+// console ("Failed to load resource"), which is then not a fault of the page.
+let expectedRefusals = 0;
+
+/** Runs `action`, which makes the API refuse one request on purpose. */
+export async function refusedOnce(action) {
+  expectedRefusals += 1;
+  await action();
+}
+
 /** Records the page's console errors and uncaught exceptions as problems. */
 export function watchConsole(page) {
   page.on("console", (m) => {
-    if (m.type() === "error") problems.push(`console error on ${page.url()}: ${m.text()}`);
+    if (m.type() !== "error") return;
+    if (expectedRefusals > 0 && /status of 4\d\d/.test(m.text())) {
+      expectedRefusals -= 1;
+      return;
+    }
+    problems.push(`console error on ${page.url()}: ${m.text()}`);
   });
   page.on("pageerror", (e) => problems.push(`page error on ${page.url()}: ${e.message}`));
 }

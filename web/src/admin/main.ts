@@ -220,11 +220,16 @@ async function listProducts(list: HTMLElement, q: string): Promise<void> {
                       params: { path: { sku: p.sku ?? "" } },
                       body: { onHand: Number(input.value) },
                     });
-                    message.textContent = error
-                      ? response.status === 400 || response.status === 409
-                        ? "No se puede: el stock quedaría bajo lo reservado por pedidos sin pagar."
-                        : refused(error, response.status)
-                      : "Guardado.";
+                    const problem = error as Problem | undefined;
+                    const said = [problem?.detail ?? "", ...(problem?.errors ?? []).map((e) => e.detail ?? "")].join(" ");
+                    const reserved = /(\d+) units are reserved/.exec(said);
+                    message.textContent = !error
+                      ? "Guardado."
+                      : reserved
+                        ? `No se puede: ${reserved[1] === "1" ? "hay 1 unidad reservada" : `hay ${reserved[1]} unidades reservadas`} por pedidos sin pagar; el stock no puede quedar bajo eso.`
+                        : response.status === 400
+                          ? "Ingresa un stock de 0 o más unidades."
+                          : refused(error, response.status);
                   },
                 },
                 h("label", { for: id, class: "sr-only" }, `Stock de ${p.name}`),
