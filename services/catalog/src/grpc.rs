@@ -103,9 +103,14 @@ impl CatalogService for CatalogGrpc {
     ) -> Result<Response<ListProductsResponse>, Status> {
         let req = request.into_inner();
         let default_listing = is_default_listing(&req);
-        if default_listing && let Some(page) = self.state.cache.first_page().await {
-            return Ok(Response::new(page));
-        }
+        let miss = if default_listing {
+            match self.state.cache.first_page().await {
+                Ok(page) => return Ok(Response::new(page)),
+                Err(miss) => Some(miss),
+            }
+        } else {
+            None
+        };
         let order = OrderBy::parse(&req.order_by).map_err(|e| invalid_argument("order_by", e))?;
         let limit =
             domain::parse_page_size(req.page_size).map_err(|e| invalid_argument("page_size", e))?;
@@ -157,8 +162,8 @@ impl CatalogService for CatalogGrpc {
             products: rows.into_iter().map(to_proto).collect(),
             next_page_token,
         };
-        if default_listing {
-            self.state.cache.put_first_page(&page).await;
+        if let Some(miss) = miss {
+            self.state.cache.put_first_page(&page, miss).await;
         }
         Ok(Response::new(page))
     }
@@ -168,15 +173,16 @@ impl CatalogService for CatalogGrpc {
         request: Request<GetProductRequest>,
     ) -> Result<Response<Product>, Status> {
         let sku = sku_of(&request.into_inner().sku)?;
-        if let Some(product) = self.state.cache.product(&sku).await {
-            return Ok(Response::new(product));
-        }
+        let miss = match self.state.cache.product(&sku).await {
+            Ok(product) => return Ok(Response::new(product)),
+            Err(miss) => miss,
+        };
         let row = store::find_product(&self.state.pool, &sku)
             .await
             .map_err(internal)?
             .ok_or_else(|| not_found(&sku))?;
         let product = to_proto(row);
-        self.state.cache.put_product(&product).await;
+        self.state.cache.put_product(&product, miss).await;
         Ok(Response::new(product))
     }
 
