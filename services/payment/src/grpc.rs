@@ -44,6 +44,8 @@ pub struct PaymentState {
     pub minter: platform::identity::Minter,
     /// Where browsers reach the gateway (the storefront's order page after Webpay).
     pub public_base_url: String,
+    /// Where Webpay sends the browser back (`PaymentSettings::webpay_return_url`).
+    pub webpay_return_url: String,
 }
 
 /// The `PaymentService` implementation.
@@ -436,14 +438,13 @@ impl PaymentGrpc {
             .open_payment(caller, user, key, order_id, "", "")
             .await?;
         let buy_order = webpay::buy_order(payment.id);
-        let return_url = format!("{}/v1/payments/webpay/return", self.state.public_base_url);
         let started = tokio::time::timeout(
             self.state.provider_timeout,
             self.state.provider.start(&Start {
                 buy_order: &buy_order,
                 session_id: order_id,
                 amount: payment.amount,
-                return_url: &return_url,
+                return_url: &self.state.webpay_return_url,
             }),
         )
         .await

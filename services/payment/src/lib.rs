@@ -235,7 +235,7 @@ impl WebpaySettings {
     }
 
     /// The client's configuration; the credentials are required.
-    pub fn config(&self, return_url: String) -> Result<webpay::WebpayConfig, ConfigError> {
+    pub fn config(&self) -> Result<webpay::WebpayConfig, ConfigError> {
         let commerce_code = self.commerce_code.clone().ok_or_else(|| ConfigError {
             key: "WEBPAY_COMMERCE_CODE".into(),
             problem: "is required with PAYMENT_PROVIDER=webpay (Transbank's código de comercio)"
@@ -250,7 +250,6 @@ impl WebpaySettings {
             base_url: self.url.clone(),
             commerce_code,
             api_key_secret: api_key_secret.expose().to_string(),
-            return_url,
             request_timeout: self.request_timeout,
         })
     }
@@ -287,10 +286,7 @@ impl PaymentApp {
         .connect_timeout(Duration::from_secs(5))
         .connect_lazy();
         let provider: Arc<dyn provider::PaymentProvider> = if settings.provider == "webpay" {
-            let config = settings
-                .webpay
-                .config(settings.webpay_return_url())
-                .map_err(anyhow::Error::new)?;
+            let config = settings.webpay.config().map_err(anyhow::Error::new)?;
             Arc::new(webpay::WebpayPlus::new(config)?)
         } else {
             Arc::new(provider::SandboxProvider {
@@ -317,6 +313,7 @@ impl PaymentApp {
                 clock,
                 minter: platform::identity::Minter::new(internal_key.clone(), "payment"),
                 public_base_url: settings.public_base_url.clone(),
+                webpay_return_url: settings.webpay_return_url(),
             }),
             internal_key,
             grpc_tls: common.grpc_tls.clone(),
@@ -449,11 +446,7 @@ mod tests {
         let integration = settings(&[("PAYMENT_PROVIDER", "webpay")]).unwrap();
         assert_eq!(integration.webpay.url, webpay::INTEGRATION_URL);
         assert_eq!(
-            integration
-                .webpay
-                .config(integration.webpay_return_url())
-                .unwrap_err()
-                .key,
+            integration.webpay.config().unwrap_err().key,
             "WEBPAY_COMMERCE_CODE"
         );
         assert_eq!(

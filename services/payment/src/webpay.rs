@@ -38,8 +38,6 @@ pub struct WebpayConfig {
     pub commerce_code: String,
     /// `Tbk-Api-Key-Secret`.
     pub api_key_secret: String,
-    /// Where Webpay sends the browser back (`{PUBLIC_BASE_URL}/v1/payments/webpay/return`).
-    pub return_url: String,
     /// Deadline of one HTTP call.
     pub request_timeout: Duration,
 }
@@ -50,7 +48,6 @@ impl std::fmt::Debug for WebpayConfig {
             .field("base_url", &self.base_url)
             .field("commerce_code", &self.commerce_code)
             .field("api_key_secret", &"[redacted]")
-            .field("return_url", &self.return_url)
             .finish()
     }
 }

@@ -672,7 +672,6 @@ mod tests {
             base_url: base.into(),
             commerce_code: "597000000001".into(),
             api_key_secret: secret.into(),
-            return_url: RETURN_URL.into(),
             request_timeout: Duration::from_secs(5),
         })
         .unwrap()
