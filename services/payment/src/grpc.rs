@@ -22,7 +22,10 @@ use uuid::Uuid;
 use crate::{
     card::Card,
     ledger::{self, PaymentRow, RefundRow},
-    provider::{Charge, ChargeOutcome, Flow, PaymentProvider, ProviderError, Start},
+    provider::{
+        Charge, ChargeOutcome, ChargeStatus, Committed, Flow, PaymentProvider, Pending,
+        ProviderError, Start,
+    },
     webpay,
 };
 
@@ -587,69 +590,90 @@ impl PaymentGrpc {
             metrics::counter!("webpay_returns_total", "outcome" => "repeated").increment(1);
             return Ok(self.order_page(&payment));
         }
-        match came {
-            Came::Paid(token) => match self.state.provider.commit(&token).await {
-                Ok(committed) => {
-                    if let Some(last4) = committed.card_last4.filter(|l| !l.is_empty()) {
-                        sqlx::query("UPDATE payments SET card_brand = 'webpay', card_last4 = $2 WHERE id = $1")
-                            .bind(payment.id)
-                            .bind(last4)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(internal)?;
-                    }
-                    match committed.outcome {
-                        ChargeOutcome::Approved { reference } => {
-                            ledger::settle_capture(
-                                &mut tx,
-                                self.state.provider.as_ref(),
-                                &payment,
-                                reference,
-                            )
-                            .await
-                            .map_err(internal)?;
-                            metrics::counter!("payments_total", "outcome" => "captured")
-                                .increment(1);
-                        }
-                        ChargeOutcome::Declined { code, message } => {
-                            ledger::settle_failed(&mut tx, &payment, &code, &message, true)
-                                .await
-                                .map_err(internal)?;
-                            metrics::counter!("payments_total", "outcome" => "declined")
-                                .increment(1);
-                        }
-                    }
-                }
-                Err(e) => {
-                    // Webpay could not be reached even after retries: the payment stays
-                    // pending and the reconciler commits it later; the page says so.
-                    tracing::warn!(payment = %payment.id, error = %e, "Webpay commit failed; the reconciler will settle it");
-                    return Ok(self.order_page(&payment));
-                }
-            },
-            Came::Aborted(_) => {
-                ledger::settle_failed(
-                    &mut tx,
-                    &payment,
-                    WEBPAY_ABORTED,
-                    "the shopper cancelled the payment on Webpay's page; nothing was charged",
-                    false,
-                )
+        // What Webpay says happened. A return's word alone is never believed: a payment
+        // (token_ws) is committed, and an abort or a timeout is asked of Webpay too (a
+        // shopper may have paid in another tab of the same form), which commits it if it
+        // was paid after all.
+        let (not_charged_code, not_charged_message, not_charged_metric) = match came {
+            Came::Aborted(_) => (
+                WEBPAY_ABORTED,
+                "the shopper cancelled the payment on Webpay's page; nothing was charged",
+                "aborted",
+            ),
+            _ => (
+                WEBPAY_TIMED_OUT,
+                "Webpay's payment form timed out; nothing was charged",
+                "timeout",
+            ),
+        };
+        let verdict = match &came {
+            Came::Paid(token) => self.state.provider.commit(token).await.map(Some),
+            Came::Aborted(_) | Came::TimedOut(_) => self
+                .state
+                .provider
+                .status(&Pending {
+                    payment_id: &payment.id.to_string(),
+                    token: payment.webpay_token.as_deref(),
+                })
                 .await
-                .map_err(internal)?;
-                metrics::counter!("payments_total", "outcome" => "aborted").increment(1);
+                .map(|status| match status {
+                    ChargeStatus::Settled(outcome) => Some(Committed {
+                        outcome,
+                        card_last4: None,
+                    }),
+                    ChargeStatus::Unknown => None,
+                }),
+        };
+        match verdict {
+            Ok(Some(committed)) => {
+                if let Some(last4) = committed.card_last4.filter(|l| !l.is_empty()) {
+                    sqlx::query(
+                        "UPDATE payments SET card_brand = 'webpay', card_last4 = $2 WHERE id = $1",
+                    )
+                    .bind(payment.id)
+                    .bind(last4)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(internal)?;
+                }
+                match committed.outcome {
+                    ChargeOutcome::Approved { reference } => {
+                        ledger::settle_capture(
+                            &mut tx,
+                            self.state.provider.as_ref(),
+                            &payment,
+                            reference,
+                        )
+                        .await
+                        .map_err(internal)?;
+                        metrics::counter!("payments_total", "outcome" => "captured").increment(1);
+                    }
+                    ChargeOutcome::Declined { code, message } => {
+                        ledger::settle_failed(&mut tx, &payment, &code, &message, true)
+                            .await
+                            .map_err(internal)?;
+                        metrics::counter!("payments_total", "outcome" => "declined").increment(1);
+                    }
+                }
             }
-            Came::TimedOut(_) => {
+            // Nothing was paid: the order stays payable.
+            Ok(None) => {
                 ledger::settle_failed(
                     &mut tx,
                     &payment,
-                    WEBPAY_TIMED_OUT,
-                    "Webpay's payment form timed out; nothing was charged",
+                    not_charged_code,
+                    not_charged_message,
                     false,
                 )
                 .await
                 .map_err(internal)?;
-                metrics::counter!("payments_total", "outcome" => "timeout").increment(1);
+                metrics::counter!("payments_total", "outcome" => not_charged_metric).increment(1);
+            }
+            Err(e) => {
+                // Webpay could not be reached even after retries: the payment stays
+                // pending and the reconciler settles it later; the page says so.
+                tracing::warn!(payment = %payment.id, error = %e, "Webpay did not answer; the reconciler will settle the payment");
+                return Ok(self.order_page(&payment));
             }
         }
         let settled = ledger::payment(&mut *tx, payment.id)

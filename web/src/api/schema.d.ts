@@ -515,7 +515,8 @@ export interface paths {
          *     query, or POST with a form, as Webpay does). With `token_ws` it commits the
          *     transaction (once, however often the return is seen); with `TBK_TOKEN` the shopper
          *     aborted; with only `TBK_ORDEN_COMPRA` and `TBK_ID_SESION` Webpay's form timed out.
-         *     An abort or a timeout charges nothing and leaves the order payable. The reply sends
+         *     An abort or a timeout (confirmed with Webpay, which may say the shopper paid after
+         *     all) charges nothing and leaves the order payable. The reply sends
          *     the browser to the storefront's order page, `/pedidos/{order_id}?pago=<outcome>`
          *     (outcome: aprobado, rechazado, anulado, expirado).
          */
@@ -527,7 +528,8 @@ export interface paths {
          *     query, or POST with a form, as Webpay does). With `token_ws` it commits the
          *     transaction (once, however often the return is seen); with `TBK_TOKEN` the shopper
          *     aborted; with only `TBK_ORDEN_COMPRA` and `TBK_ID_SESION` Webpay's form timed out.
-         *     An abort or a timeout charges nothing and leaves the order payable. The reply sends
+         *     An abort or a timeout (confirmed with Webpay, which may say the shopper paid after
+         *     all) charges nothing and leaves the order payable. The reply sends
          *     the browser to the storefront's order page, `/pedidos/{order_id}?pago=<outcome>`
          *     (outcome: aprobado, rechazado, anulado, expirado).
          */
