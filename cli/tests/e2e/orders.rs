@@ -207,45 +207,9 @@ async fn waiting_for_an_order_answers_when_it_changes_up_to_the_sii_verdict() {
     // A wait on the current version, answered by the payment's effect (well before the
     // longest wait: the answer carries the change, which a wait that ran out would not).
     let url = format!("{}/v1/orders/{id}?waitFor={version}", s.base);
-    let wait = {
-        let (http, url, ana) = (s.http.clone(), url.clone(), ana.clone());
-        tokio::spawn(async move {
-            loop {
-                let reply = http.get(&url).bearer_auth(&ana).send().await.unwrap();
-                // Refused while the probe below held the one slot: try again.
-                if reply.status() != StatusCode::TOO_MANY_REQUESTS {
-                    return reply.json::<Value>().await.unwrap();
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        })
-    };
-    // One wait per user here: a second one is refused while the first is open. (A probe
-    // that got in first is abandoned after a second, which frees its slot.)
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let probe = s
-            .http
-            .get(&url)
-            .bearer_auth(&ana)
-            .timeout(std::time::Duration::from_secs(1))
-            .send()
-            .await;
-        if let Ok(reply) = probe
-            && reply.status() == StatusCode::TOO_MANY_REQUESTS
-        {
-            let body: Value = reply.json().await.unwrap();
-            assert!(
-                body["detail"].as_str().unwrap().contains("waitFor"),
-                "{body}"
-            );
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "a second wait was never refused"
-        );
-    }
+    let wait = spawn_wait(&s, &url, &ana);
+    // One wait per user here: a second one is refused while the first is open.
+    second_wait_refused(&s, &url, &ana).await;
     let paid = crate::checkout::pay(
         &s,
         &ana,
@@ -258,7 +222,8 @@ async fn waiting_for_an_order_answers_when_it_changes_up_to_the_sii_verdict() {
     let changed = tokio::time::timeout(std::time::Duration::from_secs(9), wait)
         .await
         .expect("the wait answered with the change, not at its deadline")
-        .unwrap();
+        .unwrap()
+        .1;
     assert!(changed["version"].as_i64().unwrap() > version, "{changed}");
     assert_ne!(changed["status"], "pending_payment", "{changed}");
 
@@ -301,33 +266,14 @@ async fn a_waiting_long_poll_does_not_crowd_out_the_gateways_work() {
     let s = crate::helpers::spawn_suite_with(&[
         ("GATEWAY_MAX_IN_FLIGHT", "1"),
         ("ORDER_WATCH_MAX_WAIT", "20s"),
+        ("ORDER_WATCH_PER_USER", "1"),
     ])
     .await;
     let (_admin, ana, id) = crate::checkout::a_placed_order(&s, "WATCH-2").await;
-    let wait = {
-        let (http, url, ana) = (
-            s.http.clone(),
-            format!("{}/v1/orders/{id}?waitFor=1", s.base),
-            ana.clone(),
-        );
-        tokio::spawn(async move {
-            http.get(url)
-                .bearer_auth(ana)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        })
-    };
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    // (The gauge is the process's: other tests' waits count too, so at least one.)
-    while watches_open(&s.metrics().await) < 1.0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the wait never opened"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let url = format!("{}/v1/orders/{id}?waitFor=1", s.base);
+    let wait = spawn_wait(&s, &url, &ana);
+    // This user's one wait is open (a second is refused) while the read below goes through.
+    second_wait_refused(&s, &url, &ana).await;
     let read = s
         .call(Method::GET, &format!("/v1/orders/{id}"), Some(&ana), None)
         .await;
@@ -342,13 +288,53 @@ async fn a_waiting_long_poll_does_not_crowd_out_the_gateways_work() {
         .await;
     assert_eq!(cancelled.status, StatusCode::OK, "{}", cancelled.body);
     // The cancellation changed the order: the wait answers.
-    assert_eq!(wait.await.unwrap(), StatusCode::OK);
+    assert_eq!(wait.await.unwrap().0, StatusCode::OK);
 }
 
-fn watches_open(metrics: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("order_watches_open "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+/// Starts a long poll at `url` as `token` (taken again if a probe held the user's one
+/// slot); its answer's status and body.
+fn spawn_wait(
+    s: &TestSuite,
+    url: &str,
+    token: &str,
+) -> tokio::task::JoinHandle<(StatusCode, Value)> {
+    let (http, url, token) = (s.http.clone(), url.to_string(), token.to_string());
+    tokio::spawn(async move {
+        loop {
+            let reply = http.get(&url).bearer_auth(&token).send().await.unwrap();
+            if reply.status() != StatusCode::TOO_MANY_REQUESTS {
+                return (reply.status(), reply.json::<Value>().await.unwrap());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+}
+
+/// Returns once a second long poll at `url` is refused with 429: the user's one wait is
+/// open. (A probe that got in first is abandoned after a second, which frees its slot.)
+async fn second_wait_refused(s: &TestSuite, url: &str, token: &str) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let probe = s
+            .http
+            .get(url)
+            .bearer_auth(token)
+            .timeout(std::time::Duration::from_secs(1))
+            .send()
+            .await;
+        if let Ok(reply) = probe
+            && reply.status() == StatusCode::TOO_MANY_REQUESTS
+        {
+            let body: Value = reply.json().await.unwrap();
+            assert!(
+                body["detail"].as_str().unwrap().contains("waitFor"),
+                "{body}"
+            );
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a second wait was never refused"
+        );
+    }
 }
