@@ -1,7 +1,8 @@
 // The back-office at /admin: products, orders (events, payments, refunds, documents). The
 // admin role is checked by the API on every call; the page only follows what it answers.
 import { api } from "../api/client";
-import { field, h, render } from "../store/dom";
+import { alertBox, field, h, notice, render } from "../store/dom";
+import { downloadDocument } from "../store/download";
 import { type Problem, documentStatus, money, orderStatus, spanish, tipoDte } from "../store/format";
 import * as session from "../store/session";
 
@@ -13,14 +14,6 @@ const pages: [RegExp, Page][] = [
   [/^\/admin\/pedidos$/, ordersPage],
   [/^\/admin\/pedidos\/([^/]+)$/, orderPage],
 ];
-
-function alertBox(text: string): HTMLElement {
-  return h("p", { class: "alert", role: "alert" }, text);
-}
-
-function notice(text: string): HTMLElement {
-  return h("p", { class: "notice", role: "status" }, text);
-}
 
 function refused(error: unknown, status: number): string {
   return spanish({ ...(error as Problem), status });
@@ -396,7 +389,11 @@ async function orderPage(_params: URLSearchParams, id: string): Promise<void> {
           `${tipoDte(d.tipoDte)} (${d.tipoDte}) N° ${d.folio} · ${money(d.mntTotal)} · ${documentStatus(d.status)}`,
           referenced ? ` · referencia: ${tipoDte(referenced.tipoDte)} N° ${referenced.folio}` : "",
           " ",
-          h("button", { type: "button", class: "secondary", onclick: () => void download(d.id ?? "", `dte-${d.tipoDte}-${d.folio}.pdf`) }, `PDF ${d.tipoDte} N° ${d.folio}`),
+          h("button", { type: "button", class: "secondary", onclick: async () => {
+                if (!(await downloadDocument(d.id ?? "", "pdf", `dte-${d.tipoDte}-${d.folio}.pdf`))) {
+                  document.getElementById("documentos")?.before(alertBox("No pudimos descargar el documento; intenta de nuevo."));
+                }
+              } }, `PDF ${d.tipoDte} N° ${d.folio}`),
         );
       }),
     ),
@@ -412,17 +409,6 @@ function metadata(value: Record<string, unknown>, prefix = ""): string {
     )
     .filter((pair) => pair)
     .join(" ");
-}
-
-async function download(id: string, name: string): Promise<void> {
-  const { data } = await api.GET("/v1/dte/documents/{id}/pdf", { params: { path: { id } }, parseAs: "blob" });
-  if (!data) return;
-  const url = URL.createObjectURL(data as Blob);
-  const a = h("a", { href: url, download: name });
-  document.body.append(a);
-  a.click();
-  a.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 10_000);
 }
 
 async function start(): Promise<void> {

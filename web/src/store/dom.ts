@@ -43,3 +43,13 @@ export function field(
   const wrap = h("div", { class: "field" }, h("label", { for: id }, label), input, error);
   return { wrap, input, error };
 }
+
+/** A refusal or failure, announced to screen readers at once. */
+export function alertBox(text: string): HTMLElement {
+  return h("p", { class: "alert", role: "alert" }, text);
+}
+
+/** A result, announced politely. */
+export function notice(text: string): HTMLElement {
+  return h("p", { class: "notice", role: "status" }, text);
+}

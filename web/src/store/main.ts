@@ -3,7 +3,8 @@
 // client (../api/client.ts).
 import { api } from "../api/client";
 import * as cart from "./cart";
-import { field, h, render } from "./dom";
+import { alertBox, field, h, render } from "./dom";
+import { downloadDocument } from "./download";
 import {
   PAYMENT_OUTCOME,
   type Problem,
@@ -82,10 +83,6 @@ function nav(): void {
 }
 session.onChange(nav);
 document.addEventListener("cart-changed", nav);
-
-function alertBox(text: string): HTMLElement {
-  return h("p", { class: "alert", role: "alert" }, text);
-}
 
 function availability(available: number | undefined): HTMLElement {
   const n = available ?? 0;
@@ -667,20 +664,9 @@ async function ordersPage(): Promise<void> {
 }
 
 async function download(id: string, kind: "pdf" | "xml", name: string): Promise<void> {
-  const { data } =
-    kind === "pdf"
-      ? await api.GET("/v1/dte/documents/{id}/pdf", { params: { path: { id } }, parseAs: "blob" })
-      : await api.GET("/v1/dte/documents/{id}/xml", { params: { path: { id } }, parseAs: "blob" });
-  if (!data) {
+  if (!(await downloadDocument(id, kind, name))) {
     document.getElementById("descargas")?.replaceChildren(alertBox("No pudimos descargar el documento; intenta de nuevo."));
-    return;
   }
-  const url = URL.createObjectURL(data as Blob);
-  const a = h("a", { href: url, download: name });
-  document.body.append(a);
-  a.click();
-  a.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 10_000);
 }
 
 /** The order's events, as the shopper reads them. */
