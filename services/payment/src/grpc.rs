@@ -218,7 +218,7 @@ impl PaymentGrpc {
         let payment = self
             .open_payment(caller, user, key, order_id, summary.brand, &summary.last4)
             .await?;
-        self.settle_charge(user, key, order_id, card, payment).await
+        self.settle_charge(order_id, card, payment).await
     }
 
     /// Records a `pending` payment of the order's total, after checking the order is
@@ -293,8 +293,6 @@ impl PaymentGrpc {
     /// Asks the processor to charge the card for the pending `payment` and settles it.
     async fn settle_charge(
         &self,
-        user: Uuid,
-        key: &str,
         order_id: &str,
         card: &Card,
         payment: PaymentRow,
@@ -366,15 +364,7 @@ impl PaymentGrpc {
         };
         let outcome = match outcome {
             Ok(id) => {
-                sqlx::query(
-                    "UPDATE idempotency_keys SET payment_id = $3 WHERE customer_id = $1 AND key = $2",
-                )
-                .bind(user.to_string())
-                .bind(key)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(internal)?;
+                ledger::key_replays(&mut tx, id).await.map_err(internal)?;
                 let settled = ledger::payment(&mut *tx, id)
                     .await
                     .map_err(internal)?
@@ -493,15 +483,9 @@ impl PaymentGrpc {
         .execute(&mut *tx)
         .await
         .map_err(internal)?;
-        sqlx::query(
-            "UPDATE idempotency_keys SET payment_id = $3 WHERE customer_id = $1 AND key = $2",
-        )
-        .bind(user.to_string())
-        .bind(key)
-        .bind(payment.id)
-        .execute(&mut *tx)
-        .await
-        .map_err(internal)?;
+        ledger::key_replays(&mut tx, payment.id)
+            .await
+            .map_err(internal)?;
         tx.commit().await.map_err(internal)?;
         metrics::counter!("payments_total", "outcome" => "redirected").increment(1);
         self.payment_with_refunds(payment.id).await

@@ -70,6 +70,16 @@ pub struct RefundRow {
 /// Every column of [`PaymentRow`], for `SELECT` and `RETURNING`.
 pub const PAYMENT_COLUMNS: &str = "id, order_id, customer_id, status, amount, currency, card_brand, card_last4, failure_code, failure_message, provider_reference, created_at, provider, webpay_token, webpay_buy_order, redirect_url";
 
+/// The Idempotency-Key the payment was made under (it names it from the start, as
+/// `pending_payment`) now replays it.
+pub async fn key_replays(conn: &mut PgConnection, payment_id: Uuid) -> anyhow::Result<()> {
+    sqlx::query("UPDATE idempotency_keys SET payment_id = $1 WHERE pending_payment = $1")
+        .bind(payment_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Serialises per-order work until the transaction ends.
 pub async fn lock_order(conn: &mut PgConnection, order_id: &str) -> anyhow::Result<()> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('payment-order:' || $1))")

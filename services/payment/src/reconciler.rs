@@ -96,14 +96,14 @@ impl Reconciler {
                 ChargeStatus::Settled(ChargeOutcome::Approved { reference }) => {
                     ledger::settle_capture(&mut tx, self.provider.as_ref(), &payment, reference)
                         .await?;
-                    settle_key(&mut tx, id).await?;
+                    ledger::key_replays(&mut tx, id).await?;
                     metrics::counter!("payments_reconciled_total", "outcome" => "captured")
                         .increment(1);
                     done.captured += 1;
                 }
                 ChargeStatus::Settled(ChargeOutcome::Declined { code, message }) => {
                     ledger::settle_failed(&mut tx, &payment, &code, &message, true).await?;
-                    settle_key(&mut tx, id).await?;
+                    ledger::key_replays(&mut tx, id).await?;
                     metrics::counter!("payments_reconciled_total", "outcome" => "declined")
                         .increment(1);
                     done.declined += 1;
@@ -131,13 +131,4 @@ impl Reconciler {
         }
         Ok(done)
     }
-}
-
-/// The customer's Idempotency-Key now replays the settled payment.
-async fn settle_key(conn: &mut sqlx::PgConnection, id: Uuid) -> anyhow::Result<()> {
-    sqlx::query("UPDATE idempotency_keys SET payment_id = $1 WHERE pending_payment = $1")
-        .bind(id)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
 }
