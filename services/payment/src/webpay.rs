@@ -58,7 +58,8 @@ pub struct WebpayPlus {
     http: reqwest::Client,
 }
 
-/// A transaction as Webpay reports it (commit and status share the shape).
+/// A transaction as Webpay reports it (commit and status share the shape), the fields
+/// the shop reads.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Transaction {
     /// INITIALIZED, AUTHORIZED, FAILED, REVERSED, NULLIFIED, PARTIALLY_NULLIFIED, CAPTURED.
@@ -67,21 +68,12 @@ pub struct Transaction {
     /// 0 approved; negative a rejection (-1 … -5).
     #[serde(default)]
     pub response_code: Option<i64>,
-    /// CLP.
-    #[serde(default)]
-    pub amount: Option<f64>,
     /// What remains after refunds.
     #[serde(default)]
     pub balance: Option<f64>,
-    /// The issuer's authorization code.
-    #[serde(default)]
-    pub authorization_code: Option<String>,
     /// The card's last four digits.
     #[serde(default)]
     pub card_detail: Option<CardDetail>,
-    /// `buy_order` as created.
-    #[serde(default)]
-    pub buy_order: Option<String>,
 }
 
 /// `card_detail` of a transaction.
@@ -425,11 +417,8 @@ mod tests {
         let tx = |status: &str, code: i64| Transaction {
             status: status.into(),
             response_code: Some(code),
-            amount: None,
             balance: None,
-            authorization_code: None,
             card_detail: None,
-            buy_order: None,
         };
         assert!(matches!(
             verdict("t", &tx("AUTHORIZED", 0)),
