@@ -444,10 +444,20 @@ async fn a_dead_letter_is_listed_with_its_reason_and_replayed_once_the_fix_is_in
     assert_eq!(letter.aggregate_id, "o-poison");
     assert_eq!(letter.attempts, i64::from(f.subscription.max_attempts));
     assert!(letter.reason.contains("simulated failure"), "{letter:?}");
-    // Listing took nothing away.
+    // Listing took nothing away; the count (the back-office's dashboard) says so too.
     assert_eq!(
         dead_letters::list(&f.broker, &queue, 100).await.unwrap(),
         listed
+    );
+    assert_eq!(
+        dead_letters::count(&f.broker, &queue).await.unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        dead_letters::count(&f.broker, &format!("{queue}-never-declared"))
+            .await
+            .unwrap(),
+        None
     );
 
     // An id that is not there is refused by name, and nothing moves.
@@ -478,6 +488,10 @@ async fn a_dead_letter_is_listed_with_its_reason_and_replayed_once_the_fix_is_in
             .await
             .unwrap()
             .is_empty()
+    );
+    assert_eq!(
+        dead_letters::count(&f.broker, &queue).await.unwrap(),
+        Some(0)
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(

@@ -6,8 +6,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::{
-    checkout::{APPROVE, a_placed_order, card, order_reaches, pay},
-    helpers::{TestSuite, spawn_suite},
+    checkout::{APPROVE, a_placed_order, card, order_reaches, pay, place},
+    helpers::{TestSuite, spawn_suite, spawn_suite_with},
 };
 
 /// Polls the order's documents until `count` are issued (signed and stored; they may
@@ -321,4 +321,138 @@ async fn cafs_are_checked_on_upload() {
     )
     .await
     .assert_problem(403);
+}
+
+#[tokio::test]
+async fn the_back_office_dashboard_counts_orders_documents_folios_and_dead_letters() {
+    // Every type has the development CAF's 100 000 folios: with this bound, a type that
+    // has used one is low.
+    let s = spawn_suite_with(&[("DTE_FOLIOS_LOW", "100000")]).await;
+    let (admin, ana, id) = a_placed_order(&s, "TE-VERDE-1").await;
+    let paid = pay(&s, &ana, &id, "k", card(APPROVE)).await;
+    assert_eq!(paid.status, StatusCode::OK, "{}", paid.body);
+    let unpaid = place(&s, &ana, "TE-VERDE-1", 2).await;
+    let cancelled = s
+        .call(
+            Method::POST,
+            &format!("/v1/orders/{}:cancel", unpaid["id"].as_str().unwrap()),
+            Some(&ana),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(cancelled.status, StatusCode::OK, "{}", cancelled.body);
+    documents_issued(&s, &ana, &id, 1).await;
+    order_reaches(&s, &ana, &id, "invoiced").await;
+
+    let today = chrono::Utc::now()
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .unwrap();
+    let from = format!("{}Z", today.format("%Y-%m-%dT%H:%M:%S"));
+    let summary = s
+        .call(
+            Method::GET,
+            &format!("/v1/orders:summarize?createdFrom={from}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(summary.status, StatusCode::OK, "{}", summary.body);
+    assert_eq!(
+        summary.body,
+        json!({"placed": 2, "paid": 1, "invoiced": 1, "cancelled": 1, "refunded": 0, "revenue": 1190}),
+    );
+    // Nothing was placed before today.
+    let before = s
+        .call(
+            Method::GET,
+            &format!("/v1/orders:summarize?createdTo={from}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        before.body["placed"].as_i64().unwrap_or(0),
+        0,
+        "{}",
+        before.body
+    );
+
+    let statuses = s
+        .call(
+            Method::GET,
+            "/v1/dte/documents:summarize",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(statuses.status, StatusCode::OK, "{}", statuses.body);
+    let counted: i64 = statuses.body["statuses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["documents"].as_i64().unwrap())
+        .sum();
+    assert_eq!(counted, 1, "{}", statuses.body);
+
+    let cafs = s
+        .call(Method::GET, "/v1/dte/cafs", Some(&admin), None)
+        .await;
+    assert_eq!(cafs.status, StatusCode::OK, "{}", cafs.body);
+    let boletas = cafs.body["cafs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["tipoDte"] == 39)
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (&boletas["used"], &boletas["remaining"]),
+        (&json!(1), &json!(99_999)),
+        "{boletas}"
+    );
+    let stock = |tipo: i64| {
+        cafs.body["folios"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["tipoDte"] == tipo)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(stock(39)["low"], true, "{}", cafs.body);
+    assert_eq!(stock(39)["remaining"], 99_999);
+    assert_eq!(stock(33)["low"].as_bool().unwrap_or(false), false);
+
+    let dead = s
+        .call(Method::GET, "/v1/dead-letter-queues", Some(&admin), None)
+        .await;
+    assert_eq!(dead.status, StatusCode::OK, "{}", dead.body);
+    let queues = dead.body["queues"].as_array().unwrap();
+    assert_eq!(
+        queues.len(),
+        platform::amqp::SERVICE_QUEUES.len(),
+        "{}",
+        dead.body
+    );
+    for (queue, name) in queues.iter().zip(platform::amqp::SERVICE_QUEUES) {
+        assert!(
+            queue["queue"].as_str().unwrap().ends_with(name),
+            "{}",
+            dead.body
+        );
+        assert_eq!(queue["messages"].as_i64().unwrap_or(0), 0, "{}", dead.body);
+    }
+
+    // Customers see none of it.
+    for path in [
+        "/v1/orders:summarize",
+        "/v1/dte/documents:summarize",
+        "/v1/dte/cafs",
+        "/v1/dead-letter-queues",
+    ] {
+        s.call(Method::GET, path, Some(&ana), None)
+            .await
+            .assert_problem(403);
+    }
 }

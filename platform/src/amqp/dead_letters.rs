@@ -123,6 +123,42 @@ pub async fn list(
     Ok(letters)
 }
 
+/// How many messages wait in `work_queue`'s dead-letter queue; `None` when it was never
+/// declared (its consumer has not run yet). Read with a passive declare: nothing moves.
+pub async fn count(broker: &Broker, work_queue: &str) -> anyhow::Result<Option<u64>> {
+    use lapin::{
+        ErrorKind,
+        options::QueueDeclareOptions,
+        protocol::{AMQPErrorKind, AMQPSoftError},
+    };
+    // A failed passive declare closes its channel: one channel per question.
+    let channel = broker.channel().await?;
+    let declared = channel
+        .queue_declare(
+            dead_queue(work_queue).as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    match declared {
+        Ok(queue) => {
+            channel.close(200, "counted".into()).await?;
+            Ok(Some(u64::from(queue.message_count())))
+        }
+        Err(e) => match e.kind() {
+            ErrorKind::ProtocolError(amqp)
+                if *amqp.kind() == AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND) =>
+            {
+                Ok(None)
+            }
+            _ => Err(e.into()),
+        },
+    }
+}
+
 /// Sends the dead letters `ids` (all of them with `None`) back to `work_queue`, each
 /// starting its attempts over; returns how many. Unknown ids are refused, naming them,
 /// before anything moves.

@@ -31,6 +31,10 @@ use lapin::{
 };
 use tokio::sync::Mutex;
 
+/// The services that consume events: each one's work queue is `AMQP_QUEUE_PREFIX` + its
+/// name (e.g. `dte`), with `<queue>.retry` and `<queue>.dead` beside it.
+pub const SERVICE_QUEUES: &[&str] = &["catalog", "order", "payment", "dte"];
+
 /// A RabbitMQ connection shared by a role's publishers and consumers.
 #[derive(Clone)]
 pub struct Broker {

@@ -83,6 +83,7 @@ fn is_default_listing(req: &ListProductsRequest) -> bool {
         && req.order_by.trim().is_empty()
         && req.page_size == 0
         && req.page_token.is_empty()
+        && !req.include_inactive
 }
 
 impl CatalogGrpc {
@@ -101,6 +102,9 @@ impl CatalogService for CatalogGrpc {
         &self,
         request: Request<ListProductsRequest>,
     ) -> Result<Response<ListProductsResponse>, Status> {
+        if request.get_ref().include_inactive {
+            Caller::of(&request).require_admin()?;
+        }
         let req = request.into_inner();
         let default_listing = is_default_listing(&req);
         let miss = if default_listing {
@@ -142,6 +146,7 @@ impl CatalogService for CatalogGrpc {
             order,
             after,
             limit,
+            include_inactive: req.include_inactive,
         };
         let (rows, more) = store::list_products(&self.state.pool, &query)
             .await

@@ -164,9 +164,11 @@ pub struct ListQuery {
     pub after: Option<Cursor>,
     /// Rows to return.
     pub limit: i64,
+    /// Deactivated products too (the back-office).
+    pub include_inactive: bool,
 }
 
-/// One page of active products, plus whether more follow.
+/// One page of products (active ones unless `include_inactive`), plus whether more follow.
 pub async fn list_products(
     pool: &PgPool,
     q: &ListQuery,
@@ -186,7 +188,7 @@ pub async fn list_products(
         ),
     };
     let sql = format!(
-        "SELECT {COLUMNS} FROM products WHERE active \
+        "SELECT {COLUMNS} FROM products WHERE (active OR $8) \
          AND ($1::text IS NULL OR search @@ websearch_to_tsquery('es_unaccent'::regconfig, $1)) \
          AND ($2::text IS NULL OR category = $2) \
          AND ($3::bigint IS NULL OR gross_price >= $3) AND ($4::bigint IS NULL OR gross_price <= $4) \
@@ -200,6 +202,7 @@ pub async fn list_products(
         .bind(q.after.as_ref().map(|c| c.key.clone()))
         .bind(q.after.as_ref().map(|c| c.sku.clone()))
         .bind(q.limit + 1)
+        .bind(q.include_inactive)
         .fetch_all(pool)
         .await?;
     let more = rows.len() as i64 > q.limit;

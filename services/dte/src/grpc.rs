@@ -28,13 +28,39 @@ use crate::{
 #[derive(Clone)]
 pub struct DteGrpc {
     issuing: Arc<Issuing>,
+    /// `DTE_FOLIOS_LOW`.
+    folios_low: i64,
 }
 
 impl DteGrpc {
-    /// Serves through `issuing`.
-    pub fn new(issuing: Arc<Issuing>) -> Self {
-        Self { issuing }
+    /// Serves through `issuing`; a type with fewer than `folios_low` folios left is low.
+    pub fn new(issuing: Arc<Issuing>, folios_low: i64) -> Self {
+        Self {
+            issuing,
+            folios_low,
+        }
     }
+}
+
+fn caf_proto(row: &store::CafRow) -> pb::Caf {
+    // The type's counter runs across its CAFs in order: this range's used part is what
+    // lies before the counter.
+    let next = row.next_folio.clamp(row.folio_from, row.folio_to + 1);
+    pb::Caf {
+        id: row.id.to_string(),
+        tipo_dte: row.tipo_dte,
+        folio_from: row.folio_from,
+        folio_to: row.folio_to,
+        next_folio: row.next_folio.max(row.folio_from),
+        fecha_autorizacion: row.fecha_autorizacion.format("%Y-%m-%d").to_string(),
+        uploaded_at: timestamp(row.uploaded_at),
+        used: next - row.folio_from,
+        remaining: row.folio_to + 1 - next,
+    }
+}
+
+fn to_time(t: Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+    t.and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
 }
 
 fn timestamp(t: DateTime<Utc>) -> Option<prost_types::Timestamp> {
@@ -141,14 +167,49 @@ impl DteService for DteGrpc {
         );
         // Documents that waited for folios of this type are issued now.
         self.issuing.wake();
-        Ok(Response::new(pb::Caf {
-            id: row.id.to_string(),
-            tipo_dte: row.tipo_dte,
-            folio_from: row.folio_from,
-            folio_to: row.folio_to,
-            next_folio: row.next_folio.max(row.folio_from),
-            fecha_autorizacion: row.fecha_autorizacion.format("%Y-%m-%d").to_string(),
-            uploaded_at: timestamp(row.uploaded_at),
+        Ok(Response::new(caf_proto(&row)))
+    }
+
+    async fn list_cafs(
+        &self,
+        request: Request<pb::ListCafsRequest>,
+    ) -> Result<Response<pb::ListCafsResponse>, Status> {
+        Caller::of(&request).require_admin()?;
+        let pool = &self.issuing.pool;
+        let (rows, remaining) =
+            tokio::try_join!(store::list_cafs(pool), store::folios_remaining(pool))
+                .map_err(internal)?;
+        Ok(Response::new(pb::ListCafsResponse {
+            cafs: rows.iter().map(caf_proto).collect(),
+            folios: remaining
+                .into_iter()
+                .map(|(tipo_dte, remaining)| pb::FolioStock {
+                    tipo_dte,
+                    remaining,
+                    low: remaining < self.folios_low,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn summarize_documents(
+        &self,
+        request: Request<pb::SummarizeDocumentsRequest>,
+    ) -> Result<Response<pb::SummarizeDocumentsResponse>, Status> {
+        Caller::of(&request).require_admin()?;
+        let req = request.into_inner();
+        let counts = store::status_counts(
+            &self.issuing.pool,
+            to_time(req.issued_from),
+            to_time(req.issued_to),
+        )
+        .await
+        .map_err(internal)?;
+        Ok(Response::new(pb::SummarizeDocumentsResponse {
+            statuses: counts
+                .into_iter()
+                .map(|(status, documents)| pb::StatusCount { status, documents })
+                .collect(),
         }))
     }
 
@@ -186,9 +247,6 @@ impl DteService for DteGrpc {
             None
         } else {
             Some(decode_token(&req.page_token)?)
-        };
-        let to_time = |t: Option<prost_types::Timestamp>| {
-            t.and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
         };
         let limit = if req.page_size == 0 {
             50

@@ -92,6 +92,9 @@ pub struct DteSettings {
     pub sii_worker: sii::worker::WorkerSettings,
     /// `DTE_SII_TIMEOUT`: the longest one SII call may take.
     pub sii_timeout: std::time::Duration,
+    /// `DTE_FOLIOS_LOW`: below this many folios left of a type, the back-office warns
+    /// (default 200: days of boletas for a small shop, while the SII takes a day or two).
+    pub folios_low: i64,
 }
 
 impl DteSettings {
@@ -183,6 +186,7 @@ impl DteSettings {
                 lease: std::time::Duration::from_secs(120),
             },
             sii_timeout: r.duration("DTE_SII_TIMEOUT", std::time::Duration::from_secs(30))?,
+            folios_low: r.parse("DTE_FOLIOS_LOW", 200)?,
             grpc_addr: r.parse("DTE_GRPC_ADDR", SocketAddr::from(([0, 0, 0, 0], 50055)))?,
             admin_addr: r.parse("DTE_ADMIN_ADDR", SocketAddr::from(([0, 0, 0, 0], 9106)))?,
             issuer: Issuer {
@@ -325,6 +329,7 @@ pub struct DteApp {
     internal_key: Arc<platform::identity::InternalKey>,
     grpc_tls: Option<platform::tls::GrpcTls>,
     retention: platform::amqp::retention::Retention,
+    folios_low: i64,
 }
 
 impl DteApp {
@@ -365,6 +370,7 @@ impl DteApp {
             internal_key,
             grpc_tls: common.grpc_tls.clone(),
             retention: common.retention,
+            folios_low: settings.folios_low,
         })
     }
 
@@ -428,7 +434,7 @@ impl DteApp {
             tls: self.grpc_tls,
         };
         let service = proto::dte::v1::dte_service_server::DteServiceServer::new(
-            grpc::DteGrpc::new(self.issuing),
+            grpc::DteGrpc::new(self.issuing, self.folios_low),
         );
         server
             .serve(service, shutdown)

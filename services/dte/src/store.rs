@@ -104,6 +104,25 @@ pub async fn folios_remaining(pool: &PgPool) -> sqlx::Result<Vec<(i32, i64)>> {
     .await
 }
 
+/// Documents per status, of those issued in `[from, to)` (a document still waiting for
+/// its folio counts by when it was created).
+pub async fn status_counts(
+    pool: &PgPool,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+) -> sqlx::Result<Vec<(String, i64)>> {
+    sqlx::query_as(
+        "SELECT status, count(*) FROM documents \
+         WHERE ($1::timestamptz IS NULL OR COALESCE(issued_at, created_at) >= $1) \
+           AND ($2::timestamptz IS NULL OR COALESCE(issued_at, created_at) < $2) \
+         GROUP BY status ORDER BY status",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await
+}
+
 /// Takes the type's next folio, in the caller's transaction, from the first CAF that still
 /// has one; `None` when every CAF of the type is used up.
 pub async fn allocate_folio(

@@ -53,6 +53,20 @@ pub struct OrderState {
     pub minter: platform::identity::Minter,
     /// Who waits for an order to change (`GetOrder` with `wait_for`).
     pub changes: Arc<crate::watch::Changes>,
+    /// The broker, where `ListDeadLetterQueues` counts.
+    pub broker: platform::amqp::Broker,
+    /// The suite's work queues, by their full names (`ListDeadLetterQueues`).
+    pub work_queues: Vec<String>,
+}
+
+#[derive(FromRow)]
+struct SummaryCounts {
+    placed: i64,
+    paid: i64,
+    invoiced: i64,
+    cancelled: i64,
+    refunded: i64,
+    revenue: i64,
 }
 
 /// The `OrderService` implementation.
@@ -630,6 +644,63 @@ impl OrderService for OrderGrpc {
             orders,
             next_page_token,
         }))
+    }
+
+    async fn summarize_orders(
+        &self,
+        request: Request<pb::SummarizeOrdersRequest>,
+    ) -> Result<Response<pb::OrderSummary>, Status> {
+        Caller::of(&request).require_admin()?;
+        let req = request.into_inner();
+        let from = time_of("created_from", &req.created_from)?;
+        let to = time_of("created_to", &req.created_to)?;
+        // An order that was paid has a payment id in its state whatever came after
+        // (invoiced, refunded); an invoiced one has its document id.
+        let row: SummaryCounts = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) AS placed, \
+               count(*) FILTER (WHERE state->>'payment_id' IS NOT NULL) AS paid, \
+               count(*) FILTER (WHERE state->>'document_id' IS NOT NULL) AS invoiced, \
+               count(*) FILTER (WHERE status = 'cancelled') AS cancelled, \
+               count(*) FILTER (WHERE status = 'refunded') AS refunded, \
+               COALESCE(sum(total - refunded_amount) FILTER (WHERE state->>'payment_id' IS NOT NULL), 0)::bigint AS revenue \
+             FROM {} WHERE ($1::timestamptz IS NULL OR created_at >= $1) AND ($2::timestamptz IS NULL OR created_at < $2)",
+            LIVE.summaries
+        )))
+        .bind(from)
+        .bind(to)
+        .fetch_one(&self.state.pool)
+        .await
+        .map_err(internal)?;
+        Ok(Response::new(pb::OrderSummary {
+            placed: row.placed,
+            paid: row.paid,
+            invoiced: row.invoiced,
+            cancelled: row.cancelled,
+            refunded: row.refunded,
+            revenue: row.revenue,
+        }))
+    }
+
+    async fn list_dead_letter_queues(
+        &self,
+        request: Request<pb::ListDeadLetterQueuesRequest>,
+    ) -> Result<Response<pb::ListDeadLetterQueuesResponse>, Status> {
+        Caller::of(&request).require_admin()?;
+        let mut queues = Vec::with_capacity(self.state.work_queues.len());
+        for queue in &self.state.work_queues {
+            let counted = platform::amqp::dead_letters::count(&self.state.broker, queue)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(queue, error = format!("{e:#}"), "cannot count dead letters");
+                    Status::unavailable("the message broker cannot be reached")
+                })?;
+            // A queue never declared (its service has not started yet) holds nothing.
+            queues.push(pb::DeadLetterQueue {
+                queue: queue.clone(),
+                messages: counted.unwrap_or(0) as i64,
+            });
+        }
+        Ok(Response::new(pb::ListDeadLetterQueuesResponse { queues }))
     }
 
     async fn get_order(

@@ -214,6 +214,11 @@ impl OrderApp {
             clock,
             minter: platform::identity::Minter::new(internal_key.clone(), "order"),
             changes: watch::Changes::new(settings.watch_max_wait, settings.watch_per_user),
+            broker: broker.clone(),
+            work_queues: platform::amqp::SERVICE_QUEUES
+                .iter()
+                .map(|name| format!("{}{name}", common.amqp_queue_prefix))
+                .collect(),
         });
         Ok(Self {
             state,

@@ -189,6 +189,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/dead-letter-queues": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List dead letter queues
+         * @description Admins: how many messages wait in each of the suite's dead-letter queues (the
+         *     catalog's, the order's, the payment's and the dte's: `orderflow dead-letters` lists,
+         *     replays and drops them). Served by the order service, the saga's coordinator.
+         *
+         *     Requires the `admin` role.
+         */
+        get: operations["OrderService_ListDeadLetterQueues"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/dte/cafs": {
         parameters: {
             query?: never;
@@ -196,7 +220,14 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /**
+         * List cafs
+         * @description The stored CAFs, by type and range, with the folios used and left, and per type
+         *     whether what is left is below DTE_FOLIOS_LOW (time to ask the SII for more).
+         *
+         *     Requires the `admin` role.
+         */
+        get: operations["DteService_ListCafs"];
         put?: never;
         /**
          * Upload caf
@@ -280,6 +311,28 @@ export interface paths {
          * @description The signed XML, ISO-8859-1, exactly as sent to the SII.
          */
         get: operations["DteService_GetDocumentXml"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/dte/documents:summarize": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Summarize documents
+         * @description How many documents issued in a period stand at each SII status.
+         *
+         *     Requires the `admin` role.
+         */
+        get: operations["DteService_SummarizeDocuments"];
         put?: never;
         post?: never;
         delete?: never;
@@ -474,6 +527,28 @@ export interface paths {
          *     Requires the `admin` role.
          */
         post: operations["PaymentService_Refund"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orders:summarize": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Summarize orders
+         * @description Admins: what the orders placed in a period came to, for the back-office's dashboard.
+         *
+         *     Requires the `admin` role.
+         */
+        get: operations["OrderService_SummarizeOrders"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -759,10 +834,20 @@ export interface components {
             id?: string;
             /** Format: int64 */
             nextFolio?: number;
+            /**
+             * Format: int64
+             * @description Folios of this range still to give.
+             */
+            remaining?: number;
             /** Format: int32 */
             tipoDte?: number;
             /** Format: date-time */
             uploadedAt?: string;
+            /**
+             * Format: int64
+             * @description Folios of this range already given to documents.
+             */
+            used?: number;
         };
         "orderflow.dte.v1.Check": {
             /** @description Absent when not applicable (e.g. a lone DTE has no envelope). */
@@ -809,9 +894,31 @@ export interface components {
             /** Format: int32 */
             tipoDte?: number;
         };
+        /** @description What is left of a TipoDTE's folios over all its CAFs. */
+        "orderflow.dte.v1.FolioStock": {
+            /** @description Below DTE_FOLIOS_LOW. */
+            low?: boolean;
+            /** Format: int64 */
+            remaining?: number;
+            /** Format: int32 */
+            tipoDte?: number;
+        };
+        "orderflow.dte.v1.ListCafsResponse": {
+            cafs?: components["schemas"]["orderflow.dte.v1.Caf"][];
+            folios?: components["schemas"]["orderflow.dte.v1.FolioStock"][];
+        };
         "orderflow.dte.v1.ListDocumentsResponse": {
             documents?: components["schemas"]["orderflow.dte.v1.Document"][];
             nextPageToken?: string;
+        };
+        "orderflow.dte.v1.StatusCount": {
+            /** Format: int64 */
+            documents?: number;
+            /** @description As `Document.status`. */
+            status?: string;
+        };
+        "orderflow.dte.v1.SummarizeDocumentsResponse": {
+            statuses?: components["schemas"]["orderflow.dte.v1.StatusCount"][];
         };
         "orderflow.dte.v1.VerifyResponse": {
             documents?: components["schemas"]["orderflow.dte.v1.DocumentCheck"][];
@@ -899,6 +1006,18 @@ export interface components {
             id?: string;
             reason?: string;
         };
+        "orderflow.order.v1.DeadLetterQueue": {
+            /**
+             * Format: int64
+             * @description Messages waiting there.
+             */
+            messages?: number;
+            /** @description The work queue, e.g. `dte` (its dead letters wait in `dte.dead`). */
+            queue?: string;
+        };
+        "orderflow.order.v1.ListDeadLetterQueuesResponse": {
+            queues?: components["schemas"]["orderflow.order.v1.DeadLetterQueue"][];
+        };
         "orderflow.order.v1.ListOrderEventsResponse": {
             events?: components["schemas"]["orderflow.order.v1.OrderEvent"][];
         };
@@ -971,6 +1090,35 @@ export interface components {
             /** Format: int64 */
             quantity?: number;
             sku?: string;
+        };
+        "orderflow.order.v1.OrderSummary": {
+            /** Format: int64 */
+            cancelled?: number;
+            /**
+             * Format: int64
+             * @description Of those, with their boleta or factura issued.
+             */
+            invoiced?: number;
+            /**
+             * Format: int64
+             * @description Of those, paid (paid, invoiced or refunded since).
+             */
+            paid?: number;
+            /**
+             * Format: int64
+             * @description Orders placed in the period, whatever became of them.
+             */
+            placed?: number;
+            /**
+             * Format: int64
+             * @description Fully refunded.
+             */
+            refunded?: number;
+            /**
+             * Format: int64
+             * @description What the paid orders came to, with IVA, less what was refunded (CLP).
+             */
+            revenue?: number;
         };
         "orderflow.order.v1.PlaceOrderRequest": {
             /** @description Optional for a boleta. */
@@ -1376,6 +1524,72 @@ export interface operations {
             default: components["responses"]["Problem"];
         };
     };
+    OrderService_ListDeadLetterQueues: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["orderflow.order.v1.ListDeadLetterQueuesResponse"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            429: components["responses"]["Problem"];
+            500: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
+            504: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    DteService_ListCafs: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["orderflow.dte.v1.ListCafsResponse"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            429: components["responses"]["Problem"];
+            500: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
+            504: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
     DteService_UploadCaf: {
         parameters: {
             query?: never;
@@ -1544,6 +1758,43 @@ export interface operations {
                 };
                 content: {
                     "*/*": string;
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            429: components["responses"]["Problem"];
+            500: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
+            504: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    DteService_SummarizeDocuments: {
+        parameters: {
+            query?: {
+                /** @description Documents issued (or waiting for a folio since) at or after this instant. */
+                issuedFrom?: string;
+                issuedTo?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["orderflow.dte.v1.SummarizeDocumentsResponse"];
                 };
             };
             400: components["responses"]["Problem"];
@@ -1990,6 +2241,44 @@ export interface operations {
             default: components["responses"]["Problem"];
         };
     };
+    OrderService_SummarizeOrders: {
+        parameters: {
+            query?: {
+                /** @description Orders placed at or after this instant; unset: since the beginning. */
+                createdFrom?: string;
+                /** @description Orders placed before this instant; unset: until now. */
+                createdTo?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["orderflow.order.v1.OrderSummary"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            429: components["responses"]["Problem"];
+            500: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
+            504: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
     PaymentService_GetPaymentOptions: {
         parameters: {
             query?: never;
@@ -2116,6 +2405,8 @@ export interface operations {
                 orderBy?: string;
                 pageSize?: number;
                 pageToken?: string;
+                /** @description Admins only (the back-office): deactivated products too. */
+                includeInactive?: boolean;
             };
             header?: never;
             path?: never;
