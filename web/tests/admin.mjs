@@ -3,35 +3,14 @@
 // events, refunds part of it and sees the nota de crédito (61) referencing the boleta, and
 // downloads its PDF; a customer opening /admin is not let in, and the admin API answers
 // them 403. Helpers and checks: ./browser.mjs.
-import { BASE, SHOTS, axe, browser, expect, refusedOnce, run, shot, watchConsole } from "./browser.mjs";
-
-const PASSWORD = "correct horse battery staple";
-
-/** A JSON API call from the test itself (the customer's side of the story). */
-async function call(method, path, body, token, headers = {}) {
-  const response = await fetch(`${BASE}${path}`, {
-    method,
-    headers: {
-      "content-type": "application/json",
-      ...(token ? { authorization: `Bearer ${token}` } : {}),
-      ...headers,
-    },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  return { status: response.status, body: await response.json().catch(() => ({})) };
-}
+import { BASE, PASSWORD, SHOTS, adminSession, apiCustomer, apiPurchase, axe, browser, call, expect, refusedOnce, run, shot, watchConsole } from "./browser.mjs";
 
 await run(async () => {
-  const context = await browser.newContext({ locale: "es-CL" });
-  const page = await context.newPage();
-  watchConsole(page);
-  page.on("dialog", (d) => void d.accept());
-
-  // Signing in at /admin.
-  await page.goto(`${BASE}/admin`);
-  await page.getByLabel("Correo").fill("admin@tienda.cl");
-  await page.getByLabel("Contraseña").fill(PASSWORD);
-  await page.getByRole("button", { name: "Ingresar" }).click();
+  // Signing in at /admin lands on the dashboard.
+  const { page } = await adminSession();
+  await axe(page, "admin resumen");
+  await shot(page, "admin-resumen");
+  await page.getByRole("link", { name: "Productos" }).click();
   await page.getByRole("heading", { name: "Productos", exact: true }).waitFor();
   await axe(page, "admin productos");
   await shot(page, "admin-productos");
@@ -39,7 +18,7 @@ await run(async () => {
   // 1. A product, its price shown net + IVA = gross as typed, then its stock.
   await page.getByLabel("SKU").fill("MURTA-1");
   await page.getByLabel("Nombre").fill("Mermelada de murta");
-  await page.getByLabel("Categoría").fill("despensa");
+  await page.getByLabel("Categoría", { exact: true }).fill("despensa");
   await page.getByLabel("Precio neto (CLP)").fill("2500");
   await page.locator("#precio-bruto", { hasText: "Neto $2.500 + IVA $475 = $2.975" }).waitFor();
   await page.getByRole("button", { name: "Crear producto" }).click();
@@ -60,18 +39,8 @@ await run(async () => {
   }
 
   // 2. A customer buys it (through the API, with the sandbox's card).
-  await call("POST", "/v1/auth/register", { email: "compradora@example.cl", password: PASSWORD });
-  const customer = (await call("POST", "/v1/auth/login", { email: "compradora@example.cl", password: PASSWORD })).body.accessToken;
-  const placed = await call("POST", "/v1/orders", { lines: [{ sku: "MURTA-1", quantity: 2 }] }, customer);
-  expect(placed.status === 200, `placing: ${JSON.stringify(placed.body)}`);
-  const paid = await call(
-    "POST",
-    `/v1/orders/${placed.body.id}/payments`,
-    { card: { number: "4242424242424242", expMonth: 12, expYear: 2030, cvc: "123", holder: "Compradora" } },
-    customer,
-    { "idempotency-key": crypto.randomUUID() },
-  );
-  expect(paid.status === 200 && paid.body.status === "captured", `paying: ${JSON.stringify(paid.body)}`);
+  const customer = await apiCustomer("compradora@example.cl");
+  const placed = { body: await apiPurchase(customer, "MURTA-1", 2) };
 
   // The admin finds it, reads its events, refunds part and sees the nota de crédito.
   await page.getByRole("link", { name: "Pedidos" }).click();

@@ -89,6 +89,57 @@ export async function addToCart(page, sku) {
   await page.getByText("Agregado al carro.").waitFor();
 }
 
+/** A JSON API call from the test itself (a customer's side of the story, or set-up). */
+export async function call(method, path, body, token, headers = {}) {
+  const response = await fetch(`${BASE}${path}`, {
+    method,
+    headers: {
+      "content-type": "application/json",
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
+      ...headers,
+    },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  return { status: response.status, body: await response.json().catch(() => ({})) };
+}
+
+export const PASSWORD = "correct horse battery staple";
+
+/** A browser session signed in at /admin as the suite's admin, on the dashboard. */
+export async function adminSession() {
+  const context = await browser.newContext({ locale: "es-CL", acceptDownloads: true });
+  const page = await context.newPage();
+  watchConsole(page);
+  page.on("dialog", (d) => void d.accept());
+  await page.goto(`${BASE}/admin`);
+  await page.getByLabel("Correo").fill("admin@tienda.cl");
+  await page.getByLabel("Contraseña").fill(PASSWORD);
+  await page.getByRole("button", { name: "Ingresar" }).click();
+  await page.getByRole("heading", { name: "Resumen", exact: true }).waitFor();
+  return { context, page };
+}
+
+/** A customer registered and signed in through the API: their access token. */
+export async function apiCustomer(email) {
+  await call("POST", "/v1/auth/register", { email, password: PASSWORD });
+  return (await call("POST", "/v1/auth/login", { email, password: PASSWORD })).body.accessToken;
+}
+
+/** Places and pays (the sandbox's approving card) an order of `quantity` × `sku`. */
+export async function apiPurchase(token, sku, quantity) {
+  const placed = await call("POST", "/v1/orders", { lines: [{ sku, quantity }] }, token);
+  expect(placed.status === 200, `placing: ${JSON.stringify(placed.body)}`);
+  const paid = await call(
+    "POST",
+    `/v1/orders/${placed.body.id}/payments`,
+    { card: { number: "4242424242424242", expMonth: 12, expYear: 2030, cvc: "123", holder: "Compradora" } },
+    token,
+    { "idempotency-key": crypto.randomUUID() },
+  );
+  expect(paid.status === 200 && paid.body.status === "captured", `paying: ${JSON.stringify(paid.body)}`);
+  return placed.body;
+}
+
 export function expect(condition, message) {
   if (!condition) throw new Error(message);
 }

@@ -17,8 +17,14 @@ fn root() -> PathBuf {
 
 /// Starts the suite with `overrides` on a known port (the browser's origin is the shop's
 /// `PUBLIC_BASE_URL`), with products to buy, runs `web/tests/<script>` against it and
-/// returns what it printed; screenshots go to `target/web/<shots>/`.
-async fn in_chromium(script: &str, shots: &str, overrides: &[(&str, &str)]) -> String {
+/// returns what it printed; screenshots go to `target/web/<shots>/`. `env` is passed to
+/// the script.
+async fn in_chromium(
+    script: &str,
+    shots: &str,
+    overrides: &[(&str, &str)],
+    env: &[(&str, String)],
+) -> String {
     let tools = platform::testing::npm_tools(
         &root().join("target/test-tools/node-web"),
         &["playwright-core@1.65.1", "@axe-core/playwright@4.14.1"],
@@ -60,9 +66,14 @@ async fn in_chromium(script: &str, shots: &str, overrides: &[(&str, &str)]) -> S
     );
     // Only this run's screenshots.
     std::fs::remove_dir_all(&shots).ok();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
     let run = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .arg(script)
+            .envs(env)
             .env("TOOLS", modules)
             .env("BASE_URL", base)
             .env("SCREENSHOTS", shots)
@@ -92,6 +103,7 @@ async fn a_shopper_buys_pays_on_webpay_and_downloads_the_boleta_in_chromium() {
         "storefront.mjs",
         "journey",
         &[("PAYMENT_PROVIDER", "webpay")],
+        &[],
     )
     .await;
     let total = stdout
@@ -139,13 +151,75 @@ async fn with_the_sandbox_a_shopper_pays_by_card_with_the_keyboard_alone() {
             ("PAYMENT_PROVIDER", "sandbox"),
             ("IAM_ACCESS_TOKEN_TTL", "65s"),
         ],
+        &[],
     )
     .await;
 }
 
 #[tokio::test]
 async fn the_back_office_runs_products_orders_and_refunds_and_refuses_customers() {
-    in_chromium("admin.mjs", "admin", &[("PAYMENT_PROVIDER", "sandbox")]).await;
+    in_chromium(
+        "admin.mjs",
+        "admin",
+        &[("PAYMENT_PROVIDER", "sandbox")],
+        &[],
+    )
+    .await;
     let pdf = std::fs::read(root().join("target/web/admin/nota-de-credito.pdf")).unwrap();
     assert!(pdf.starts_with(b"%PDF-"), "not a PDF");
+}
+
+#[tokio::test]
+async fn the_back_office_runs_the_dashboard_cafs_documents_verification_and_users() {
+    // The CAFs the admin uploads: one for this shop's facturas, one of another company.
+    let dir = root().join("target/web/admin-docs-input");
+    std::fs::create_dir_all(&dir).unwrap();
+    let today = chrono::Utc::now().date_naive();
+    let ours = platform::chile::Rut::parse("76369187-K").unwrap();
+    let theirs = platform::chile::Rut::parse("97975000-5").unwrap();
+    let caf = dir.join("caf-33.xml");
+    let foreign = dir.join("caf-otra-empresa.xml");
+    let factura = dte::domain::TipoDte::Factura;
+    std::fs::write(
+        &caf,
+        dte::caf::fake(factura, 200_001, 200_050, &ours, "Orderflow SpA", today).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        &foreign,
+        dte::caf::fake(
+            dte::domain::TipoDte::Boleta,
+            5000,
+            5001,
+            &theirs,
+            "Otra",
+            today,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    in_chromium(
+        "admin-docs.mjs",
+        "admin-docs",
+        &[("PAYMENT_PROVIDER", "sandbox")],
+        &[
+            ("CAF_FILE", caf.display().to_string()),
+            ("FOREIGN_CAF_FILE", foreign.display().to_string()),
+        ],
+    )
+    .await;
+    // What the browser downloaded is the signed boleta, as `orderflow dte verify` sees it.
+    let xml = root().join("target/web/admin-docs/boleta.xml");
+    let verified = Command::new(env!("CARGO_BIN_EXE_orderflow"))
+        .args(["dte", "verify"])
+        .arg(&xml)
+        .output()
+        .unwrap();
+    assert!(verified.status.success(), "the downloaded boleta verifies");
+    let tampered = Command::new(env!("CARGO_BIN_EXE_orderflow"))
+        .args(["dte", "verify"])
+        .arg(root().join("target/web/admin-docs/boleta-alterada.xml"))
+        .output()
+        .unwrap();
+    assert!(!tampered.status.success(), "the altered copy does not");
 }
