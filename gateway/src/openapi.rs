@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use http::Method;
+use platform::validate::{CONSTRAINTS, ValueRules};
 use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
 use prost_types::FileDescriptorProto;
 use serde_json::{Map, Value, json};
@@ -64,6 +65,58 @@ fn comment(file: &FileDescriptorProto, path: &[i32]) -> Option<String> {
     (!text.is_empty()).then(|| text.to_string())
 }
 
+/// A value's `buf.validate` rules as JSON Schema keywords (OpenAPI 3.1).
+fn constrain(schema: &mut Value, rules: &ValueRules) {
+    let Some(map) = schema.as_object_mut() else {
+        return;
+    };
+    match rules {
+        ValueRules::String(s) => {
+            if let Some(n) = s.min_len {
+                map.insert("minLength".into(), json!(n));
+            }
+            if let Some(n) = s.max_len {
+                map.insert("maxLength".into(), json!(n));
+            }
+            if let Some(p) = &s.pattern {
+                map.insert("pattern".into(), json!(p.as_str()));
+            }
+            if s.email {
+                map.insert("format".into(), json!("email"));
+            }
+            if s.uuid {
+                map.insert("format".into(), json!("uuid"));
+            }
+            if !s.one_of.is_empty() {
+                map.insert("enum".into(), json!(s.one_of));
+            }
+            if !s.examples.is_empty() {
+                map.insert("examples".into(), json!(s.examples));
+            }
+        }
+        ValueRules::Int(i) => {
+            if let Some(n) = i.gte {
+                map.insert("minimum".into(), json!(n));
+            }
+            if let Some(n) = i.gt {
+                map.insert("exclusiveMinimum".into(), json!(n));
+            }
+            if let Some(n) = i.lte {
+                map.insert("maximum".into(), json!(n));
+            }
+            if let Some(n) = i.lt {
+                map.insert("exclusiveMaximum".into(), json!(n));
+            }
+            if !i.one_of.is_empty() {
+                map.insert("enum".into(), json!(i.one_of));
+            }
+            if !i.examples.is_empty() {
+                map.insert("examples".into(), json!(i.examples));
+            }
+        }
+    }
+}
+
 fn describe(mut schema: Value, description: Option<String>) -> Value {
     if let (Some(d), Some(map)) = (description, schema.as_object_mut()) {
         map.insert("description".into(), Value::String(d));
@@ -96,16 +149,27 @@ impl Schemas {
 
     fn message(&mut self, message: &MessageDescriptor) -> Value {
         let mut properties = Map::new();
+        let mut required = Vec::new();
         for field in message.fields() {
             let schema = self.field(&field);
             let description = comment(field.parent_file().file_descriptor_proto(), field.path());
             properties.insert(field.json_name().to_string(), describe(schema, description));
+            // Omitting a field sends its zero value: required when a rule refuses that.
+            if CONSTRAINTS
+                .field(&field)
+                .is_some_and(|rules| rules.rejects_zero(&field))
+            {
+                required.push(field.json_name().to_string());
+            }
         }
-        let schema = json!({
+        let mut schema = json!({
             "type": "object",
             "properties": properties,
             "additionalProperties": false,
         });
+        if !required.is_empty() {
+            schema["required"] = json!(required);
+        }
         describe(
             schema,
             comment(
@@ -123,9 +187,20 @@ impl Schemas {
             let value = entry.map_entry_value_field();
             return json!({ "type": "object", "additionalProperties": self.single(&value.kind()) });
         }
-        let item = self.single(&field.kind());
+        let mut item = self.single(&field.kind());
+        let rules = CONSTRAINTS.field(field);
+        if let Some(value) = rules.and_then(|r| r.value.as_ref()) {
+            constrain(&mut item, value);
+        }
         if field.is_list() {
-            json!({ "type": "array", "items": item })
+            let mut list = json!({ "type": "array", "items": item });
+            if let Some(min) = rules.and_then(|r| r.min_items) {
+                list["minItems"] = json!(min);
+            }
+            if let Some(max) = rules.and_then(|r| r.max_items) {
+                list["maxItems"] = json!(max);
+            }
+            list
         } else {
             item
         }
@@ -259,11 +334,17 @@ fn operation(route: &Route, schemas: &mut Schemas) -> Value {
         .path_fields
         .iter()
         .map(|field| {
+            // The field's own schema, with its constraints (a UUID, a SKU's pattern…).
+            let schema = rpc
+                .input()
+                .get_field_by_name(field)
+                .filter(|f| f.kind() == Kind::String && !f.is_list())
+                .map_or_else(|| json!({ "type": "string" }), |f| schemas.field(&f));
             json!({
                 "name": field,
                 "in": "path",
                 "required": true,
-                "schema": { "type": "string" },
+                "schema": schema,
             })
         })
         .collect();
@@ -352,7 +433,28 @@ fn request_body(route: &Route, schemas: &mut Schemas) -> Option<Value> {
     let input = route.rpc.input();
     let schema = match &route.body {
         BodyMapping::None => return None,
-        BodyMapping::Whole => schemas.reference(&input),
+        BodyMapping::Whole if route.path_fields.is_empty() => schemas.reference(&input),
+        // The message without what the path binds (`sku` of PATCH /v1/products/{sku}): a
+        // body need not, and should not, repeat it.
+        BodyMapping::Whole => {
+            let mut schema = schemas.message(&input);
+            for bound in &route.path_fields {
+                let Some(field) = input.get_field_by_name(bound) else {
+                    continue;
+                };
+                let name = field.json_name();
+                if let Some(properties) = schema["properties"].as_object_mut() {
+                    properties.remove(name);
+                }
+                if let Some(required) = schema["required"].as_array_mut() {
+                    required.retain(|r| r != name);
+                    if required.is_empty() {
+                        schema.as_object_mut().map(|m| m.remove("required"));
+                    }
+                }
+            }
+            schema
+        }
         BodyMapping::Field(name) => {
             let field = input.get_field_by_name(name)?;
             if let Kind::Message(m) = field.kind()

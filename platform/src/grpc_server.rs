@@ -70,10 +70,13 @@ impl GrpcServer {
             .add_service(health_service)
             .add_service(reflection);
         // Tracing first, so refused calls are traced too; then the access check, which
-        // every RPC of the service passes through (grpc_auth).
+        // every RPC of the service passes through (grpc_auth); then the request's
+        // constraints, for callers who may call it.
         let layers = tower::ServiceBuilder::new()
             .layer(GrpcTraceLayer)
-            .layer(AuthorizeLayer::new(Verifier::new(self.key, S::NAME)));
+            .layer(AuthorizeLayer::new(Verifier::new(self.key, S::NAME)))
+            // Then the protos' buf.validate constraints (platform::validate).
+            .layer(crate::validate::ValidateLayer);
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = &self.tls {
             builder = builder.tls_config(tls.server_config())?;

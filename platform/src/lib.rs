@@ -35,5 +35,7 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod testing;
 pub mod tls;
+#[cfg(feature = "constraints")]
+pub mod validate;
 
 pub use tokio_util::sync::CancellationToken;

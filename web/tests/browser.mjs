@@ -112,6 +112,9 @@ export async function adminSession() {
   watchConsole(page);
   page.on("dialog", (d) => void d.accept());
   await page.goto(`${BASE}/admin`);
+  await page.getByRole("heading", { name: "Administración" }).waitFor();
+  await axe(page, "admin ingresar");
+  await shot(page, "admin-ingresar");
   await page.getByLabel("Correo").fill("admin@tienda.cl");
   await page.getByLabel("Contraseña").fill(PASSWORD);
   await page.getByRole("button", { name: "Ingresar" }).click();

@@ -351,6 +351,12 @@ impl CatalogService for CatalogGrpc {
             Reservation::Short(skus) => {
                 metrics::counter!("catalog_reservations_refused_total").increment(1);
                 let mut details = ErrorDetails::new();
+                // Well-formed, but not what the stock allows now: the gateway answers 422.
+                details.set_error_info(
+                    platform::grpc::UNPROCESSABLE_REASON,
+                    "orderflow",
+                    std::collections::HashMap::new(),
+                );
                 for sku in &skus {
                     details.add_bad_request_violation(
                         "lines.sku",

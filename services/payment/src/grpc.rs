@@ -720,7 +720,13 @@ impl PaymentService for PaymentGrpc {
                     "must not be sent: this shop takes cards on Webpay's page (send no card, then send the shopper to the url in the reply)",
                 ));
             }
-            (None, false) => return Err(invalid_argument("card", "is required")),
+            // Well-formed by the contract (a Webpay shop takes none): 422, not 400.
+            (None, false) => {
+                return Err(unprocessable(
+                    "card",
+                    "is required: this shop takes the card in the request",
+                ));
+            }
             (None, true) => None,
             (Some(card), false) => Some(card),
         };
@@ -854,7 +860,7 @@ impl PaymentService for PaymentGrpc {
         let payment = ledger::captured_payment(&mut tx, &order_id)
             .await
             .map_err(internal)?
-            .ok_or_else(|| failed_precondition("order_id", "the order has no captured payment"))?;
+            .ok_or_else(|| unprocessable("order_id", "the order has no captured payment"))?;
         let remaining = payment.amount
             - ledger::refunded_total(&mut tx, payment.id)
                 .await

@@ -4,7 +4,7 @@
 import { api } from "../api/client";
 import { alertBox, h, notice, render } from "../store/dom";
 import { downloadDocument } from "../store/download";
-import { documentStatus, money, tipoDte } from "../store/format";
+import { documentStatus, money, oneOf, tipoDte } from "../store/format";
 import { dayEnd, dayStart, filterForm, filterInput, filterSelect, pager, refused, table, when } from "./common";
 
 export const DOCUMENT_STATUSES: [string, string][] = [
@@ -53,8 +53,8 @@ export async function documentsPage(params: URLSearchParams): Promise<void> {
   const { data, error, response } = await api.GET("/v1/dte/documents", {
     params: {
       query: {
-        tipoDte: params.get("tipo") ? Number(params.get("tipo")) : undefined,
-        status: params.get("estado") || undefined,
+        tipoDte: oneOf([33, 34, 39, 41, 56, 61] as const, params.get("tipo")),
+        status: oneOf(["pending_folio", "numbered", "issued", "submitted", "accepted", "accepted_with_objections", "rejected"] as const, params.get("estado")),
         issuedFrom: dayStart(params.get("desde") ?? ""),
         issuedTo: dayEnd(params.get("hasta") ?? ""),
         pageSize: 50,

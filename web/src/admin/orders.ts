@@ -4,7 +4,7 @@
 import { api } from "../api/client";
 import { alertBox, field, h, notice, render } from "../store/dom";
 import { downloadDocument } from "../store/download";
-import { documentStatus, money, orderStatus, tipoDte } from "../store/format";
+import { documentStatus, money, oneOf, orderStatus, tipoDte } from "../store/format";
 import { dayEnd, dayStart, filterForm, filterInput, filterSelect, pager, refused, table, when } from "./common";
 
 export const ORDER_STATUSES: [string, string][] = [
@@ -28,7 +28,7 @@ export async function ordersPage(params: URLSearchParams): Promise<void> {
   const { data, error, response } = await api.GET("/v1/orders", {
     params: {
       query: {
-        status: params.get("estado") || undefined,
+        status: oneOf(["pending_payment", "paid", "invoiced", "cancelled", "refunded"] as const, params.get("estado")),
         customerId: params.get("cliente") || undefined,
         createdFrom: dayStart(params.get("desde") ?? ""),
         createdTo: dayEnd(params.get("hasta") ?? ""),

@@ -765,15 +765,24 @@ export interface components {
             type: string;
         };
         "orderflow.catalog.v1.CreateProductRequest": {
+            /** @example cafe */
             category?: string;
             description?: string;
             exempt?: boolean;
-            name?: string;
-            /** Format: int64 */
-            netPrice?: number;
-            /** Format: int64 */
+            /** @example Café de grano 250 g */
+            name: string;
+            /**
+             * Format: int64
+             * @example 8000
+             */
+            netPrice: number;
+            /**
+             * Format: int64
+             * @example 10
+             */
             onHand?: number;
-            sku?: string;
+            /** @example CAFE-GRANO-250 */
+            sku: string;
         };
         "orderflow.catalog.v1.ListProductsResponse": {
             nextPageToken?: string;
@@ -809,21 +818,6 @@ export interface components {
             sku?: string;
             /** Format: date-time */
             updatedAt?: string;
-        };
-        "orderflow.catalog.v1.SetStockRequest": {
-            /** Format: int64 */
-            onHand?: number;
-            sku?: string;
-        };
-        "orderflow.catalog.v1.UpdateProductRequest": {
-            active?: boolean;
-            category?: string;
-            description?: string;
-            exempt?: boolean;
-            name?: string;
-            /** Format: int64 */
-            netPrice?: number;
-            sku?: string;
         };
         "orderflow.dte.v1.Caf": {
             fechaAutorizacion?: string;
@@ -925,10 +919,6 @@ export interface components {
             envelopeSignature?: components["schemas"]["orderflow.dte.v1.Check"];
             valid?: boolean;
         };
-        "orderflow.iam.v1.GrantRoleRequest": {
-            id?: string;
-            role?: string;
-        };
         /** @description An Ed25519 public key as an RFC 8037 OKP JWK. */
         "orderflow.iam.v1.Jwk": {
             alg?: string;
@@ -947,19 +937,31 @@ export interface components {
             users?: components["schemas"]["orderflow.iam.v1.User"][];
         };
         "orderflow.iam.v1.LoginRequest": {
-            email?: string;
-            password?: string;
+            /**
+             * Format: email
+             * @example ana@example.cl
+             */
+            email: string;
+            /** @example correct horse battery */
+            password: string;
         };
         "orderflow.iam.v1.LogoutRequest": {
-            refreshToken?: string;
+            refreshToken: string;
         };
         "orderflow.iam.v1.RefreshRequest": {
-            refreshToken?: string;
+            refreshToken: string;
         };
         "orderflow.iam.v1.RegisterRequest": {
-            email?: string;
-            /** @description At least 12 characters. */
-            password?: string;
+            /**
+             * Format: email
+             * @example ana@example.cl
+             */
+            email: string;
+            /**
+             * @description At least 12 characters.
+             * @example correct horse battery
+             */
+            password: string;
         };
         "orderflow.iam.v1.TokenPair": {
             accessToken?: string;
@@ -996,15 +998,15 @@ export interface components {
         "orderflow.order.v1.Buyer": {
             address?: string;
             comuna?: string;
+            /** Format: email */
             email?: string;
             giro?: string;
             razonSocial?: string;
-            /** @description Required for a factura: RUT with check digit, e.g. "76369187-K". */
+            /**
+             * @description Required for a factura: RUT with check digit, e.g. "76369187-K".
+             * @example 76369187-K
+             */
             rut?: string;
-        };
-        "orderflow.order.v1.CancelOrderRequest": {
-            id?: string;
-            reason?: string;
         };
         "orderflow.order.v1.DeadLetterQueue": {
             /**
@@ -1087,9 +1089,13 @@ export interface components {
             unitNetPrice?: number;
         };
         "orderflow.order.v1.OrderLineRequest": {
-            /** Format: int64 */
-            quantity?: number;
-            sku?: string;
+            /**
+             * Format: int64
+             * @example 1
+             */
+            quantity: number;
+            /** @example CAFE-GRANO-250 */
+            sku: string;
         };
         "orderflow.order.v1.OrderSummary": {
             /** Format: int64 */
@@ -1123,30 +1129,36 @@ export interface components {
         "orderflow.order.v1.PlaceOrderRequest": {
             /** @description Optional for a boleta. */
             buyer?: components["schemas"]["orderflow.order.v1.Buyer"];
-            /** @description "boleta" (default) or "factura". */
-            documentType?: string;
-            lines?: components["schemas"]["orderflow.order.v1.OrderLineRequest"][];
+            /**
+             * @description "boleta" (default) or "factura".
+             * @example boleta
+             * @enum {string}
+             */
+            documentType?: "" | "boleta" | "factura";
+            lines: components["schemas"]["orderflow.order.v1.OrderLineRequest"][];
         };
         "orderflow.payment.v1.Card": {
-            cvc?: string;
-            /** Format: int32 */
-            expMonth?: number;
-            /** Format: int32 */
-            expYear?: number;
+            /** @example 123 */
+            cvc: string;
+            /**
+             * Format: int32
+             * @example 12
+             */
+            expMonth: number;
+            /**
+             * Format: int32
+             * @example 2030
+             */
+            expYear: number;
             holder?: string;
-            /** @description Never stored or logged: only brand and last four digits are kept. */
-            number?: string;
+            /**
+             * @description Never stored or logged: only brand and last four digits are kept.
+             * @example 4242424242424242
+             */
+            number: string;
         };
         "orderflow.payment.v1.ListPaymentsResponse": {
             payments?: components["schemas"]["orderflow.payment.v1.Payment"][];
-        };
-        "orderflow.payment.v1.PayRequest": {
-            /**
-             * @description Required with the `sandbox` processor; refused with `webpay` (the shopper types the
-             *     card on Webpay's page, never on the shop's).
-             */
-            card?: components["schemas"]["orderflow.payment.v1.Card"];
-            orderId?: string;
         };
         "orderflow.payment.v1.Payment": {
             /** Format: int64 */
@@ -1192,15 +1204,6 @@ export interface components {
             id?: string;
             orderId?: string;
             paymentId?: string;
-            reason?: string;
-        };
-        "orderflow.payment.v1.RefundRequest": {
-            /**
-             * Format: int64
-             * @description CLP pesos; unset refunds whatever remains captured.
-             */
-            amount?: number;
-            orderId?: string;
             reason?: string;
         };
         /** @description What Webpay sends back, spelled as Webpay spells it. */
@@ -1633,8 +1636,8 @@ export interface operations {
     DteService_ListDocuments: {
         parameters: {
             query?: {
-                tipoDte?: number;
-                status?: string;
+                tipoDte?: 0 | 33 | 34 | 39 | 41 | 56 | 61;
+                status?: "" | "pending_folio" | "numbered" | "issued" | "submitted" | "accepted" | "accepted_with_objections" | "rejected";
                 issuedFrom?: string;
                 issuedTo?: string;
                 pageSize?: number;
@@ -1890,7 +1893,7 @@ export interface operations {
             query?: {
                 /** @description Admins only: filter by customer. */
                 customerId?: string;
-                status?: string;
+                status?: "" | "pending_payment" | "paid" | "invoiced" | "cancelled" | "refunded";
                 createdFrom?: string;
                 createdTo?: string;
                 pageSize?: number;
@@ -2059,7 +2062,9 @@ export interface operations {
         };
         requestBody?: {
             content: {
-                "application/json": components["schemas"]["orderflow.order.v1.CancelOrderRequest"];
+                "application/json": {
+                    reason?: string;
+                };
             };
         };
         responses: {
@@ -2171,7 +2176,13 @@ export interface operations {
         };
         requestBody?: {
             content: {
-                "application/json": components["schemas"]["orderflow.payment.v1.PayRequest"];
+                "application/json": {
+                    /**
+                     * @description Required with the `sandbox` processor; refused with `webpay` (the shopper types the
+                     *     card on Webpay's page, never on the shop's).
+                     */
+                    card?: components["schemas"]["orderflow.payment.v1.Card"];
+                };
             };
         };
         responses: {
@@ -2213,7 +2224,15 @@ export interface operations {
         };
         requestBody?: {
             content: {
-                "application/json": components["schemas"]["orderflow.payment.v1.RefundRequest"];
+                "application/json": {
+                    /**
+                     * Format: int64
+                     * @description CLP pesos; unset refunds whatever remains captured.
+                     * @example 1000
+                     */
+                    amount?: number;
+                    reason?: string;
+                };
             };
         };
         responses: {
@@ -2402,7 +2421,7 @@ export interface operations {
                 minPrice?: number;
                 maxPrice?: number;
                 /** @description "name", "price", "-name", "-price". */
-                orderBy?: string;
+                orderBy?: "" | "name" | "-name" | "price" | "-price";
                 pageSize?: number;
                 pageToken?: string;
                 /** @description Admins only (the back-office): deactivated products too. */
@@ -2559,7 +2578,15 @@ export interface operations {
         };
         requestBody?: {
             content: {
-                "application/json": components["schemas"]["orderflow.catalog.v1.UpdateProductRequest"];
+                "application/json": {
+                    active?: boolean;
+                    category?: string;
+                    description?: string;
+                    exempt?: boolean;
+                    name?: string;
+                    /** Format: int64 */
+                    netPrice?: number;
+                };
             };
         };
         responses: {
@@ -2598,7 +2625,13 @@ export interface operations {
         };
         requestBody?: {
             content: {
-                "application/json": components["schemas"]["orderflow.catalog.v1.SetStockRequest"];
+                "application/json": {
+                    /**
+                     * Format: int64
+                     * @example 10
+                     */
+                    onHand?: number;
+                };
             };
         };
         responses: {
@@ -2677,7 +2710,13 @@ export interface operations {
         };
         requestBody?: {
             content: {
-                "application/json": components["schemas"]["orderflow.iam.v1.GrantRoleRequest"];
+                "application/json": {
+                    /**
+                     * @example admin
+                     * @enum {string}
+                     */
+                    role: "admin" | "customer";
+                };
             };
         };
         responses: {
@@ -2711,7 +2750,7 @@ export interface operations {
             header?: never;
             path: {
                 id: string;
-                role: string;
+                role: "admin" | "customer";
             };
             cookie?: never;
         };

@@ -88,3 +88,12 @@ export function fieldMessage(field: string, detail: string | undefined): string 
   if (field === "email" && /already|registered|taken/i.test(detail ?? "")) return "Ese correo ya tiene una cuenta.";
   return FIELD_MESSAGES[field] ?? "Revisa este dato.";
 }
+
+/**
+ * `raw` (from the URL) if it is one of `allowed`, the values the API's contract accepts
+ * (its enums, as the generated client types them); otherwise nothing, so a hand-edited
+ * URL drops the filter instead of sending what the API refuses.
+ */
+export function oneOf<T extends string | number>(allowed: readonly T[], raw: string | null | undefined): T | undefined {
+  return allowed.find((value) => String(value) === raw);
+}

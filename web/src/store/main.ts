@@ -11,6 +11,7 @@ import {
   documentStatus,
   fieldMessage,
   money,
+  oneOf,
   orderStatus,
   spanish,
   tipoDte,
@@ -157,7 +158,7 @@ async function catalogPage(params: URLSearchParams): Promise<void> {
       query: {
         q: q || undefined,
         category: category || undefined,
-        orderBy: orderBy || undefined,
+        orderBy: oneOf(["name", "-name", "price", "-price"] as const, orderBy),
         minPrice: minPrice ? Number(minPrice) : undefined,
         maxPrice: maxPrice ? Number(maxPrice) : undefined,
         pageSize: 12,

@@ -6,6 +6,12 @@ import { api } from "../api/client";
 import type { Problem } from "./format";
 
 const COOKIE_DELIVERY = { "x-token-delivery": "cookie" };
+/**
+ * The body of a refresh or logout by cookie: the contract requires `refreshToken` of JSON
+ * clients, and for a `x-token-delivery: cookie` client the gateway puts the HttpOnly
+ * cookie's token there (the page never sees it).
+ */
+const FROM_COOKIE = {} as { refreshToken: string };
 
 let access: string | null = null;
 let refreshTimer: number | undefined;
@@ -66,7 +72,7 @@ export async function register(email: string, password: string): Promise<Problem
 export async function restore(): Promise<boolean> {
   if (!localStorage.getItem(HAS_SESSION)) return false;
   try {
-    const { data } = await api.POST("/v1/auth/refresh", { body: {}, headers: COOKIE_DELIVERY });
+    const { data } = await api.POST("/v1/auth/refresh", { body: FROM_COOKIE, headers: COOKIE_DELIVERY });
     adopt(data?.accessToken, data?.expiresIn);
   } catch {
     adopt(undefined, undefined);
@@ -76,7 +82,7 @@ export async function restore(): Promise<boolean> {
 
 export async function signOut(): Promise<void> {
   try {
-    await api.POST("/v1/auth/logout", { body: {}, headers: COOKIE_DELIVERY });
+    await api.POST("/v1/auth/logout", { body: FROM_COOKIE, headers: COOKIE_DELIVERY });
   } finally {
     adopt(undefined, undefined);
   }
