@@ -7,7 +7,6 @@ use bergshamra::{DsigContext, KeysManager};
 use crate::{
     caf::{self, strip_declaration},
     xml::{
-        latin1,
         schema::{self, Schema},
         ted,
     },
@@ -181,18 +180,10 @@ fn signature_check(result: Option<&bergshamra::VerifyResult>) -> Check {
 
 /// Verifies one file (ISO-8859-1 or UTF-8 bytes).
 pub fn verify(bytes: &[u8]) -> Result<Report, VerifyError> {
-    let decoded = match std::str::from_utf8(bytes) {
-        Ok(s)
-            if !s
-                .get(..100)
-                .unwrap_or(s)
-                .to_ascii_lowercase()
-                .contains("iso-8859-1") =>
-        {
-            s.to_string()
-        }
-        _ => latin1::decode(bytes),
-    };
+    // The characters the file declares (windows-1252 is not ISO-8859-1): the canonical
+    // form its signatures cover is computed from them.
+    let decoded =
+        crate::xml::declared::decode(bytes).map_err(|e| VerifyError::Malformed(e.to_string()))?;
     let text = strip_declaration(&decoded);
     let doc = uppsala::parse(text).map_err(|e| VerifyError::Malformed(e.to_string()))?;
     let root = doc

@@ -617,3 +617,75 @@ fn certificate_settings_are_checked_at_start() {
     .unwrap();
     assert_eq!(production.sii.dte, "https://palena.sii.cl");
 }
+
+#[test]
+fn a_windows_1252_document_verifies_from_the_characters_it_declares() {
+    // Another company's software writes windows-1252: “quotes”, a dash and € are bytes
+    // 0x80–0x9F there, which ISO-8859-1 reads as control characters.
+    let caf = caf_for(TipoDte::Factura);
+    let content = domain::document_for_sale(Sale {
+        receptor: Some(buyer()),
+        items: vec![item("SKU-1", "Mouse", 2, 5_000, false)],
+    });
+    let dte = build(&content, 7, &caf);
+    let signature_at = dte.xml.find("<Signature").unwrap();
+    let unsigned = format!(
+        "{}{}</DTE>",
+        &dte.xml[..signature_at],
+        SIGNER
+            .identity
+            .template(&document::documento_id(TipoDte::Factura, 7))
+    )
+    .replace(
+        "<DirRecep>San Diego 2222</DirRecep>",
+        "<DirRecep>San Diego 2222 “Torre B” – 2° piso €</DirRecep>",
+    );
+    assert!(unsigned.contains("€"), "the address is in the document");
+    let signed = SIGNER.identity.sign_last(&unsigned).unwrap();
+    let file = format!("<?xml version=\"1.0\" encoding=\"windows-1252\"?>\n{signed}");
+    let (bytes, _, unmappable) = encoding_rs::WINDOWS_1252.encode(&file);
+    assert!(!unmappable);
+    let bytes = bytes.into_owned();
+    assert!(
+        bytes.contains(&0x93) && bytes.contains(&0x80),
+        "0x80–0x9F bytes in the file"
+    );
+
+    // xmlsec1 (libxml2 reads windows-1252 as declared) and our verifier agree.
+    let dir = scratch();
+    signature_check(
+        &dir,
+        "dte-1252.xml",
+        &bytes,
+        "/*/*[local-name()='Signature']",
+    )
+    .unwrap_or_else(|e| panic!("xmlsec1 refuses it:\n{e}"));
+    let report = dte::verify::verify(&bytes).unwrap();
+    let d = &report.documents[0];
+    assert!(d.signature.passed, "{}", report.render());
+    assert!(
+        d.ted.passed && d.ted_consistency.passed,
+        "{}",
+        report.render()
+    );
+
+    // The same bytes declared ISO-8859-1 are other characters: the digest fails, as it
+    // does for xmlsec1.
+    let relabelled = [
+        b"<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?>".as_slice(),
+        &bytes[bytes.iter().position(|&b| b == b'\n').unwrap()..],
+    ]
+    .concat();
+    assert!(
+        signature_check(
+            &dir,
+            "dte-latin1.xml",
+            &relabelled,
+            "/*/*[local-name()='Signature']"
+        )
+        .is_err()
+    );
+    let report = dte::verify::verify(&relabelled).unwrap();
+    assert!(!report.documents[0].signature.passed, "{}", report.render());
+    std::fs::remove_dir_all(dir).ok();
+}
