@@ -27,10 +27,27 @@ await run(async () => {
   await until(page, page.locator("#k-documento", { hasText: "1" }), "Filtrar");
   expect((await page.locator("#k-pedidos").innerText()).includes("1"), "one order today");
   expect((await page.locator("#k-ingresos").innerText()).includes("$9.520"), "revenue 8000 + IVA");
-  await page.locator("#colas-muertas", { hasText: "Ninguno" }).waitFor();
   await page.getByRole("img", { name: /Documentos de hoy/ }).waitFor();
+  // The message the DTE service could not read (put there by the Rust test): counted,
+  // then replayed (it fails again and comes back) and dropped, confirmed.
+  await until(page, page.locator("#colas-muertas tr", { hasText: "dte.dead" }), "Filtrar");
   await axe(page, "admin resumen");
   await shot(page, "resumen");
+  await page.getByRole("link", { name: "Revisar los mensajes sin procesar" }).click();
+  await page.getByRole("cell", { name: "undecodable envelope" }).waitFor();
+  await axe(page, "admin mensajes");
+  await shot(page, "mensajes");
+  await page.getByRole("button", { name: "Reintentar (undecodable)" }).click();
+  await page.getByText("1 mensaje reenviado").waitFor();
+  const drop = page.getByRole("button", { name: "Descartar (undecodable)" });
+  for (let i = 0; i < 100 && !(await drop.count()); i++) {
+    await page.waitForTimeout(200);
+    await page.goto(`${page.url()}`);
+  }
+  await drop.click();
+  await page.getByText("1 mensaje descartado.").waitFor();
+  await page.getByRole("link", { name: "Resumen" }).click();
+  await page.locator("#colas-muertas", { hasText: "Ninguno" }).waitFor();
 
   // 3. A CAF for facturas (33): the folio count grows by its 50 folios.
   await page.getByRole("link", { name: "Folios" }).click();

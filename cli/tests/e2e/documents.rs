@@ -466,3 +466,112 @@ async fn the_back_office_dashboard_counts_orders_documents_folios_and_dead_lette
             .assert_problem(403);
     }
 }
+
+/// Messages in `queue`'s dead-letter queue, as the dashboard's API counts them.
+async fn dead_count(s: &TestSuite, admin: &str, queue: &str) -> i64 {
+    s.call(Method::GET, "/v1/dead-letter-queues", Some(admin), None)
+        .await
+        .body["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == queue)
+        .map(|q| q["messages"].as_i64().unwrap_or(0))
+        .unwrap()
+}
+
+async fn until_dead(s: &TestSuite, admin: &str, queue: &str, want: i64) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while dead_count(s, admin, queue).await != want {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never {want} dead letters"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_replayed_and_dropped_by_admins() {
+    let s = spawn_suite().await;
+    let admin = s.admin("admin@tienda.cl").await;
+    let queues = s
+        .call(Method::GET, "/v1/dead-letter-queues", Some(&admin), None)
+        .await
+        .body;
+    let queue = queues["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["queue"].as_str().unwrap().to_string())
+        .find(|q| q.ends_with("dte"))
+        .unwrap();
+    // A message the DTE service cannot read: dead-lettered at once.
+    let broker = platform::amqp::Broker::new(&platform::testing::amqp_url(), "unused");
+    let channel = broker.channel().await.unwrap();
+    channel
+        .basic_publish(
+            "".into(),
+            queue.as_str().into(),
+            lapin::options::BasicPublishOptions::default(),
+            b"not an event envelope",
+            lapin::BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    until_dead(&s, &admin, &queue, 1).await;
+    let path = format!("/v1/dead-letter-queues/{queue}/messages");
+    let listed = s.call(Method::GET, &path, Some(&admin), None).await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    let letter = &listed.body["messages"][0];
+    assert_eq!(letter["id"], "(undecodable)", "{}", listed.body);
+    assert_eq!(letter["reason"], "undecodable envelope");
+
+    // An id that is not there is refused by name; nothing moves.
+    let refused = s
+        .call(
+            Method::POST,
+            &format!("{path}:drop"),
+            Some(&admin),
+            Some(json!({"ids": ["no-such-letter"]})),
+        )
+        .await;
+    refused.assert_problem(404);
+    assert!(
+        refused.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-letter")
+    );
+    assert_eq!(dead_count(&s, &admin, &queue).await, 1);
+
+    // Replayed to the work queue, where it fails again and comes back.
+    let replayed = s
+        .call(
+            Method::POST,
+            &format!("{path}:replay"),
+            Some(&admin),
+            Some(json!({"all": true})),
+        )
+        .await;
+    assert_eq!(replayed.body["replayed"], 1, "{}", replayed.body);
+    until_dead(&s, &admin, &queue, 1).await;
+
+    // Dropped for good.
+    let dropped = s
+        .call(
+            Method::POST,
+            &format!("{path}:drop"),
+            Some(&admin),
+            Some(json!({"ids": ["(undecodable)"]})),
+        )
+        .await;
+    assert_eq!(dropped.body["dropped"], 1, "{}", dropped.body);
+    until_dead(&s, &admin, &queue, 0).await;
+
+    // Customers may not look.
+    let ana = s.customer("ana@example.cl").await;
+    s.call(Method::GET, &path, Some(&ana), None)
+        .await
+        .assert_problem(403);
+}

@@ -24,6 +24,7 @@ async fn in_chromium(
     shots: &str,
     overrides: &[(&str, &str)],
     env: &[(&str, String)],
+    dead_letter: bool,
 ) -> String {
     let tools = platform::testing::npm_tools(
         &root().join("target/test-tools/node-web"),
@@ -54,6 +55,35 @@ async fn in_chromium(
             )
             .await;
         assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    }
+    if dead_letter {
+        // A message the DTE service cannot read: it lands in the dte dead-letter queue.
+        let queues = s
+            .call(Method::GET, "/v1/dead-letter-queues", Some(&admin), None)
+            .await
+            .body;
+        let dte = queues["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|q| q["queue"].as_str())
+            .find(|q| q.ends_with("dte"))
+            .unwrap()
+            .to_string();
+        let broker = platform::amqp::Broker::new(&platform::testing::amqp_url(), "unused");
+        broker
+            .channel()
+            .await
+            .unwrap()
+            .basic_publish(
+                "".into(),
+                dte.as_str().into(),
+                lapin::options::BasicPublishOptions::default(),
+                b"not an event envelope",
+                lapin::BasicProperties::default(),
+            )
+            .await
+            .unwrap();
     }
     let modules = tools
         .parent()
@@ -104,6 +134,7 @@ async fn a_shopper_buys_pays_on_webpay_and_downloads_the_boleta_in_chromium() {
         "journey",
         &[("PAYMENT_PROVIDER", "webpay")],
         &[],
+        false,
     )
     .await;
     let total = stdout
@@ -152,6 +183,7 @@ async fn with_the_sandbox_a_shopper_pays_by_card_with_the_keyboard_alone() {
             ("IAM_ACCESS_TOKEN_TTL", "65s"),
         ],
         &[],
+        false,
     )
     .await;
 }
@@ -163,6 +195,7 @@ async fn the_back_office_runs_products_orders_and_refunds_and_refuses_customers(
         "admin",
         &[("PAYMENT_PROVIDER", "sandbox")],
         &[],
+        false,
     )
     .await;
     let pdf = std::fs::read(root().join("target/web/admin/nota-de-credito.pdf")).unwrap();
@@ -206,6 +239,7 @@ async fn the_back_office_runs_the_dashboard_cafs_documents_verification_and_user
             ("CAF_FILE", caf.display().to_string()),
             ("FOREIGN_CAF_FILE", foreign.display().to_string()),
         ],
+        true,
     )
     .await;
     // What the browser downloaded is the signed boleta, as `orderflow dte verify` sees it.

@@ -5,6 +5,7 @@ use std::{sync::Arc, time::Duration};
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use platform::{
+    amqp::dead_letters,
     clock::Clock,
     grpc::{Caller, internal, invalid_argument},
 };
@@ -57,6 +58,44 @@ pub struct OrderState {
     pub broker: platform::amqp::Broker,
     /// The suite's work queues, by their full names (`ListDeadLetterQueues`).
     pub work_queues: Vec<String>,
+}
+
+/// The broker could not be asked (the answer says so; the log says why).
+fn broker_unavailable(e: anyhow::Error) -> Status {
+    tracing::warn!(
+        error = format!("{e:#}"),
+        "dead letters: the broker cannot be reached"
+    );
+    Status::unavailable("the message broker cannot be reached")
+}
+
+/// Ids that are not in the queue are named (nothing was changed); anything else is the
+/// broker's trouble.
+fn dead_letter_refusal(e: anyhow::Error) -> Status {
+    match e.downcast_ref::<dead_letters::DeadLetterError>() {
+        Some(dead_letters::DeadLetterError::Unknown { queue, ids }) => Status::not_found(format!(
+            "not in {queue}: {} (nothing was changed)",
+            ids.join(", ")
+        )),
+        None => broker_unavailable(e),
+    }
+}
+
+impl OrderGrpc {
+    /// The work queue the caller named, as ListDeadLetterQueues names them.
+    fn work_queue(&self, name: &str) -> Result<&str, Status> {
+        self.state
+            .work_queues
+            .iter()
+            .find(|q| *q == name)
+            .map(String::as_str)
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no such queue; the suite's are {}",
+                    self.state.work_queues.join(", ")
+                ))
+            })
+    }
 }
 
 #[derive(FromRow)]
@@ -701,6 +740,80 @@ impl OrderService for OrderGrpc {
             });
         }
         Ok(Response::new(pb::ListDeadLetterQueuesResponse { queues }))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<pb::ListDeadLettersRequest>,
+    ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
+        Caller::of(&request).require_admin()?;
+        let req = request.into_inner();
+        let queue = self.work_queue(&req.queue)?;
+        let limit = if req.page_size == 0 {
+            100
+        } else {
+            req.page_size as usize
+        };
+        let letters = dead_letters::list(&self.state.broker, queue, limit)
+            .await
+            .map_err(broker_unavailable)?;
+        Ok(Response::new(pb::ListDeadLettersResponse {
+            messages: letters
+                .into_iter()
+                .map(|l| pb::DeadLetter {
+                    id: l.id,
+                    event_type: l.event_type,
+                    aggregate_id: l.aggregate_id,
+                    attempts: l.attempts,
+                    reason: l.reason,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        request: Request<pb::ReplayDeadLettersRequest>,
+    ) -> Result<Response<pb::ReplayDeadLettersResponse>, Status> {
+        let admin = Caller::of(&request).require_admin()?;
+        let req = request.into_inner();
+        let queue = self.work_queue(&req.queue)?;
+        let ids = match (req.all, req.ids.is_empty()) {
+            (true, true) => None,
+            (false, false) => Some(req.ids.as_slice()),
+            (true, false) => {
+                return Err(invalid_argument("ids", "must be empty with all"));
+            }
+            (false, true) => {
+                return Err(platform::grpc::unprocessable(
+                    "ids",
+                    "name the letters to replay, or ask for all",
+                ));
+            }
+        };
+        let replayed = dead_letters::replay(&self.state.broker, queue, ids)
+            .await
+            .map_err(dead_letter_refusal)?;
+        tracing::info!(%admin, queue, replayed, "dead letters replayed");
+        Ok(Response::new(pb::ReplayDeadLettersResponse {
+            replayed: replayed as i64,
+        }))
+    }
+
+    async fn drop_dead_letters(
+        &self,
+        request: Request<pb::DropDeadLettersRequest>,
+    ) -> Result<Response<pb::DropDeadLettersResponse>, Status> {
+        let admin = Caller::of(&request).require_admin()?;
+        let req = request.into_inner();
+        let queue = self.work_queue(&req.queue)?;
+        let dropped = dead_letters::drop_letters(&self.state.broker, queue, &req.ids)
+            .await
+            .map_err(dead_letter_refusal)?;
+        tracing::warn!(%admin, queue, dropped, ids = ?req.ids, "dead letters dropped for good");
+        Ok(Response::new(pb::DropDeadLettersResponse {
+            dropped: dropped as i64,
+        }))
     }
 
     async fn get_order(

@@ -130,8 +130,9 @@ export async function dashboardPage(params: URLSearchParams): Promise<void> {
         ? h(
             "div",
             {},
-            alertBox(`Hay mensajes que los servicios no pudieron procesar: revísalos con \`orderflow dead-letters list --queue <cola>\`.`),
+            alertBox("Hay mensajes que los servicios no pudieron procesar."),
             table("colas-muertas", ["Cola", "Mensajes"], waiting.map((q) => [`${q.queue}.dead`, String(q.messages)]), [1]),
+            h("p", {}, h("a", { href: "/admin/mensajes" }, "Revisar los mensajes sin procesar")),
           )
         : h("p", { id: "colas-muertas" }, "Ninguno: todas las colas de mensajes muertos están vacías."),
     );

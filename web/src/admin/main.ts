@@ -8,6 +8,7 @@ import * as session from "../store/session";
 import { cafsPage } from "./cafs";
 import { go, router } from "./common";
 import { dashboardPage } from "./dashboard";
+import { deadLettersPage } from "./deadletters";
 import { documentPage, documentsPage, verifyPage } from "./documents";
 import { orderPage, ordersPage } from "./orders";
 import { productPage, productsPage } from "./products";
@@ -27,6 +28,7 @@ const pages: [RegExp, Page][] = [
   [/^\/admin\/folios$/, cafsPage],
   [/^\/admin\/verificar$/, verifyPage],
   [/^\/admin\/usuarios$/, usersPage],
+  [/^\/admin\/mensajes$/, deadLettersPage],
 ];
 
 document.addEventListener("click", (event) => {
@@ -56,6 +58,7 @@ function nav(admin: boolean): void {
           ["/admin/folios", "Folios"],
           ["/admin/verificar", "Verificar DTE"],
           ["/admin/usuarios", "Usuarios"],
+          ["/admin/mensajes", "Mensajes"],
         ].map(([href, text]) =>
           h("li", {}, h("a", { href, "aria-current": current(href) ? "page" : undefined }, text)),
         ),

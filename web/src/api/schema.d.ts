@@ -213,6 +213,73 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/dead-letter-queues/{queue}/messages": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List dead letters
+         * @description Admins: what waits in one dead-letter queue (oldest first) and why. Nothing moves.
+         *
+         *     Requires the `admin` role.
+         */
+        get: operations["OrderService_ListDeadLetters"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/dead-letter-queues/{queue}/messages:drop": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Drop dead letters
+         * @description Admins: removes dead letters for good.
+         *
+         *     Requires the `admin` role.
+         */
+        post: operations["OrderService_DropDeadLetters"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/dead-letter-queues/{queue}/messages:replay": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Replay dead letters
+         * @description Admins: sends dead letters back to their work queue (once the cause is fixed), each
+         *     starting its attempts over; the consumer's inbox still applies each event once.
+         *
+         *     Requires the `admin` role.
+         */
+        post: operations["OrderService_ReplayDeadLetters"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/dte/cafs": {
         parameters: {
             query?: never;
@@ -1008,6 +1075,20 @@ export interface components {
              */
             rut?: string;
         };
+        "orderflow.order.v1.DeadLetter": {
+            aggregateId?: string;
+            /**
+             * Format: int64
+             * @description How many times the consumer tried it.
+             */
+            attempts?: number;
+            /** @description The event type, e.g. `order.paid`. */
+            eventType?: string;
+            /** @description The event's id: what replay and drop take. */
+            id?: string;
+            /** @description The error the consumer gave when it gave up. */
+            reason?: string;
+        };
         "orderflow.order.v1.DeadLetterQueue": {
             /**
              * Format: int64
@@ -1017,8 +1098,15 @@ export interface components {
             /** @description The work queue, e.g. `dte` (its dead letters wait in `dte.dead`). */
             queue?: string;
         };
+        "orderflow.order.v1.DropDeadLettersResponse": {
+            /** Format: int64 */
+            dropped?: number;
+        };
         "orderflow.order.v1.ListDeadLetterQueuesResponse": {
             queues?: components["schemas"]["orderflow.order.v1.DeadLetterQueue"][];
+        };
+        "orderflow.order.v1.ListDeadLettersResponse": {
+            messages?: components["schemas"]["orderflow.order.v1.DeadLetter"][];
         };
         "orderflow.order.v1.ListOrderEventsResponse": {
             events?: components["schemas"]["orderflow.order.v1.OrderEvent"][];
@@ -1136,6 +1224,10 @@ export interface components {
              */
             documentType?: "" | "boleta" | "factura";
             lines: components["schemas"]["orderflow.order.v1.OrderLineRequest"][];
+        };
+        "orderflow.order.v1.ReplayDeadLettersResponse": {
+            /** Format: int64 */
+            replayed?: number;
         };
         "orderflow.payment.v1.Card": {
             /** @example 123 */
@@ -1543,6 +1635,134 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["orderflow.order.v1.ListDeadLetterQueuesResponse"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            429: components["responses"]["Problem"];
+            500: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
+            504: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    OrderService_ListDeadLetters: {
+        parameters: {
+            query?: {
+                /** @description At most this many (1..1000; 0 means 100). */
+                pageSize?: number;
+            };
+            header?: never;
+            path: {
+                queue: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["orderflow.order.v1.ListDeadLettersResponse"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            429: components["responses"]["Problem"];
+            500: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
+            504: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    OrderService_DropDeadLetters: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes a retried POST safe: the first final answer for this key is replayed for 24 h (`Idempotent-Replayed: true`); the same key with a different request is 422, while the first is in flight 409. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path: {
+                queue: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": {
+                    ids: string[];
+                };
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["orderflow.order.v1.DropDeadLettersResponse"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            429: components["responses"]["Problem"];
+            500: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
+            504: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    OrderService_ReplayDeadLetters: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes a retried POST safe: the first final answer for this key is replayed for 24 h (`Idempotent-Replayed: true`); the same key with a different request is 422, while the first is in flight 409. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path: {
+                queue: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": {
+                    all?: boolean;
+                    /** @description The letters to replay; with `all`, every one (ids must then be empty). */
+                    ids?: string[];
+                };
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["orderflow.order.v1.ReplayDeadLettersResponse"];
                 };
             };
             400: components["responses"]["Problem"];
