@@ -83,6 +83,11 @@ enum Command {
         #[command(subcommand)]
         command: DeadLetterCommand,
     },
+    /// The services' RabbitMQ queues.
+    Queues {
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
     /// Prints the OpenAPI 3.1 document of the REST API (what the gateway serves at
     /// /openapi.json), generated from the protos.
     Openapi,
@@ -96,6 +101,14 @@ enum Command {
         )]
         url: String,
     },
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// Turns every service's classic queues (work, retry, dead; from a version before
+    /// quorum queues) into quorum queues, keeping their messages. Stop the services'
+    /// consumers first; a queue already quorum is left alone, so it is safe to run twice.
+    Migrate,
 }
 
 #[derive(Subcommand)]
@@ -222,6 +235,30 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 std::process::ExitCode::FAILURE
             }
         });
+    }
+    if let Command::Queues {
+        command: QueueCommand::Migrate,
+    } = &cli.command
+    {
+        let env = ProcessEnv;
+        let common = CommonSettings::from_source(&Reader::new(&env))?;
+        let broker = platform::amqp::Broker::new(common.amqp_url.expose(), &common.amqp_exchange);
+        for (name, keys) in [
+            ("catalog", catalog::events::SUBSCRIBED),
+            ("order", order::events::SUBSCRIBED),
+            ("payment", payment::events::SUBSCRIBED),
+            ("dte", dte::events::SUBSCRIBED),
+        ] {
+            let mut sub = platform::amqp::consumer::Subscription::new(
+                &format!("{}{name}", common.amqp_queue_prefix),
+                keys,
+            );
+            sub.expires = common.amqp_queue_expires;
+            for (queue, outcome) in platform::amqp::migrate::to_quorum(&broker, &sub).await? {
+                println!("{queue}: {outcome:?}");
+            }
+        }
+        return Ok(std::process::ExitCode::SUCCESS);
     }
     if let Command::DeadLetters { command } = &cli.command {
         let env = ProcessEnv;
@@ -401,7 +438,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         | Command::InternalKey { .. }
         | Command::DevCerts { .. }
         | Command::Openapi
-        | Command::DeadLetters { .. } => {
+        | Command::DeadLetters { .. }
+        | Command::Queues { .. } => {
             unreachable!("handled above")
         }
     };
@@ -561,7 +599,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         | Command::InternalKey { .. }
         | Command::DevCerts { .. }
         | Command::Openapi
-        | Command::DeadLetters { .. } => {
+        | Command::DeadLetters { .. }
+        | Command::Queues { .. } => {
             unreachable!("handled above")
         }
     }

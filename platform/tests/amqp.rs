@@ -449,10 +449,15 @@ async fn a_dead_letter_is_listed_with_its_reason_and_replayed_once_the_fix_is_in
         dead_letters::list(&f.broker, &queue, 100).await.unwrap(),
         listed
     );
-    assert_eq!(
-        dead_letters::count(&f.broker, &queue).await.unwrap(),
-        Some(1)
-    );
+    // (A quorum queue takes back what a closed channel held within moments.)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while dead_letters::count(&f.broker, &queue).await.unwrap() != Some(1) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dead letter was not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         dead_letters::count(&f.broker, &format!("{queue}-never-declared"))
             .await
@@ -519,5 +524,188 @@ async fn an_idle_relay_is_woken_by_the_commit_not_by_polling() {
         f.wait_for_effect("o-woken:customer").await,
         vec!["o-woken:customer"]
     );
+    f.cleanup().await;
+}
+
+/// Messages ready in `queue` (a quorum queue counts returned messages within moments).
+async fn ready(broker: &Broker, queue: &str, want: u32) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let channel = broker.channel().await.unwrap();
+        let declared = channel
+            .queue_declare(
+                queue.into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        if declared.message_count() == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{queue} holds {} messages, not {want}",
+            declared.message_count()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn put(broker: &Broker, queue: &str, body: &[u8], properties: lapin::BasicProperties) {
+    let channel = broker.confirm_channel().await.unwrap();
+    channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            body,
+            properties,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_message_its_consumer_keeps_dying_on_goes_to_the_dead_letter_queue() {
+    let f = Fixture::new().await;
+    f.declare().await;
+    let queue = f.subscription.queue.clone();
+    put(
+        &f.broker,
+        &queue,
+        b"poison",
+        lapin::BasicProperties::default(),
+    )
+    .await;
+    // A consumer that dies on it: each time it is handed back (requeued), counted.
+    let channel = f.broker.channel().await.unwrap();
+    let mut deliveries = 0;
+    while let Some(m) = channel
+        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
+        .await
+        .unwrap()
+    {
+        deliveries += 1;
+        m.delivery
+            .acker
+            .reject(lapin::options::BasicRejectOptions { requeue: true })
+            .await
+            .unwrap();
+        assert!(deliveries < 100, "it loops for ever");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(deliveries > 1, "{deliveries}");
+    ready(&f.broker, &f.subscription.dead_queue(), 1).await;
+    f.cleanup().await;
+}
+
+#[tokio::test]
+async fn classic_queues_of_an_earlier_version_become_quorum_queues_with_their_messages() {
+    use lapin::{
+        options::{QueueBindOptions, QueueDeclareOptions},
+        types::{AMQPValue, FieldTable},
+    };
+    use platform::amqp::migrate::{self, Migrated};
+    let f = Fixture::new().await;
+    let sub = &f.subscription;
+    // The topology as an earlier version declared it: classic queues.
+    let channel = f.broker.channel().await.unwrap();
+    f.broker.declare_exchange(&channel).await.unwrap();
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let mut retry_args = FieldTable::default();
+    retry_args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    retry_args.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(sub.queue.as_str().into()),
+    );
+    for (queue, args) in [
+        (sub.queue.clone(), FieldTable::default()),
+        (sub.retry_queue(), retry_args),
+        (sub.dead_queue(), FieldTable::default()),
+    ] {
+        channel
+            .queue_declare(queue.as_str().into(), durable, args)
+            .await
+            .unwrap();
+    }
+    channel
+        .queue_bind(
+            sub.queue.as_str().into(),
+            f.broker.exchange().into(),
+            "order.cancelled".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let plain = lapin::BasicProperties::default;
+    put(&f.broker, &sub.queue, b"one", plain()).await;
+    put(&f.broker, &sub.queue, b"two", plain()).await;
+    put(
+        &f.broker,
+        &sub.retry_queue(),
+        b"retrying",
+        plain().with_expiration("600000".into()),
+    )
+    .await;
+    put(&f.broker, &sub.dead_queue(), b"dead", plain()).await;
+
+    // The new version refuses to start on them, saying what to do.
+    let refused = consumer::declare_topology(&f.broker.channel().await.unwrap(), &f.broker, sub)
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("orderflow queues migrate"),
+        "{refused}"
+    );
+
+    let outcome = migrate::to_quorum(&f.broker, sub).await.unwrap();
+    assert_eq!(
+        outcome,
+        vec![
+            (sub.retry_queue(), Migrated::Moved(1)),
+            (sub.queue.clone(), Migrated::Moved(3)),
+            (sub.dead_queue(), Migrated::Moved(1)),
+        ]
+    );
+    // Now quorum: the consumer's own declaration is accepted, and a second run changes
+    // nothing.
+    consumer::declare_topology(&f.broker.channel().await.unwrap(), &f.broker, sub)
+        .await
+        .unwrap();
+    let again = migrate::to_quorum(&f.broker, sub).await.unwrap();
+    assert!(
+        again.iter().all(|(_, m)| *m == Migrated::AlreadyQuorum),
+        "{again:?}"
+    );
+    // Every message is where it belongs (the retry due now), and the bindings hold.
+    ready(&f.broker, &sub.queue, 3).await;
+    ready(&f.broker, &sub.dead_queue(), 1).await;
+    let confirm = f.broker.confirm_channel().await.unwrap();
+    confirm
+        .basic_publish(
+            f.broker.exchange().into(),
+            "order.cancelled".into(),
+            BasicPublishOptions::default(),
+            b"after",
+            plain(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    ready(&f.broker, &sub.queue, 4).await;
     f.cleanup().await;
 }

@@ -543,7 +543,7 @@ async fn dead_letters_are_listed_replayed_and_dropped_by_admins() {
             .unwrap()
             .contains("no-such-letter")
     );
-    assert_eq!(dead_count(&s, &admin, &queue).await, 1);
+    until_dead(&s, &admin, &queue, 1).await;
 
     // Replayed to the work queue, where it fails again and comes back.
     let replayed = s

@@ -80,7 +80,7 @@ impl Subscription {
         }
     }
 
-    fn retry_queue(&self) -> String {
+    pub fn retry_queue(&self) -> String {
         format!("{}.retry", self.queue)
     }
 
@@ -131,6 +131,12 @@ pub async fn declare_topology(
     };
     let base_args = || {
         let mut args = FieldTable::default();
+        // Replicated: a quorum queue survives the loss of a minority of the cluster's
+        // nodes (on one node, as in development, it behaves as a durable queue).
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
         if let Some(expires) = sub.expires {
             args.insert(
                 "x-expires".into(),
@@ -139,9 +145,26 @@ pub async fn declare_topology(
         }
         args
     };
+    // A message redelivered past the limit (its consumer keeps dying on it, so it never
+    // reaches the consumer's own attempt count) goes to the dead-letter queue instead of
+    // looping.
+    let mut work_args = base_args();
+    work_args.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(i64::from(sub.max_attempts) * 2),
+    );
+    work_args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    work_args.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(sub.dead_queue().as_str().into()),
+    );
     channel
-        .queue_declare(sub.queue.as_str().into(), durable, base_args())
-        .await?;
+        .queue_declare(sub.queue.as_str().into(), durable, work_args)
+        .await
+        .map_err(|e| classic_queue_hint(e, &sub.queue))?;
     for key in &sub.routing_keys {
         channel
             .queue_bind(
@@ -164,12 +187,33 @@ pub async fn declare_topology(
     );
     channel
         .queue_declare(sub.retry_queue().as_str().into(), durable, retry_args)
-        .await?;
+        .await
+        .map_err(|e| classic_queue_hint(e, &sub.retry_queue()))?;
     // Declared last: once the dead-letter queue exists, the bindings above are in place.
     channel
         .queue_declare(sub.dead_queue().as_str().into(), durable, base_args())
-        .await?;
+        .await
+        .map_err(|e| classic_queue_hint(e, &sub.dead_queue()))?;
     Ok(())
+}
+
+/// A queue declared with other arguments (a classic queue of an earlier version) cannot
+/// become a quorum queue in place: say how to migrate it.
+fn classic_queue_hint(e: lapin::Error, queue: &str) -> anyhow::Error {
+    use lapin::{
+        ErrorKind,
+        protocol::{AMQPErrorKind, AMQPSoftError},
+    };
+    match e.kind() {
+        ErrorKind::ProtocolError(amqp)
+            if *amqp.kind() == AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED) =>
+        {
+            anyhow::anyhow!(
+                "queue {queue} exists with other arguments (a classic queue from an earlier version?): stop its consumers and run `orderflow queues migrate` ({e})"
+            )
+        }
+        _ => e.into(),
+    }
 }
 
 async fn consume(

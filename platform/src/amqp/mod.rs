@@ -9,6 +9,7 @@
 //!   failures are retried with back-off and, past a bound, parked in a dead-letter queue.
 //!
 //! - [`dead_letters`]: list, replay and drop what landed in a dead-letter queue.
+//! - [`migrate`]: classic queues of an earlier version become quorum queues.
 //! - [`retention`]: published outbox rows and inbox records are deleted after their
 //!   retention, in small batches.
 //!
@@ -18,6 +19,7 @@
 
 pub mod consumer;
 pub mod dead_letters;
+pub mod migrate;
 pub mod outbox;
 pub mod retention;
 
