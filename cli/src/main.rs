@@ -242,6 +242,10 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     {
         let env = ProcessEnv;
         let common = CommonSettings::from_source(&Reader::new(&env))?;
+        anyhow::ensure!(
+            common.amqp_quorum_queues,
+            "AMQP_QUEUE_TYPE is classic: the services declare classic queues, nothing to migrate"
+        );
         let broker = platform::amqp::Broker::new(common.amqp_url.expose(), &common.amqp_exchange);
         for (name, keys) in [
             ("catalog", catalog::events::SUBSCRIBED),

@@ -223,6 +223,9 @@ pub struct CommonSettings {
     /// `AMQP_QUEUE_EXPIRES`: when set, queues a role declares are deleted by RabbitMQ after
     /// being unused this long (tests; never in production).
     pub amqp_queue_expires: Option<Duration>,
+    /// `AMQP_QUEUE_TYPE`: `quorum` (default: replicated) or `classic` (the end-to-end tests,
+    /// which declare hundreds of short-lived queues on one shared broker).
+    pub amqp_quorum_queues: bool,
     /// `REDIS_URL`: Redis.
     pub redis_url: Secret,
     /// `REDIS_KEY_PREFIX`: prefixed to every Redis key (tests isolate with it).
@@ -286,6 +289,16 @@ impl CommonSettings {
             amqp_queue_expires: match r.optional("AMQP_QUEUE_EXPIRES") {
                 Some(_) => Some(r.duration("AMQP_QUEUE_EXPIRES", Duration::ZERO)?),
                 None => None,
+            },
+            amqp_quorum_queues: match r.string("AMQP_QUEUE_TYPE", "quorum").as_str() {
+                "quorum" => true,
+                "classic" => false,
+                other => {
+                    return Err(ConfigError {
+                        key: "AMQP_QUEUE_TYPE".into(),
+                        problem: format!("{other:?} is neither quorum nor classic"),
+                    });
+                }
             },
             redis_url: r.secret("REDIS_URL", "redis://127.0.0.1:6379/"),
             redis_key_prefix: r.string("REDIS_KEY_PREFIX", "orderflow:"),

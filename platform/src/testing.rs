@@ -54,6 +54,10 @@ impl TestEnv {
         vars.insert("AMQP_EXCHANGE".to_string(), format!("test.{tag}.events"));
         vars.insert("AMQP_QUEUE_PREFIX".to_string(), format!("test.{tag}."));
         vars.insert("AMQP_QUEUE_EXPIRES".to_string(), "60s".to_string());
+        // Hundreds of short-lived quorum queues (a Raft group each) slow one shared broker
+        // on two cores to seconds per message; the queue type's own behaviour is tested in
+        // platform's amqp tests, which declare quorum queues.
+        vars.insert("AMQP_QUEUE_TYPE".to_string(), "classic".to_string());
         vars.insert("RUST_LOG".to_string(), "warn".to_string());
         vars.insert(
             crate::identity::KEY_SETTING.to_string(),

@@ -65,6 +65,8 @@ pub struct Subscription {
     pub prefetch: u16,
     /// Let RabbitMQ delete the queues after this long unused (tests only).
     pub expires: Option<Duration>,
+    /// Quorum queues (the default); classic ones when `AMQP_QUEUE_TYPE=classic`.
+    pub quorum: bool,
 }
 
 impl Subscription {
@@ -77,6 +79,7 @@ impl Subscription {
             first_backoff: Duration::from_millis(500),
             prefetch: 16,
             expires: None,
+            quorum: true,
         }
     }
 
@@ -133,10 +136,12 @@ pub async fn declare_topology(
         let mut args = FieldTable::default();
         // Replicated: a quorum queue survives the loss of a minority of the cluster's
         // nodes (on one node, as in development, it behaves as a durable queue).
-        args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
-        );
+        if sub.quorum {
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+        }
         if let Some(expires) = sub.expires {
             args.insert(
                 "x-expires".into(),
@@ -149,18 +154,20 @@ pub async fn declare_topology(
     // reaches the consumer's own attempt count) goes to the dead-letter queue instead of
     // looping.
     let mut work_args = base_args();
-    work_args.insert(
-        "x-delivery-limit".into(),
-        AMQPValue::LongLongInt(i64::from(sub.max_attempts) * 2),
-    );
-    work_args.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString("".into()),
-    );
-    work_args.insert(
-        "x-dead-letter-routing-key".into(),
-        AMQPValue::LongString(sub.dead_queue().as_str().into()),
-    );
+    if sub.quorum {
+        work_args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(i64::from(sub.max_attempts) * 2),
+        );
+        work_args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString("".into()),
+        );
+        work_args.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString(sub.dead_queue().as_str().into()),
+        );
+    }
     channel
         .queue_declare(sub.queue.as_str().into(), durable, work_args)
         .await

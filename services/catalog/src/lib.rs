@@ -109,6 +109,7 @@ impl CatalogApp {
             events::SUBSCRIBED,
         );
         subscription.expires = common.amqp_queue_expires;
+        subscription.quorum = common.amqp_quorum_queues;
         let grpc_listener = platform::config::bind(settings.grpc_addr, "CATALOG_GRPC_ADDR").await?;
         let admin_listener =
             platform::config::bind(settings.admin_addr, "CATALOG_ADMIN_ADDR").await?;

@@ -357,6 +357,7 @@ impl DteApp {
             events::SUBSCRIBED,
         );
         subscription.expires = common.amqp_queue_expires;
+        subscription.quorum = common.amqp_quorum_queues;
         let grpc_listener = platform::config::bind(settings.grpc_addr, "DTE_GRPC_ADDR").await?;
         let admin_listener = platform::config::bind(settings.admin_addr, "DTE_ADMIN_ADDR").await?;
         Ok(Self {

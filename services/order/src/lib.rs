@@ -202,6 +202,7 @@ impl OrderApp {
             events::SUBSCRIBED,
         );
         subscription.expires = common.amqp_queue_expires;
+        subscription.quorum = common.amqp_quorum_queues;
         let grpc_listener = platform::config::bind(settings.grpc_addr, "ORDER_GRPC_ADDR").await?;
         let admin_listener =
             platform::config::bind(settings.admin_addr, "ORDER_ADMIN_ADDR").await?;

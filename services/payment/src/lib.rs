@@ -300,6 +300,7 @@ impl PaymentApp {
             events::SUBSCRIBED,
         );
         subscription.expires = common.amqp_queue_expires;
+        subscription.quorum = common.amqp_quorum_queues;
         let grpc_listener = platform::config::bind(settings.grpc_addr, "PAYMENT_GRPC_ADDR").await?;
         let admin_listener =
             platform::config::bind(settings.admin_addr, "PAYMENT_ADMIN_ADDR").await?;
