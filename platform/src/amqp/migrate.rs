@@ -137,6 +137,21 @@ async fn move_all(channel: &Channel, from: &str, to: &str, due_now: bool) -> any
     Ok(moved)
 }
 
+/// Deletes a classic queue just emptied (refused, so nothing is lost, if a message
+/// arrived meanwhile: the migration then stops and can be run again).
+async fn delete_emptied_classic(channel: &Channel, queue: &str) -> anyhow::Result<()> {
+    channel
+        .queue_delete(
+            queue.into(),
+            QueueDeleteOptions {
+                if_empty: true,
+                ..QueueDeleteOptions::default()
+            },
+        )
+        .await?;
+    Ok(())
+}
+
 /// Migrates `sub`'s queues to quorum queues (see the module); what became of each.
 pub async fn to_quorum(
     broker: &Broker,
@@ -159,15 +174,7 @@ pub async fn to_quorum(
             // Retries are due back on the work queue anyway: they go there now (a little
             // early) rather than wait out a delay nothing would route them back from.
             let moved = move_all(&channel, queue, &work_target, true).await?;
-            channel
-                .queue_delete(
-                    queue.as_str().into(),
-                    QueueDeleteOptions {
-                        if_empty: true,
-                        ..QueueDeleteOptions::default()
-                    },
-                )
-                .await?;
+            delete_emptied_classic(&channel, queue).await?;
             outcome.push((queue.clone(), Migrated::Moved(moved)));
             continue;
         }
@@ -188,6 +195,7 @@ pub async fn to_quorum(
             )
             .await?;
         if *queue == sub.queue {
+            work_target = holding.clone();
             // What is published while the work queue is away waits here.
             for key in &sub.routing_keys {
                 channel
@@ -201,19 +209,8 @@ pub async fn to_quorum(
                     .await?;
             }
         }
-        if *queue == sub.queue {
-            work_target = holding.clone();
-        }
         move_all(&channel, queue, &holding, false).await?;
-        channel
-            .queue_delete(
-                queue.as_str().into(),
-                QueueDeleteOptions {
-                    if_empty: true,
-                    ..QueueDeleteOptions::default()
-                },
-            )
-            .await?;
+        delete_emptied_classic(&channel, queue).await?;
         held.push((queue.clone(), holding));
     }
     if outcome.iter().any(|(_, m)| matches!(m, Migrated::Moved(_))) || !held.is_empty() {

@@ -3,7 +3,7 @@
 import { api } from "../api/client";
 import { alertBox, h, notice, render } from "../store/dom";
 import { type Problem, tipoDte } from "../store/format";
-import { refused, table, when } from "./common";
+import { rawXml, refused, table, when, xmlFileForm } from "./common";
 
 /** What a refused CAF's element means, in words (the element's name is shown too). */
 const CAF_ELEMENTS: Record<string, string> = {
@@ -33,45 +33,30 @@ export function cafRefusal(problem: Problem): string {
 
 export async function cafsPage(): Promise<void> {
   const outcome = h("div", { "aria-live": "polite" });
-  const input = h("input", { id: "f-caf", name: "caf", type: "file", accept: ".xml,application/xml,text/xml", "aria-describedby": "f-caf-error" }) as HTMLInputElement;
-  const error = h("span", { class: "field-error", id: "f-caf-error", "aria-live": "polite" });
   const ranges = h("div", {});
+  const { form, input } = xmlFileForm(
+    "caf",
+    "Archivo CAF (XML del SII)",
+    "Elige el archivo CAF que entregó el SII.",
+    "Cargar CAF",
+    async (file, error) => {
+      outcome.replaceChildren();
+      const { data, error: problem, response } = await api.POST("/v1/dte/cafs", rawXml(file));
+      if (!data) {
+        error.textContent = cafRefusal({ ...(problem as Problem), status: response.status });
+        await listCafs(ranges);
+        return;
+      }
+      input.value = "";
+      outcome.replaceChildren(notice(`CAF cargado: ${tipoDte(data.tipoDte)} (${data.tipoDte}), folios ${data.folioFrom} a ${data.folioTo}.`));
+      await listCafs(ranges);
+    },
+    h("h2", {}, "Cargar un CAF"),
+  );
   render(
     "Folios (CAF)",
     h("h1", {}, "Folios (CAF)"),
-    h(
-      "form",
-      {
-        class: "form",
-        onsubmit: async (e: Event) => {
-          e.preventDefault();
-          error.textContent = "";
-          outcome.replaceChildren();
-          const file = input.files?.[0];
-          if (!file) {
-            error.textContent = "Elige el archivo CAF que entregó el SII.";
-            return;
-          }
-          // Sent as the bytes the SII gave (ISO-8859-1): the CAF's signature covers them.
-          const { data, error: problem, response } = await api.POST("/v1/dte/cafs", {
-            body: file as unknown as string,
-            bodySerializer: (body: unknown) => body as Blob,
-            headers: { "content-type": "application/xml" },
-          });
-          if (!data) {
-            error.textContent = cafRefusal({ ...(problem as Problem), status: response.status });
-            await listCafs(ranges);
-            return;
-          }
-          input.value = "";
-          outcome.replaceChildren(notice(`CAF cargado: ${tipoDte(data.tipoDte)} (${data.tipoDte}), folios ${data.folioFrom} a ${data.folioTo}.`));
-          await listCafs(ranges);
-        },
-      },
-      h("h2", {}, "Cargar un CAF"),
-      h("div", { class: "field" }, h("label", { for: "f-caf" }, "Archivo CAF (XML del SII)"), input, error),
-      h("button", { type: "submit" }, "Cargar CAF"),
-    ),
+    form,
     outcome,
     h("h2", {}, "Folios cargados"),
     ranges,

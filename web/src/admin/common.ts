@@ -99,3 +99,50 @@ export function filterForm(path: string, fields: [string, HTMLInputElement | HTM
     h("button", { type: "submit" }, "Filtrar"),
   );
 }
+
+/** openapi-fetch options that send `file` as its bytes: a CAF or a DTE is ISO-8859-1, which
+ * reading it as text would alter (and its signatures cover the bytes' characters). */
+export function rawXml(file: File) {
+  return {
+    body: file as unknown as string,
+    bodySerializer: (body: unknown) => body as Blob,
+    headers: { "content-type": "application/xml" },
+  };
+}
+
+/**
+ * A form with one XML file field (`label`); on submit, `missing` beside the field when no
+ * file is chosen, else `send(file, error)`, which shows a refusal in `error`.
+ */
+export function xmlFileForm(
+  name: string,
+  label: string,
+  missing: string,
+  button: string,
+  send: (file: File, error: HTMLElement) => Promise<void>,
+  heading?: HTMLElement,
+): { form: HTMLElement; input: HTMLInputElement } {
+  const id = `f-${name}`;
+  const input = h("input", { id, name, type: "file", accept: ".xml,application/xml,text/xml", "aria-describedby": `${id}-error` }) as HTMLInputElement;
+  const error = h("span", { class: "field-error", id: `${id}-error`, "aria-live": "polite" });
+  const form = h(
+    "form",
+    {
+      class: "form",
+      onsubmit: async (e: Event) => {
+        e.preventDefault();
+        error.textContent = "";
+        const file = input.files?.[0];
+        if (!file) {
+          error.textContent = missing;
+          return;
+        }
+        await send(file, error);
+      },
+    },
+    heading,
+    h("div", { class: "field" }, h("label", { for: id }, label), input, error),
+    h("button", { type: "submit" }, button),
+  );
+  return { form, input };
+}

@@ -5,7 +5,7 @@ import { api } from "../api/client";
 import { alertBox, h, notice, render } from "../store/dom";
 import { downloadDocument } from "../store/download";
 import { documentStatus, money, oneOf, tipoDte } from "../store/format";
-import { dayEnd, dayStart, filterForm, filterInput, filterSelect, pager, refused, table, when } from "./common";
+import { dayEnd, dayStart, filterForm, filterInput, filterSelect, pager, rawXml, refused, table, when, xmlFileForm } from "./common";
 
 export const DOCUMENT_STATUSES: [string, string][] = [
   ["", "Todos"],
@@ -139,63 +139,42 @@ function checkCell(check: { passed?: boolean; applicable?: boolean; detail?: str
 
 export async function verifyPage(): Promise<void> {
   const outcome = h("div", { id: "informe", "aria-live": "polite" });
-  const input = h("input", { id: "f-dte", name: "dte", type: "file", accept: ".xml,application/xml,text/xml", "aria-describedby": "f-dte-error" }) as HTMLInputElement;
-  const error = h("span", { class: "field-error", id: "f-dte-error", "aria-live": "polite" });
+  const { form } = xmlFileForm("dte", "Archivo XML", "Elige un archivo XML.", "Verificar", async (file) => {
+    outcome.replaceChildren();
+    const { data, error: problem, response } = await api.POST("/v1/dte/verify", rawXml(file));
+    if (!data) {
+      const detail = (problem as { detail?: string } | undefined)?.detail;
+      outcome.replaceChildren(alertBox(response.status === 400 ? `El archivo no se pudo leer como DTE${detail ? `: ${detail}` : "."}` : refused(problem, response.status)));
+      return;
+    }
+    const failing = (data.documents ?? []).flatMap((d) =>
+      ([["esquema", d.schema], ["firma", d.signature], ["timbre (TED)", d.ted], ["TED vs documento", d.tedConsistency]] as const)
+        .filter(([, c]) => c?.applicable && !c.passed)
+        .map(([name]) => `${name} del folio ${d.folio}`),
+    );
+    if (data.envelopeSignature?.applicable && !data.envelopeSignature.passed) failing.push("firma del envío");
+    outcome.replaceChildren(
+      data.valid ? notice(`${file.name}: todas las revisiones pasan.`) : alertBox(`${file.name}: fallan ${failing.join(", ")}.`),
+      table(
+        "revisiones",
+        ["Documento", "Emisor", "Esquema", "Firma", "Timbre (TED)", "TED vs documento"],
+        (data.documents ?? []).map((d) => [
+          `${tipoDte(d.tipoDte)} (${d.tipoDte}) N° ${d.folio}`,
+          d.rutEmisor ?? "",
+          checkCell(d.schema),
+          checkCell(d.signature),
+          checkCell(d.ted),
+          checkCell(d.tedConsistency),
+        ]),
+      ),
+      h("p", {}, "Firma del envío: ", checkCell(data.envelopeSignature)),
+    );
+  });
   render(
     "Verificar un DTE",
     h("h1", {}, "Verificar un DTE recibido"),
     h("p", {}, "Sube el XML de un proveedor (un EnvioDTE, un EnvioBOLETA o un DTE suelto): se revisan el esquema, las firmas, el timbre (TED) y que el timbre coincida con el documento."),
-    h(
-      "form",
-      {
-        class: "form",
-        onsubmit: async (e: Event) => {
-          e.preventDefault();
-          error.textContent = "";
-          outcome.replaceChildren();
-          const file = input.files?.[0];
-          if (!file) {
-            error.textContent = "Elige un archivo XML.";
-            return;
-          }
-          // The bytes as they are: a DTE is ISO-8859-1, which reading it as text would alter.
-          const { data, error: problem, response } = await api.POST("/v1/dte/verify", {
-            body: file as unknown as string,
-            bodySerializer: (body: unknown) => body as Blob,
-            headers: { "content-type": "application/xml" },
-          });
-          if (!data) {
-            const detail = (problem as { detail?: string } | undefined)?.detail;
-            outcome.replaceChildren(alertBox(response.status === 400 ? `El archivo no se pudo leer como DTE${detail ? `: ${detail}` : "."}` : refused(problem, response.status)));
-            return;
-          }
-          const failing = (data.documents ?? []).flatMap((d) =>
-            ([["esquema", d.schema], ["firma", d.signature], ["timbre (TED)", d.ted], ["TED vs documento", d.tedConsistency]] as const)
-              .filter(([, c]) => c?.applicable && !c.passed)
-              .map(([name]) => `${name} del folio ${d.folio}`),
-          );
-          if (data.envelopeSignature?.applicable && !data.envelopeSignature.passed) failing.push("firma del envío");
-          outcome.replaceChildren(
-            data.valid ? notice(`${file.name}: todas las revisiones pasan.`) : alertBox(`${file.name}: fallan ${failing.join(", ")}.`),
-            table(
-              "revisiones",
-              ["Documento", "Emisor", "Esquema", "Firma", "Timbre (TED)", "TED vs documento"],
-              (data.documents ?? []).map((d) => [
-                `${tipoDte(d.tipoDte)} (${d.tipoDte}) N° ${d.folio}`,
-                d.rutEmisor ?? "",
-                checkCell(d.schema),
-                checkCell(d.signature),
-                checkCell(d.ted),
-                checkCell(d.tedConsistency),
-              ]),
-            ),
-            h("p", {}, "Firma del envío: ", checkCell(data.envelopeSignature)),
-          );
-        },
-      },
-      h("div", { class: "field" }, h("label", { for: "f-dte" }, "Archivo XML"), input, error),
-      h("button", { type: "submit" }, "Verificar"),
-    ),
+    form,
     outcome,
   );
 }
