@@ -87,7 +87,7 @@ pub async fn load(conn: &mut PgConnection, id: &str) -> anyhow::Result<Option<Or
         None => None,
     };
     for recorded in events {
-        let event: OrderEvent = serde_json::from_value(recorded.data)?;
+        let event = crate::versions::decode(recorded.data)?;
         match order.as_mut() {
             Some(order) => order.apply(&event),
             None => {
@@ -123,7 +123,7 @@ pub async fn append(
         .map(|e| {
             Ok(NewEvent {
                 event_type: e.type_name().to_string(),
-                data: serde_json::to_value(e)?,
+                data: crate::versions::encode(e)?,
                 metadata: metadata_json.clone(),
             })
         })

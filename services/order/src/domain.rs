@@ -217,6 +217,8 @@ pub enum OrderEvent {
         placed_at: DateTime<Utc>,
         /// When an unpaid order expires.
         expires_at: DateTime<Utc>,
+        /// The prices' currency, ISO 4217 (v2; every earlier order was `CLP`).
+        currency: String,
     },
     /// Payment captured.
     OrderPaid {
@@ -384,6 +386,9 @@ impl Order {
             totals,
             expires_at,
             placed_at,
+            // Recorded with the order; every price here is in pesos (the aggregate has no
+            // rule that depends on it yet).
+            currency: _,
         } = events.next()?
         else {
             return None;
@@ -599,6 +604,7 @@ mod tests {
             document_type: DocumentType::Boleta,
             placed_at: now,
             expires_at: now + chrono::Duration::minutes(15),
+            currency: "CLP".into(),
         };
         Order::from_events("o-1", [&event]).unwrap()
     }

@@ -485,6 +485,8 @@ impl OrderService for OrderGrpc {
             document_type,
             placed_at,
             expires_at: placed_at + payment_timeout,
+            // The catalog prices in pesos; a shop in another currency would say so here.
+            currency: "CLP".into(),
         };
         let metadata = Metadata::new(&order_id, &order_id, Some(user.to_string()));
         let appended = async {
@@ -889,19 +891,22 @@ impl OrderService for OrderGrpc {
         let events = event_store::read_stream(&self.state.pool, &order.id, 0)
             .await
             .map_err(internal)?;
-        Ok(Response::new(ListOrderEventsResponse {
-            events: events
-                .into_iter()
-                .map(|e| pb::OrderEvent {
+        // Each in today's shape, whatever version it was stored with.
+        let events = events
+            .into_iter()
+            .map(|e| {
+                Ok(pb::OrderEvent {
                     stream_position: e.stream_position,
                     global_position: e.global_position,
                     r#type: e.event_type,
                     occurred_at: timestamp(e.created_at),
-                    data: to_struct(e.data),
+                    data: to_struct(crate::versions::upcast(e.data)?),
                     metadata: to_struct(e.metadata),
                 })
-                .collect(),
-        }))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map_err(internal)?;
+        Ok(Response::new(ListOrderEventsResponse { events }))
     }
 
     async fn get_payable_order(

@@ -21,6 +21,7 @@ pub mod grpc;
 pub mod projector;
 pub mod relay;
 pub mod sweeper;
+pub mod versions;
 pub mod watch;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};

@@ -56,7 +56,7 @@ pub async fn project(
     tables: Tables,
     recorded: &RecordedEvent,
 ) -> anyhow::Result<()> {
-    let event: OrderEvent = serde_json::from_value(recorded.data.clone())?;
+    let event = crate::versions::decode(recorded.data.clone())?;
     let id = recorded.stream_id.as_str();
     let mut order = if let OrderEvent::OrderPlaced { lines, .. } = &event {
         for (line_no, line) in lines.iter().enumerate() {

@@ -177,7 +177,7 @@ async fn prepare(
         streams
             .entry(e.stream_id)
             .or_default()
-            .push(serde_json::from_value::<OrderEvent>(e.data)?);
+            .push(crate::versions::decode(e.data)?);
     }
     let mut prepared = Vec::with_capacity(events.len());
     for recorded in events {

@@ -1,7 +1,8 @@
 //! Events stored by earlier versions load as today's: `tests/fixtures/order-events-v1.json`
 //! holds order events exactly as the store kept them before events carried a version (one
 //! order paid, invoiced, judged by the SII and partly refunded; a factura that expired).
-//! Appended verbatim, they fold into today's orders and rebuild today's read model.
+//! Appended verbatim, they fold into today's orders and rebuild today's read model; the
+//! OrderPlaced among them (v1) gains the `currency` its v2 added (`order::versions`).
 
 use order::event_store::{self, NewEvent};
 use serde_json::{Value, json};
@@ -47,6 +48,20 @@ async fn events_stored_before_versions_load_project_and_rebuild_as_todays_orders
         .unwrap();
     assert_eq!(factura.status, order::domain::Status::Cancelled);
     assert_eq!(factura.buyer.unwrap().rut.as_deref(), Some("76369187-K"));
+
+    // Read through today's decoder, the v1 OrderPlaced has the field v2 added; written
+    // today, an event carries its version.
+    let (_, stored) = event_store::load_stream(&mut *conn, BOLETA).await.unwrap();
+    assert!(
+        stored[0].data.get("v").is_none(),
+        "stored verbatim, never rewritten"
+    );
+    let placed = order::versions::decode(stored[0].data.clone()).unwrap();
+    let order::domain::OrderEvent::OrderPlaced { currency, .. } = &placed else {
+        panic!("{placed:?}")
+    };
+    assert_eq!(currency, "CLP");
+    assert_eq!(order::versions::encode(&placed).unwrap()["v"], 2);
 
     // The read model rebuilt from them.
     order::projector::rebuild(&pool).await.unwrap();

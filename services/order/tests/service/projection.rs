@@ -141,6 +141,7 @@ fn placed(customer: &str) -> OrderEvent {
         document_type: DocumentType::Boleta,
         placed_at: Utc::now(),
         expires_at: Utc::now() + chrono::Duration::minutes(15),
+        currency: "CLP".into(),
     }
 }
 
