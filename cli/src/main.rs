@@ -88,6 +88,14 @@ enum Command {
         #[command(subcommand)]
         command: QueueCommand,
     },
+    /// Copies this executable to a file (mode 0755), so that another image can run it: the
+    /// chart's restore drill runs `orderflow order verify-restore` beside the Postgres
+    /// image's pg_restore (this image has no shell to copy with).
+    CopySelf {
+        /// Where to write it.
+        #[arg(long)]
+        to: std::path::PathBuf,
+    },
     /// Prints the OpenAPI 3.1 document of the REST API (what the gateway serves at
     /// /openapi.json), generated from the protos.
     Openapi,
@@ -159,6 +167,25 @@ enum OrderCommand {
     /// Rebuilds the order read model from the event store into fresh tables and swaps
     /// them in (the API keeps serving the old tables meanwhile).
     RebuildProjections,
+    /// Restore drill: restores an event-store dump (pg_dump --format=custom) into a scratch
+    /// database, checks it (streams 1..n, global order, nothing newer than the dump),
+    /// rebuilds the read model there, compares it with this database (ORDER_DATABASE_URL),
+    /// reports, and drops the scratch database. Exits 0 only when every check holds.
+    VerifyRestore {
+        /// The dump file.
+        #[arg(long = "from")]
+        dump: std::path::PathBuf,
+        /// A database on the server to create the scratch database on (needs CREATEDB);
+        /// by default the order database's server.
+        #[arg(long, env = "RESTORE_SCRATCH_DATABASE_URL")]
+        scratch_url: Option<String>,
+        /// The pg_restore program (as new as the pg_dump that wrote the dump).
+        #[arg(long, env = "PG_RESTORE", default_value = "pg_restore")]
+        pg_restore: std::path::PathBuf,
+        /// Keep the scratch database afterwards, to look into a failure.
+        #[arg(long)]
+        keep_scratch: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -320,6 +347,16 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         return Ok(std::process::ExitCode::SUCCESS);
     }
+    if let Command::CopySelf { to } = &cli.command {
+        let me = std::env::current_exe().context("cannot find this executable")?;
+        std::fs::copy(&me, to)
+            .with_context(|| format!("cannot copy {} to {}", me.display(), to.display()))?;
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("cannot make {} executable", to.display()))?;
+        eprintln!("{}: orderflow copied", to.display());
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
     if let Command::InternalKey { out } = &cli.command {
         let key = platform::identity::InternalKey::generate();
         match out {
@@ -442,6 +479,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         | Command::InternalKey { .. }
         | Command::DevCerts { .. }
         | Command::Openapi
+        | Command::CopySelf { .. }
         | Command::DeadLetters { .. }
         | Command::Queues { .. } => {
             unreachable!("handled above")
@@ -516,6 +554,30 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 "order read model rebuilt: {} events, {} orders",
                 rebuilt.events, rebuilt.orders
             );
+        }
+        Command::Order {
+            command:
+                Some(OrderCommand::VerifyRestore {
+                    dump,
+                    scratch_url,
+                    pg_restore,
+                    keep_scratch,
+                }),
+        } => {
+            let source_url = common.database_url_for("order").expose().to_string();
+            let options = order::restore::DrillOptions {
+                dump,
+                scratch_server_url: scratch_url.unwrap_or_else(|| source_url.clone()),
+                source_url,
+                scratch_database: order::restore::DrillOptions::scratch_name(),
+                pg_restore,
+                keep: keep_scratch,
+            };
+            let report = order::restore::drill(&options).await?;
+            println!("{report}");
+            if !report.passed() {
+                return Ok(std::process::ExitCode::FAILURE);
+            }
         }
         Command::OrderProjector => {
             let settings = order::OrderSettings::from_source(&r)?;
@@ -603,6 +665,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         | Command::InternalKey { .. }
         | Command::DevCerts { .. }
         | Command::Openapi
+        | Command::CopySelf { .. }
         | Command::DeadLetters { .. }
         | Command::Queues { .. } => {
             unreachable!("handled above")

@@ -196,6 +196,55 @@ async fn the_order_read_model_can_be_rebuilt_from_the_command_line() {
     assert!(run(&["order", "rebuild-projections"]).contains("0 events, 0 orders"));
 }
 
+#[tokio::test]
+async fn the_restore_drill_exits_0_on_a_good_dump_and_1_on_a_bad_one() {
+    let database_url = platform::testing::fresh_database().await.unwrap();
+    let drill = |dump: &std::path::Path| {
+        Command::new(BIN)
+            .args(["order", "verify-restore", "--from"])
+            .arg(dump)
+            .env("ORDER_DATABASE_URL", &database_url)
+            .output()
+            .unwrap()
+    };
+    let migrated = Command::new(BIN)
+        .args(["migrate", "order"])
+        .env("DATABASE_URL", &database_url)
+        .output()
+        .unwrap();
+    assert!(migrated.status.success());
+    let dir = std::env::temp_dir().join(format!("orderflow-cli-drill-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dump = dir.join("event-store.dump");
+    let dumped = Command::new("pg_dump")
+        .arg(format!("--dbname={database_url}"))
+        .args(["--schema=orders", "--format=custom"])
+        .arg(format!("--file={}", dump.display()))
+        .status()
+        .unwrap();
+    assert!(dumped.success());
+
+    let out = drill(&dump);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        report.contains("restore drill passed: 0 events, 0 orders"),
+        "{report}"
+    );
+
+    std::fs::write(&dump, b"PGDMP but not really").unwrap();
+    let out = drill(&dump);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(report.contains("FAIL archive:"), "{report}");
+    assert!(report.contains("restore drill FAILED"), "{report}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[test]
 fn a_malformed_cors_origin_stops_start_up_naming_the_variable() {
     let out = Command::new(BIN)

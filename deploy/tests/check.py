@@ -349,9 +349,18 @@ def check_chart_policy():
         assert migrate["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
         backup = kinds["CronJob"]["orderflow-event-store-backup"]
         assert "pg_dump" in json.dumps(backup), "the backup dumps the event store"
+        steps = [c["name"] for c in pod_spec(backup)["initContainers"]] + \
+            [c["name"] for c in pod_spec(backup)["containers"]]
+        assert steps == ["dump", "orderflow", "restore-drill", "upload"], \
+            f"{name}: each dump is restored and checked before it is uploaded: {steps}"
+        drill = pod_spec(backup)["initContainers"][2]
+        assert drill["args"][:2] == ["order", "verify-restore"], name
+        rules = [r["alert"] for g in kinds["PrometheusRule"]["orderflow"]["spec"]["groups"]
+                 for r in g["rules"]]
+        assert "OrderflowBackupFailed" in rules, f"{name}: a failed drill alerts"
         for job in [migrate, backup]:
             pod = pod_spec(job)
-            for c in pod["containers"]:
+            for c in pod["containers"] + pod.get("initContainers", []):
                 check_container(c, pod, f"{name}: {job['metadata']['name']}")
 
 

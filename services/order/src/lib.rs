@@ -9,7 +9,8 @@
 //! - [`grpc`]: the API (places orders through the catalog's reservation);
 //! - [`events`]: reactions to payment and DTE events; [`expiry`]: unpaid orders expire;
 //! - [`relay`]: the event store is the outbox, published in order with confirms;
-//! - [`projector`]: the singleton read-model projector and its rebuild.
+//! - [`projector`]: the singleton read-model projector and its rebuild;
+//! - [`restore`]: restore drills of event-store dumps.
 #![forbid(unsafe_code)]
 
 pub mod commands;
@@ -20,6 +21,7 @@ pub mod expiry;
 pub mod grpc;
 pub mod projector;
 pub mod relay;
+pub mod restore;
 pub mod sweeper;
 pub mod versions;
 pub mod watch;
