@@ -91,6 +91,28 @@ pub async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether `error` (anywhere in its chain) says the database could not be reached or is
+/// going away, as opposed to refusing what was asked: no connection within the pool's
+/// timeout, an I/O or TLS failure, SQLSTATE class 08 (connection exception), 57P01–57P03
+/// (shutting down, starting up) or 53300 (too many connections).
+pub fn is_unavailable(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<sqlx::Error>()
+            .is_some_and(|e| match e {
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_) => true,
+                sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                    code.starts_with("08")
+                        || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+                }),
+                _ => false,
+            })
+    })
+}
+
 fn is_duplicate(e: &sqlx::Error) -> bool {
     // 42P04 duplicate_database, 42P06 duplicate_schema, 23505 unique_violation (catalog race).
     matches!(

@@ -171,6 +171,7 @@ pub fn free_listen_addr() -> std::net::SocketAddr {
 pub struct TcpProxy {
     addr: std::net::SocketAddr,
     accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
     generation: tokio::sync::watch::Sender<u64>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -185,9 +186,16 @@ impl TcpProxy {
         let target = target.to_string();
         let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = accepted.clone();
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let is_down = down.clone();
         let task = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if is_down.load(std::sync::atomic::Ordering::SeqCst) {
+                    // The server is away: the connection closes before a byte is read.
+                    drop(inbound);
+                    continue;
+                }
                 let mut severed = sender.subscribe();
                 let target = target.clone();
                 tokio::spawn(async move {
@@ -204,6 +212,7 @@ impl TcpProxy {
         Ok(Self {
             addr,
             accepted,
+            down,
             generation,
             task,
         })
@@ -222,6 +231,15 @@ impl TcpProxy {
     /// Closes every connection open now.
     pub fn sever(&self) {
         self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Takes the server away (every open connection cut, every new one closed at once)
+    /// or brings it back.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+        if down {
+            self.sever();
+        }
     }
 }
 

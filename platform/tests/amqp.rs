@@ -321,6 +321,82 @@ async fn a_message_that_keeps_failing_is_dead_lettered_after_the_bound() {
     f.cleanup().await;
 }
 
+/// How many times the consumer of `queue` found its database unavailable (its metric).
+fn unavailable_count(queue: &str) -> u64 {
+    let rendered = platform::admin::prometheus().render();
+    rendered
+        .lines()
+        .filter(|l| {
+            l.starts_with("amqp_consumed_total{")
+                && l.contains("outcome=\"database_unavailable\"")
+                && l.contains(&format!("queue=\"{queue}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+#[tokio::test]
+async fn a_consumer_whose_database_is_away_waits_for_it_without_using_up_attempts() {
+    let f = Fixture::new().await;
+    platform::admin::prometheus();
+    // The consumer reaches Postgres through a proxy that the test takes down; a short
+    // acquire timeout makes each try fail fast.
+    let proxy = platform::testing::TcpProxy::start("127.0.0.1:5432")
+        .await
+        .unwrap();
+    let url = f.pool.connect_options().as_ref().clone();
+    let through_proxy = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_millis(300))
+        .connect_lazy_with(url.host("127.0.0.1").port(proxy.addr().port()));
+    let recorder = Arc::new(Recorder::default());
+    tokio::spawn(consumer::run(
+        through_proxy,
+        f.broker.clone(),
+        f.subscription.clone(),
+        recorder.clone(),
+        f.shutdown.clone(),
+    ));
+    f.declare().await;
+    proxy.set_down(true);
+    f.enqueue("o-patient", true).await;
+    f.start_relay();
+
+    // Tried more often than its attempts allow, while the database is away...
+    let queue = f.subscription.queue.clone();
+    let ch = f.broker.channel().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while unavailable_count(&queue) < u64::from(f.subscription.max_attempts) + 2 {
+        let dead = ch
+            .basic_get(
+                f.subscription.dead_queue().as_str().into(),
+                BasicGetOptions { no_ack: false },
+            )
+            .await
+            .unwrap();
+        assert!(
+            dead.is_none(),
+            "dead-lettered during an outage, which is not the message's fault"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the consumer never met its database away"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(recorder.calls.load(Ordering::SeqCst), 0);
+
+    // ...and applied once it is back.
+    proxy.set_down(false);
+    assert_eq!(
+        f.wait_for_effect("o-patient:customer").await,
+        vec!["o-patient:customer"]
+    );
+    assert_eq!(recorder.calls.load(Ordering::SeqCst), 1);
+    f.cleanup().await;
+}
+
 #[tokio::test]
 async fn events_wait_in_the_outbox_while_rabbitmq_is_unreachable() {
     let f = Fixture::new().await;

@@ -325,6 +325,16 @@ async fn process(
                 delivery.acker.ack(BasicAckOptions::default()).await?;
                 Ok(())
             }
+            // The service's own database is away (a restart, a failover, the network):
+            // not the message's fault, so it waits its back-off again without using up an
+            // attempt, for as long as the outage lasts, instead of reaching `.dead`.
+            Err(e) if crate::db::is_unavailable(&e) => {
+                let wait = sub.backoff(attempt);
+                metrics::counter!("amqp_consumed_total", "queue" => sub.queue.clone(), "outcome" => "database_unavailable").increment(1);
+                tracing::warn!(id = %envelope.id, attempt, retry_in = ?wait, error = format!("{e:#}"), "database unavailable: will retry without counting an attempt");
+                let properties = delivery.properties.clone().with_expiration(wait.as_millis().to_string().into());
+                republish(channel, &sub.retry_queue(), &delivery, properties).await
+            }
             Err(e) if attempt >= sub.max_attempts => {
                 tracing::error!(id = %envelope.id, attempt, error = format!("{e:#}"), "giving up on the message: dead-lettering it");
                 park(channel, sub, &delivery, attempt, &format!("{e:#}")).await

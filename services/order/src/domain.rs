@@ -508,15 +508,24 @@ impl Order {
         tipo_dte: i32,
         folio: i64,
     ) -> Result<Vec<OrderEvent>, IllegalTransition> {
+        let known = self.document_id.as_deref();
         match self.status {
-            _ if self.document_id.as_deref() == Some(document_id) => Ok(vec![]),
-            Status::Paid | Status::Refunded if self.document_id.is_none() => {
+            // Still paid with this document already known: the SII's verdict on it (a later
+            // message) was applied first, as the consumer may take the two in either order.
+            // The order is invoiced all the same.
+            Status::Paid if known.is_none() || known == Some(document_id) => {
                 Ok(vec![OrderEvent::OrderInvoiced {
                     document_id: document_id.into(),
                     tipo_dte,
                     folio,
                 }])
             }
+            _ if known == Some(document_id) => Ok(vec![]),
+            Status::Refunded if known.is_none() => Ok(vec![OrderEvent::OrderInvoiced {
+                document_id: document_id.into(),
+                tipo_dte,
+                folio,
+            }]),
             status => Err(IllegalTransition {
                 command: "invoice",
                 status,
@@ -636,6 +645,26 @@ mod tests {
         old.as_object_mut().unwrap().remove("document_status");
         let loaded: Order = serde_json::from_value(old).unwrap();
         assert_eq!(loaded.document_status, None);
+    }
+
+    #[test]
+    fn the_verdict_applied_before_the_issue_still_leaves_the_order_invoiced() {
+        // dte.accepted and dte.issued of one document, taken in the wrong order.
+        let order = placed(vec![line("A", 1, 1000, false)]);
+        let order = applied(order.clone(), order.pay("p-1", 1190).unwrap());
+        let order = applied(
+            order.clone(),
+            order.settle_document("d-1", "accepted").unwrap(),
+        );
+        assert_eq!(order.status, Status::Paid);
+        let order = applied(order.clone(), order.invoice("d-1", 39, 7).unwrap());
+        assert_eq!(order.status, Status::Invoiced);
+        assert_eq!(order.document_status.as_deref(), Some("accepted"));
+        assert_eq!(order.invoice("d-1", 39, 7).unwrap(), vec![], "once");
+        assert!(
+            order.invoice("d-2", 39, 8).is_err(),
+            "one document per order"
+        );
     }
 
     #[test]
