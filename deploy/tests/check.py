@@ -115,8 +115,10 @@ def check_gitlab_rules():
     assert develop["deploy-production"]["when"] == "never"
     assert main["deploy-production"]["when"] == "manual", "main reaches production by hand"
     assert main["deploy-staging"]["when"] == "never"
-    for job in ["build", "image-scan", *deploys]:
+    for job in ["build", "sbom", "image-scan", *deploys]:
         assert feature[job]["when"] == "never", f"a feature branch does not {job}"
+    for jobs in [develop, main]:
+        assert jobs["sbom"]["when"] == "on_success", "every image gets its SBOM"
 
 
 def check_dockerfile():
