@@ -14,9 +14,10 @@ use serde_json::Value;
 const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 const CARGO_DENY: &str = "0.20.2";
 
-/// `cargo install --locked` of `krate` at `version` under the target directory, once.
+/// `cargo install --locked` of `krate` at `version` under the target directory, once (a
+/// root per tool: the two tests install theirs at the same time).
 fn tool(krate: &str, version: &str, program: &str) -> PathBuf {
-    let root = Path::new(WORKSPACE).join("target/tools");
+    let root = Path::new(WORKSPACE).join("target/tools").join(krate);
     let bin = root.join("bin").join(program);
     let installed = Command::new(&bin)
         .args([program.trim_start_matches("cargo-"), "--version"])
