@@ -30,7 +30,8 @@ COPY . .
 RUN cargo build --release --locked --bin orderflow \
  && install -D -m 0755 target/release/orderflow /out/orderflow
 
-FROM builder AS binary-source
+FROM scratch AS binary-source
+COPY --from=builder /out/orderflow /out/orderflow
 
 FROM scratch AS binary-prebuilt
 # `prebuilt` is a build context (--build-context prebuilt=DIR), not a stage.
