@@ -169,6 +169,10 @@ async fn the_suite_stops_cleanly_when_asked_and_frees_its_port() {
     );
 }
 
+#[path = "support/shop.rs"]
+mod shop;
+use shop::{sign_in, wait_until_invoiced};
+
 #[path = "e2e/helpers.rs"]
 #[allow(dead_code)]
 mod helpers;
@@ -468,23 +472,6 @@ async fn serves(endpoint: tonic::transport::Endpoint) -> bool {
     }
 }
 
-/// Signs `email` in (password `correct horse battery staple`) and returns the access token.
-async fn sign_in(http: &reqwest::Client, base: &str, email: &str) -> String {
-    let login: serde_json::Value = http
-        .post(format!("{base}/v1/auth/login"))
-        .json(&serde_json::json!({"email": email, "password": "correct horse battery staple"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    login["accessToken"]
-        .as_str()
-        .expect("signed in")
-        .to_string()
-}
-
 /// Creates the product `(sku, name, net price)` (3 in stock) as `admin`, registers and
 /// signs in `email`, and places their order of one: (the buyer's token, the order id).
 async fn placed_order(
@@ -525,30 +512,6 @@ async fn placed_order(
         .unwrap_or_else(|| panic!("{placed}"))
         .to_string();
     (buyer, id)
-}
-
-/// Polls the order until it is `invoiced` (30 s at most).
-async fn wait_until_invoiced(http: &reqwest::Client, base: &str, token: &str, id: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let order: serde_json::Value = http
-            .get(format!("{base}/v1/orders/{id}"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if order["status"] == "invoiced" {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never invoiced: {order}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
 }
 
 /// Child processes killed when the test ends, however it ends.

@@ -22,6 +22,9 @@ use std::{
 
 use serde_json::{Value, json};
 
+#[path = "support/shop.rs"]
+mod shop;
+
 const BIN: &str = env!("CARGO_BIN_EXE_orderflow");
 const IN_IMAGE: &str = "/usr/local/bin/orderflow";
 
@@ -265,10 +268,9 @@ async fn until_ready(url: &str, processes: &mut [&mut Running]) {
 /// card (the sandbox processor), invoiced. Returns the order.
 async fn checkout(base: &str, email: &str) -> Value {
     let http = reqwest::Client::new();
-    let password = "correct horse battery";
     let r = http
         .post(format!("{base}/v1/auth/register"))
-        .json(&json!({"email": email, "password": password}))
+        .json(&json!({"email": email, "password": "correct horse battery staple"}))
         .send()
         .await
         .unwrap();
@@ -277,16 +279,7 @@ async fn checkout(base: &str, email: &str) -> Value {
         "register: {}",
         r.text().await.unwrap()
     );
-    let login: Value = http
-        .post(format!("{base}/v1/auth/login"))
-        .json(&json!({"email": email, "password": password}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["accessToken"].as_str().expect("a token").to_string();
+    let token = shop::sign_in(&http, base, email).await;
     let products: Value = http
         .get(format!("{base}/v1/products?pageSize=5"))
         .send()
@@ -318,26 +311,7 @@ async fn checkout(base: &str, email: &str) -> Value {
         .await
         .unwrap();
     assert_eq!(paid.status(), 200, "{}", paid.text().await.unwrap());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let order: Value = http
-            .get(format!("{base}/v1/orders/{id}"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if order["status"] == "invoiced" {
-            return order;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "order {id} never became invoiced: {order}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    shop::wait_until_invoiced(&http, base, &token, &id).await
 }
 
 #[tokio::test]
@@ -515,25 +489,10 @@ async fn the_image_builds_from_the_dockerfile_and_every_role_runs_from_it_as_non
     assert!(log.contains("draining"), "{log}");
 
     // Each role as a process of its own, from the image, on the same database and broker.
-    let port = |_: ()| platform::testing::free_listen_addr().to_string();
-    let addrs: HashMap<&str, String> = [
-        "GATEWAY_ADDR",
-        "IAM_GRPC_ADDR",
-        "IAM_ADMIN_ADDR",
-        "CATALOG_GRPC_ADDR",
-        "CATALOG_ADMIN_ADDR",
-        "ORDER_GRPC_ADDR",
-        "ORDER_ADMIN_ADDR",
-        "ORDER_PROJECTOR_ADMIN_ADDR",
-        "PAYMENT_GRPC_ADDR",
-        "PAYMENT_ADMIN_ADDR",
-        "DTE_GRPC_ADDR",
-        "DTE_ADMIN_ADDR",
-        "SII_SIM_ADDR",
-    ]
-    .into_iter()
-    .map(|k| (k, port(())))
-    .collect();
+    let addrs: HashMap<&str, String> = platform::testing::ADDRESS_SETTINGS
+        .iter()
+        .map(|k| (*k, platform::testing::free_listen_addr().to_string()))
+        .collect();
     let mut roles_env = env.clone();
     for (k, v) in &addrs {
         roles_env.insert(k.to_string(), v.clone());

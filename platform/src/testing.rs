@@ -35,6 +35,24 @@ pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
 }
 
+/// Every setting naming an address a role (or a simulator) listens on.
+pub const ADDRESS_SETTINGS: &[&str] = &[
+    "GATEWAY_ADDR",
+    "IAM_GRPC_ADDR",
+    "IAM_ADMIN_ADDR",
+    "CATALOG_GRPC_ADDR",
+    "CATALOG_ADMIN_ADDR",
+    "ORDER_GRPC_ADDR",
+    "ORDER_ADMIN_ADDR",
+    "ORDER_PROJECTOR_ADMIN_ADDR",
+    "PAYMENT_GRPC_ADDR",
+    "PAYMENT_ADMIN_ADDR",
+    "DTE_GRPC_ADDR",
+    "DTE_ADMIN_ADDR",
+    "SII_SIM_ADDR",
+    "WEBPAY_SIM_ADDR",
+];
+
 /// Settings for one test: a fresh database, its own Redis key prefix, exchange and queue
 /// names (queues expire once unused), and every listener on a free loopback port.
 pub struct TestEnv {
@@ -63,22 +81,7 @@ impl TestEnv {
             crate::identity::KEY_SETTING.to_string(),
             test_internal_key().pem().expose().to_string(),
         );
-        for key in [
-            "GATEWAY_ADDR",
-            "IAM_GRPC_ADDR",
-            "IAM_ADMIN_ADDR",
-            "CATALOG_GRPC_ADDR",
-            "CATALOG_ADMIN_ADDR",
-            "ORDER_GRPC_ADDR",
-            "ORDER_ADMIN_ADDR",
-            "ORDER_PROJECTOR_ADMIN_ADDR",
-            "PAYMENT_GRPC_ADDR",
-            "PAYMENT_ADMIN_ADDR",
-            "DTE_GRPC_ADDR",
-            "DTE_ADMIN_ADDR",
-            "SII_SIM_ADDR",
-            "WEBPAY_SIM_ADDR",
-        ] {
+        for key in ADDRESS_SETTINGS {
             vars.insert(key.to_string(), "127.0.0.1:0".to_string());
         }
         // The SII simulator answers at once: follow a submission closely.
