@@ -785,3 +785,106 @@ async fn classic_queues_of_an_earlier_version_become_quorum_queues_with_their_me
     ready(&f.broker, &sub.queue, 4).await;
     f.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_migration_cut_off_after_moving_messages_out_is_finished_by_the_next_run() {
+    use lapin::{
+        options::{QueueBindOptions, QueueDeclareOptions},
+        types::{AMQPValue, FieldTable},
+    };
+    use platform::amqp::migrate::{self, Migrated};
+    let f = Fixture::new().await;
+    let sub = &f.subscription;
+    // As an interrupted run leaves it: the classic work and dead queues already deleted,
+    // their messages in the holding queues, the work queue's holding queue bound.
+    let channel = f.broker.channel().await.unwrap();
+    f.broker.declare_exchange(&channel).await.unwrap();
+    let mut quorum = FieldTable::default();
+    quorum.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    let work_holding = format!("{}.migrating", sub.queue);
+    let dead_holding = format!("{}.migrating", sub.dead_queue());
+    for holding in [&work_holding, &dead_holding] {
+        channel
+            .queue_declare(
+                holding.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                quorum.clone(),
+            )
+            .await
+            .unwrap();
+    }
+    channel
+        .queue_bind(
+            work_holding.as_str().into(),
+            f.broker.exchange().into(),
+            "order.cancelled".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let plain = lapin::BasicProperties::default;
+    put(&f.broker, &work_holding, b"one", plain()).await;
+    put(&f.broker, &work_holding, b"two", plain()).await;
+    put(&f.broker, &dead_holding, b"dead", plain()).await;
+
+    let outcome = migrate::to_quorum(&f.broker, sub).await.unwrap();
+    assert!(
+        outcome.contains(&(sub.queue.clone(), Migrated::Moved(2))),
+        "{outcome:?}"
+    );
+    assert!(
+        outcome.contains(&(sub.dead_queue(), Migrated::Moved(1))),
+        "{outcome:?}"
+    );
+    ready(&f.broker, &sub.queue, 2).await;
+    ready(&f.broker, &sub.dead_queue(), 1).await;
+    for holding in [&work_holding, &dead_holding] {
+        let gone = f
+            .broker
+            .channel()
+            .await
+            .unwrap()
+            .queue_declare(
+                holding.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        assert!(gone.is_err(), "{holding} is left behind");
+    }
+    // What is published now reaches the quorum work queue.
+    let confirm = f.broker.confirm_channel().await.unwrap();
+    confirm
+        .basic_publish(
+            f.broker.exchange().into(),
+            "order.cancelled".into(),
+            BasicPublishOptions::default(),
+            b"after",
+            plain(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    ready(&f.broker, &sub.queue, 3).await;
+    for holding in [work_holding, dead_holding] {
+        let _ = f
+            .broker
+            .channel()
+            .await
+            .unwrap()
+            .queue_delete(holding.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    f.cleanup().await;
+}

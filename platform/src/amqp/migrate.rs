@@ -6,7 +6,9 @@
 //! queue (`<queue>.migrating`), which is bound like the work queue so nothing published
 //! meanwhile is lost; the classic queue is deleted; the quorum topology is declared as the
 //! consumer declares it; the held messages move back, and the holding queues go. A queue
-//! that is already quorum, or absent, is left alone, so running it twice changes nothing.
+//! that is already quorum, or absent, is left alone, so running it twice changes nothing;
+//! a run that was interrupted is finished by the next (a holding queue left behind is
+//! drained into the quorum queue).
 
 use lapin::{
     BasicProperties, Channel, ErrorKind,
@@ -58,22 +60,8 @@ fn classic_args(sub: &Subscription, queue: &str) -> FieldTable {
 /// succeeds exactly while it is still that classic queue.
 async fn kind_of(broker: &Broker, sub: &Subscription, queue: &str) -> anyhow::Result<Migrated> {
     // A failed declare closes its channel: one channel per question.
-    let passive = broker
-        .channel()
-        .await?
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await;
-    match passive {
-        Err(e) if is(&e, AMQPSoftError::NOTFOUND) => return Ok(Migrated::Absent),
-        Err(e) => return Err(e.into()),
-        Ok(_) => {}
+    if !exists(broker, queue).await? {
+        return Ok(Migrated::Absent);
     }
     let as_before = broker
         .channel()
@@ -90,6 +78,27 @@ async fn kind_of(broker: &Broker, sub: &Subscription, queue: &str) -> anyhow::Re
     match as_before {
         Ok(_) => Ok(Migrated::Moved(0)),
         Err(e) if is(&e, AMQPSoftError::PRECONDITIONFAILED) => Ok(Migrated::AlreadyQuorum),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether `queue` is declared (a passive declare, on a channel of its own).
+async fn exists(broker: &Broker, queue: &str) -> anyhow::Result<bool> {
+    let passive = broker
+        .channel()
+        .await?
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    match passive {
+        Ok(_) => Ok(true),
+        Err(e) if is(&e, AMQPSoftError::NOTFOUND) => Ok(false),
         Err(e) => Err(e.into()),
     }
 }
@@ -166,8 +175,18 @@ pub async fn to_quorum(
     let mut work_target = sub.queue.clone();
     for queue in &queues {
         let kind = kind_of(broker, sub, queue).await?;
+        let holding = format!("{queue}.migrating");
         if kind != Migrated::Moved(0) {
-            outcome.push((queue.clone(), kind));
+            if *queue != sub.retry_queue() && exists(broker, &holding).await? {
+                // A run interrupted after it moved this queue's messages out: they wait in
+                // the holding queue and go back below, to the quorum queue declared there.
+                if *queue == sub.queue {
+                    work_target = holding.clone();
+                }
+                held.push((queue.clone(), holding));
+            } else {
+                outcome.push((queue.clone(), kind));
+            }
             continue;
         }
         if *queue == sub.retry_queue() {
@@ -178,7 +197,6 @@ pub async fn to_quorum(
             outcome.push((queue.clone(), Migrated::Moved(moved)));
             continue;
         }
-        let holding = format!("{queue}.migrating");
         let mut args = FieldTable::default();
         args.insert(
             "x-queue-type".into(),
