@@ -29,6 +29,8 @@ use proto::events::v1::EventEnvelope;
 
 /// The header counting a message's attempts (dead-letter tooling resets it on replay).
 pub const ATTEMPT_HEADER: &str = "x-orderflow-attempt";
+/// The header counting the times a message found its consumer's database unavailable.
+const UNAVAILABLE_HEADER: &str = "x-orderflow-unavailable";
 
 /// Handles one event inside the transaction that also records it in the inbox.
 pub trait EventHandler: Send + Sync + 'static {
@@ -283,16 +285,20 @@ fn header_string(props: &BasicProperties, key: &str) -> Option<String> {
 }
 
 fn attempt_of(props: &BasicProperties) -> u32 {
+    header_count(props, ATTEMPT_HEADER).unwrap_or(1)
+}
+
+/// A counting header's value, if the message carries it.
+fn header_count(props: &BasicProperties, key: &str) -> Option<u32> {
     props
         .headers()
         .as_ref()
-        .and_then(|h| h.inner().get(ATTEMPT_HEADER))
+        .and_then(|h| h.inner().get(key))
         .and_then(|v| match v {
             AMQPValue::LongInt(n) => u32::try_from(*n).ok(),
             AMQPValue::LongLongInt(n) => u32::try_from(*n).ok(),
             _ => None,
         })
-        .unwrap_or(1)
 }
 
 async fn process(
@@ -328,11 +334,15 @@ async fn process(
             // The service's own database is away (a restart, a failover, the network):
             // not the message's fault, so it waits its back-off again without using up an
             // attempt, for as long as the outage lasts, instead of reaching `.dead`.
+            // Its wait grows as the attempts' back-off does, up to the longest of those,
+            // so a long outage does not spin every held message through the broker.
             Err(e) if crate::db::is_unavailable(&e) => {
-                let wait = sub.backoff(attempt);
+                let found_away = header_count(&delivery.properties, UNAVAILABLE_HEADER).unwrap_or(0) + 1;
+                let wait = sub.backoff(found_away).min(sub.backoff(sub.max_attempts));
                 metrics::counter!("amqp_consumed_total", "queue" => sub.queue.clone(), "outcome" => "database_unavailable").increment(1);
                 tracing::warn!(id = %envelope.id, attempt, retry_in = ?wait, error = format!("{e:#}"), "database unavailable: will retry without counting an attempt");
-                let properties = delivery.properties.clone().with_expiration(wait.as_millis().to_string().into());
+                let mut properties = delivery.properties.clone().with_expiration(wait.as_millis().to_string().into());
+                properties = with_header(properties, UNAVAILABLE_HEADER, AMQPValue::LongLongInt(i64::from(found_away)));
                 republish(channel, &sub.retry_queue(), &delivery, properties).await
             }
             Err(e) if attempt >= sub.max_attempts => {
