@@ -33,7 +33,19 @@ pub async fn connect(url: &str, schema: &str, max_connections: u32) -> anyhow::R
     })
     .with_context(|| format!("cannot create schema {schema}"))?;
     conn.close().await.ok();
-    let options = base.options([("search_path", schema)]);
+    connect_existing(url, schema, max_connections).await
+}
+
+/// Opens a pool whose connections see only `schema`, which must exist: nothing is created
+/// (for reading another database, e.g. the source of a restore drill).
+pub async fn connect_existing(
+    url: &str,
+    schema: &str,
+    max_connections: u32,
+) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(url)
+        .context("DATABASE_URL is malformed")?
+        .options([("search_path", schema)]);
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(std::time::Duration::from_secs(10))

@@ -395,7 +395,7 @@ async fn check_restored(
     .into_iter()
     .collect();
 
-    let source = platform::db::connect(&options.source_url, crate::SCHEMA, 2)
+    let source = platform::db::connect_existing(&options.source_url, crate::SCHEMA, 2)
         .await
         .context("cannot connect to the source database")?;
     let compared = compare_with_source(scratch, &source, report).await;
