@@ -535,17 +535,16 @@ async fn the_image_builds_from_the_dockerfile_and_every_role_runs_from_it_as_non
             &work,
         ));
     }
-    for (role, admin) in [
-        ("iam", "IAM_ADMIN_ADDR"),
-        ("catalog", "CATALOG_ADMIN_ADDR"),
-        ("order", "ORDER_ADMIN_ADDR"),
-        ("order-projector", "ORDER_PROJECTOR_ADMIN_ADDR"),
-        ("payment", "PAYMENT_ADMIN_ADDR"),
-        ("dte", "DTE_ADMIN_ADDR"),
+    for admin in [
+        "IAM_ADMIN_ADDR",
+        "CATALOG_ADMIN_ADDR",
+        "ORDER_ADMIN_ADDR",
+        "ORDER_PROJECTOR_ADMIN_ADDR",
+        "PAYMENT_ADMIN_ADDR",
+        "DTE_ADMIN_ADDR",
     ] {
         let mut refs: Vec<&mut Running> = roles.iter_mut().collect();
         until_ready(&format!("http://{}/health/ready", addrs[admin]), &mut refs).await;
-        let _ = role;
     }
     let base = url("GATEWAY_ADDR");
     {

@@ -729,12 +729,9 @@ impl OrderService for OrderGrpc {
         Caller::of(&request).require_admin()?;
         let mut queues = Vec::with_capacity(self.state.work_queues.len());
         for queue in &self.state.work_queues {
-            let counted = platform::amqp::dead_letters::count(&self.state.broker, queue)
+            let counted = dead_letters::count(&self.state.broker, queue)
                 .await
-                .map_err(|e| {
-                    tracing::warn!(queue, error = format!("{e:#}"), "cannot count dead letters");
-                    Status::unavailable("the message broker cannot be reached")
-                })?;
+                .map_err(broker_unavailable)?;
             // A queue never declared (its service has not started yet) holds nothing.
             queues.push(pb::DeadLetterQueue {
                 queue: queue.clone(),
