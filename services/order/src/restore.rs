@@ -59,15 +59,48 @@ pub struct DrillOptions {
     pub keep: bool,
 }
 
+/// What [`DrillOptions::scratch_name`] names begin with.
+const SCRATCH_PREFIX: &str = "orderflow_restore_drill_";
+/// A scratch database of a drill this much older was left by one that died: it goes.
+const ABANDONED_AFTER_HOURS: i64 = 24;
+
 impl DrillOptions {
-    /// A scratch database name no other drill uses.
+    /// A scratch database name no other drill uses (it carries its creation time).
     pub fn scratch_name() -> String {
         format!(
-            "orderflow_restore_drill_{}_{}",
+            "{SCRATCH_PREFIX}{}_{}",
             Utc::now().format("%Y%m%d%H%M%S"),
             &Uuid::new_v4().simple().to_string()[..8]
         )
     }
+}
+
+/// Drops the scratch databases that drills killed before their cleanup left behind (named
+/// by [`DrillOptions::scratch_name`], made more than a day ago); returns their names.
+async fn drop_abandoned(admin: &mut sqlx::PgConnection) -> anyhow::Result<Vec<String>> {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE starts_with(datname, $1)")
+            .bind(SCRATCH_PREFIX)
+            .fetch_all(&mut *admin)
+            .await?;
+    let cutoff = Utc::now() - chrono::Duration::hours(ABANDONED_AFTER_HOURS);
+    let mut dropped = Vec::new();
+    for name in names {
+        let made = name
+            .strip_prefix(SCRATCH_PREFIX)
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|stamp| NaiveDateTime::parse_from_str(stamp, "%Y%m%d%H%M%S").ok());
+        if made.is_some_and(|made| made.and_utc() < cutoff) {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                platform::db::quote_ident(&name)
+            )))
+            .execute(&mut *admin)
+            .await?;
+            dropped.push(name);
+        }
+    }
+    Ok(dropped)
 }
 
 /// One check's verdict.
@@ -191,6 +224,11 @@ pub async fn drill(options: &DrillOptions) -> anyhow::Result<Report> {
         .connect()
         .await
         .context("cannot connect to the scratch server")?;
+    for abandoned in drop_abandoned(&mut admin).await? {
+        report.warnings.push(format!(
+            "dropped {abandoned}, left by a drill that did not finish"
+        ));
+    }
     let name = platform::db::quote_ident(&options.scratch_database);
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut admin)

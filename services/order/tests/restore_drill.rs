@@ -163,6 +163,45 @@ async fn a_dump_restores_checks_and_rebuilds_to_the_sources_orders_though_the_so
 }
 
 #[tokio::test]
+async fn a_scratch_database_left_by_a_drill_that_died_goes_with_the_next_drill() {
+    let (url, _pool, _) = source_with_orders().await;
+    // Named as a drill names its scratch database, made long ago; and one made now, which
+    // may be another drill's at work.
+    let suffix = &Uuid::new_v4().simple().to_string()[..8];
+    let abandoned = format!("orderflow_restore_drill_20200101000000_{suffix}");
+    let current = DrillOptions::scratch_name();
+    let server = PgPool::connect(&platform::testing::server_url())
+        .await
+        .unwrap();
+    for name in [&abandoned, &current] {
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&server)
+            .await
+            .unwrap();
+    }
+    let dir = work_dir();
+    let dump = dir.join("event-store.dump");
+    pg_dump(&url, &dump);
+    let report = drill(&options(&url, &dump)).await.unwrap();
+    assert!(report.passed(), "{report}");
+    assert!(!database_exists(&abandoned).await, "{report}");
+    assert!(
+        report.warnings.iter().any(|w| w.contains(&abandoned)),
+        "{report}"
+    );
+    assert!(
+        database_exists(&current).await,
+        "a drill at work is left alone"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE \"{current}\"")))
+        .execute(&server)
+        .await
+        .unwrap();
+    server.close().await;
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
 async fn a_file_that_is_no_dump_or_a_truncated_dump_fails_with_the_reason_and_leaves_nothing() {
     let (url, _pool, _) = source_with_orders().await;
     let dir = work_dir();
