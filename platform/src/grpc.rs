@@ -89,6 +89,20 @@ pub fn idempotency_key(md: &tonic::metadata::MetadataMap) -> Result<Option<Strin
     Ok((!key.is_empty()).then(|| key.to_string()))
 }
 
+/// An optional timestamp field as a time; INVALID_ARGUMENT naming `field` when it is out
+/// of range (never silently read as absent).
+pub fn time_field(
+    field: &str,
+    t: &Option<prost_types::Timestamp>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, Status> {
+    t.as_ref()
+        .map(|t| {
+            chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+                .ok_or_else(|| invalid_argument(field, "is out of range"))
+        })
+        .transpose()
+}
+
 /// INVALID_ARGUMENT naming the offending field in a `google.rpc.BadRequest` detail (the
 /// gateway turns it into a 400 problem+json that names the field).
 pub fn invalid_argument(field: &str, description: impl Into<String>) -> Status {

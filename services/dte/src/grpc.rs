@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use platform::grpc::{Caller, failed_precondition, internal, invalid_argument};
+use platform::grpc::{Caller, failed_precondition, internal, invalid_argument, time_field};
 use proto::{
     dte::v1::{
         self as pb, GetDocumentRequest, ListDocumentsRequest, ListDocumentsResponse,
@@ -57,10 +57,6 @@ fn caf_proto(row: &store::CafRow) -> pb::Caf {
         used: next - row.folio_from,
         remaining: row.folio_to + 1 - next,
     }
-}
-
-fn to_time(t: Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    t.and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
 }
 
 fn timestamp(t: DateTime<Utc>) -> Option<prost_types::Timestamp> {
@@ -200,8 +196,8 @@ impl DteService for DteGrpc {
         let req = request.into_inner();
         let counts = store::status_counts(
             &self.issuing.pool,
-            to_time(req.issued_from),
-            to_time(req.issued_to),
+            time_field("issued_from", &req.issued_from)?,
+            time_field("issued_to", &req.issued_to)?,
         )
         .await
         .map_err(internal)?;
@@ -258,8 +254,8 @@ impl DteService for DteGrpc {
             &DocumentFilter {
                 tipo: (req.tipo_dte != 0).then_some(req.tipo_dte),
                 status: (!req.status.is_empty()).then_some(req.status),
-                issued_from: to_time(req.issued_from),
-                issued_to: to_time(req.issued_to),
+                issued_from: time_field("issued_from", &req.issued_from)?,
+                issued_to: time_field("issued_to", &req.issued_to)?,
                 after,
                 limit: limit + 1,
             },

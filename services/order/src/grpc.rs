@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use platform::{
     amqp::dead_letters,
     clock::Clock,
-    grpc::{Caller, internal, invalid_argument},
+    grpc::{Caller, internal, invalid_argument, time_field},
 };
 use proto::{
     catalog::v1::{
@@ -374,18 +374,6 @@ fn parse_page_token(token: &str) -> Result<(DateTime<Utc>, String), Status> {
     Ok((at, id.to_string()))
 }
 
-fn time_of(
-    field: &str,
-    t: &Option<prost_types::Timestamp>,
-) -> Result<Option<DateTime<Utc>>, Status> {
-    t.as_ref()
-        .map(|t| {
-            DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
-                .ok_or_else(|| invalid_argument(field, "is out of range"))
-        })
-        .transpose()
-}
-
 /// proto `Struct` from JSON (the event history shows data and metadata as JSON objects).
 fn to_struct(value: serde_json::Value) -> Option<prost_types::Struct> {
     fn convert(value: serde_json::Value) -> prost_types::Value {
@@ -598,8 +586,8 @@ impl OrderService for OrderGrpc {
                     .as_str(),
             ),
         };
-        let from = time_of("created_from", &req.created_from)?;
-        let to = time_of("created_to", &req.created_to)?;
+        let from = time_field("created_from", &req.created_from)?;
+        let to = time_field("created_to", &req.created_to)?;
         let page_size = match req.page_size {
             0 => 20,
             n @ 1..=100 => n as i64,
@@ -693,8 +681,8 @@ impl OrderService for OrderGrpc {
     ) -> Result<Response<pb::OrderSummary>, Status> {
         Caller::of(&request).require_admin()?;
         let req = request.into_inner();
-        let from = time_of("created_from", &req.created_from)?;
-        let to = time_of("created_to", &req.created_to)?;
+        let from = time_field("created_from", &req.created_from)?;
+        let to = time_field("created_to", &req.created_to)?;
         // An order that was paid has a payment id in its state whatever came after
         // (invoiced, refunded); an invoiced one has its document id.
         let row: SummaryCounts = sqlx::query_as(sqlx::AssertSqlSafe(format!(

@@ -672,3 +672,27 @@ async fn a_reservation_whose_order_was_never_recorded_is_released_by_the_sweeper
         0
     );
 }
+
+#[tokio::test]
+async fn a_date_filter_out_of_range_is_refused_naming_it_never_read_as_absent() {
+    let t = spawn().await;
+    let far = prost_types::Timestamp {
+        seconds: i64::MAX,
+        nanos: 0,
+    };
+    let refused = t
+        .orders
+        .clone()
+        .summarize_orders(as_caller(
+            proto::order::v1::SummarizeOrdersRequest {
+                created_from: Some(far),
+                ..Default::default()
+            },
+            &customer(),
+            "customer,admin",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert_eq!(violation_fields(&refused), ["created_from"]);
+}
