@@ -391,3 +391,19 @@ pub fn npm_tools(dir: &std::path::Path, packages: &[&str]) -> std::path::PathBuf
     std::fs::write(&marker, &wanted).expect("the tools' directory is writable");
     bin
 }
+
+/// The sum of a metric's series in a Prometheus text scrape, over those carrying every
+/// `labels` pair (0 when none does).
+pub fn metric_sum(rendered: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    rendered
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -323,17 +323,11 @@ async fn a_message_that_keeps_failing_is_dead_lettered_after_the_bound() {
 
 /// How many times the consumer of `queue` found its database unavailable (its metric).
 fn unavailable_count(queue: &str) -> u64 {
-    let rendered = platform::admin::prometheus().render();
-    rendered
-        .lines()
-        .filter(|l| {
-            l.starts_with("amqp_consumed_total{")
-                && l.contains("outcome=\"database_unavailable\"")
-                && l.contains(&format!("queue=\"{queue}\""))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .sum()
+    platform::testing::metric_sum(
+        &platform::admin::prometheus().render(),
+        "amqp_consumed_total",
+        &[("outcome", "database_unavailable"), ("queue", queue)],
+    ) as u64
 }
 
 #[tokio::test]

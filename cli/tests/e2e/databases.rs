@@ -137,16 +137,11 @@ async fn a_service_whose_database_blinks_is_unready_meanwhile_the_others_carry_o
     let dte_queue = format!("{queue_prefix}dte");
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let metrics = s.metrics().await;
-        let met: f64 = metrics
-            .lines()
-            .filter(|l| {
-                l.starts_with("amqp_consumed_total{")
-                    && l.contains("outcome=\"database_unavailable\"")
-                    && l.contains(&format!("queue=\"{dte_queue}\""))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
+        let met = platform::testing::metric_sum(
+            &s.metrics().await,
+            "amqp_consumed_total",
+            &[("outcome", "database_unavailable"), ("queue", &dte_queue)],
+        );
         if met >= 7.0 {
             break;
         }

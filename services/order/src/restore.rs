@@ -495,22 +495,20 @@ async fn compare_with_source(
     let mut mismatches = Vec::new();
     let mut after = String::new();
     loop {
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT stream_id FROM events WHERE stream_id > $1 ORDER BY stream_id LIMIT $2",
+        // The next batch of whole streams, in one statement.
+        let restored: Vec<Compared> = sqlx::query_as(
+            "SELECT stream_id, stream_position, event_id FROM events WHERE stream_id IN ( \
+               SELECT DISTINCT stream_id FROM events WHERE stream_id > $1 ORDER BY stream_id LIMIT $2) \
+             ORDER BY stream_id, stream_position",
         )
         .bind(&after)
         .bind(COMPARE_BATCH)
         .fetch_all(scratch)
         .await?;
-        let Some(last) = ids.last() else { break };
-        after = last.clone();
-        let restored: Vec<Compared> = sqlx::query_as(
-            "SELECT stream_id, stream_position, event_id FROM events WHERE stream_id = ANY($1) \
-             ORDER BY stream_id, stream_position",
-        )
-        .bind(&ids)
-        .fetch_all(scratch)
-        .await?;
+        let Some(last) = restored.last() else { break };
+        after = last.stream_id.clone();
+        let mut ids: Vec<String> = restored.iter().map(|e| e.stream_id.clone()).collect();
+        ids.dedup();
         let mut expected: BTreeMap<&str, Vec<(i64, Uuid)>> = BTreeMap::new();
         for e in &restored {
             expected
