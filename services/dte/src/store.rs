@@ -98,7 +98,7 @@ pub async fn list_cafs(pool: &PgPool) -> sqlx::Result<Vec<CafRow>> {
 pub async fn folios_remaining(pool: &PgPool) -> sqlx::Result<Vec<(i32, i64)>> {
     sqlx::query_as(
         "SELECT c.tipo_dte, SUM(GREATEST(0, c.folio_to - GREATEST(c.folio_from, COALESCE(f.next_folio, 1)) + 1))::bigint \
-         FROM cafs c LEFT JOIN folio_counters f USING (tipo_dte) GROUP BY c.tipo_dte ORDER BY c.tipo_dte",
+         FROM cafs c LEFT JOIN folio_counters f USING (tipo_dte) GROUP BY c.tipo_dte",
     )
     .fetch_all(pool)
     .await
