@@ -155,9 +155,15 @@ pub fn too_many_requests(message: impl Into<String>, retry_after: Duration) -> S
 }
 
 /// Logs an unexpected failure with its whole cause chain and returns a bare INTERNAL:
-/// callers never see internal detail.
+/// callers never see internal detail. A database that could not be reached is not a
+/// fault of the request: that is UNAVAILABLE, which callers retry (reads) or report as
+/// 503 with Retry-After (writes, which clients repeat with their Idempotency-Key).
 pub fn internal(error: impl Into<anyhow::Error>) -> Status {
     let error = error.into();
+    if crate::db::is_unavailable(&error) {
+        tracing::warn!(error = format!("{error:#}"), "database unavailable");
+        return Status::unavailable("the database is unavailable; try again shortly");
+    }
     tracing::error!(error = format!("{error:#}"), "internal error");
     Status::internal("internal error")
 }
@@ -169,6 +175,21 @@ pub const OVERALL_HEALTH_SERVICE: &str = "";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_database_out_of_reach_is_unavailable_and_any_other_failure_internal() {
+        for unreachable in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+            sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+        ] {
+            let status = internal(anyhow::Error::from(unreachable).context("loading an order"));
+            assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        }
+        let status = internal(sqlx::Error::RowNotFound);
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(status.message(), "internal error");
+    }
 
     #[test]
     fn anonymous_and_customer_callers_are_refused_admin_work() {

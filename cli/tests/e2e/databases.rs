@@ -126,6 +126,11 @@ async fn a_service_whose_database_blinks_is_unready_meanwhile_the_others_carry_o
     assert!(body.contains("dte.postgres"), "{body}");
     let (catalog_status, body) = readiness(catalog_admin).await;
     assert_eq!(catalog_status, 200, "{body}");
+    // A call that needs DTE's database meanwhile is 503 (retry shortly), not a 500.
+    let cafs = s
+        .call(Method::GET, "/v1/dte/cafs", Some(&admin), None)
+        .await;
+    cafs.assert_problem(503);
 
     // Shoppers carry on: an order is placed and paid while DTE's database is away.
     let during = place(&s, &ana, "PARPADEO-1", 2).await;
