@@ -423,6 +423,7 @@ impl Gateway {
                 .service(Edge {
                     state: self.state.clone(),
                     peer,
+                    draining: shutdown.clone(),
                 });
             let connection = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(
@@ -453,6 +454,8 @@ impl Gateway {
 struct Edge {
     state: Arc<GatewayState>,
     peer: SocketAddr,
+    /// Fires when the gateway starts draining.
+    draining: CancellationToken,
 }
 
 impl tower::Service<Request<GatewayBody>> for Edge {
@@ -472,8 +475,50 @@ impl tower::Service<Request<GatewayBody>> for Edge {
     fn call(&mut self, req: Request<GatewayBody>) -> Self::Future {
         let state = self.state.clone();
         let peer = self.peer;
-        Box::pin(async move { Ok(route_request(state, req, peer).await) })
+        if !load_shed::is_long_poll(&req) {
+            return Box::pin(async move { Ok(route_request(state, req, peer).await) });
+        }
+        // A long poll idles until its resource changes (up to ORDER_WATCH_MAX_WAIT): it
+        // must not hold a draining gateway up. Once the drain starts it is answered with
+        // what is there now, which is a valid answer to a long poll (the client asks
+        // again, on a connection to another replica).
+        let draining = self.draining.clone();
+        let now = without_wait(&req);
+        Box::pin(async move {
+            tokio::select! {
+                response = route_request(state.clone(), req, peer) => Ok(response),
+                _ = draining.cancelled() => Ok(route_request(state, now, peer).await),
+            }
+        })
     }
+}
+
+/// The same GET without its `waitFor` (the caller as authenticated kept).
+fn without_wait(req: &Request<GatewayBody>) -> Request<GatewayBody> {
+    let query: Vec<&str> = req
+        .uri()
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("waitFor=") && !p.starts_with("wait_for="))
+        .collect();
+    let uri = if query.is_empty() {
+        req.uri().path().to_string()
+    } else {
+        format!("{}?{}", req.uri().path(), query.join("&"))
+    };
+    let mut again = Request::new(
+        http_body_util::Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *again.method_mut() = req.method().clone();
+    *again.uri_mut() = uri.parse().unwrap_or_else(|_| req.uri().clone());
+    *again.headers_mut() = req.headers().clone();
+    if let Some(caller) = req.extensions().get::<Caller>() {
+        again.extensions_mut().insert(caller.clone());
+    }
+    again
 }
 
 async fn route_request(

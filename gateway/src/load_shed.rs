@@ -45,7 +45,7 @@ impl LoadShedLayer {
 }
 
 /// Whether a request is a long poll (`GET …?waitFor=…`).
-fn is_long_poll<B>(req: &Request<B>) -> bool {
+pub(crate) fn is_long_poll<B>(req: &Request<B>) -> bool {
     req.method() == http::Method::GET
         && req.uri().query().is_some_and(|q| {
             q.split('&')

@@ -172,10 +172,13 @@ async fn once(
     result.map(tonic::Response::into_inner).map_err(|status| {
         // A connection that failed under the call is the upstream being unreachable, not
         // an answer: tonic says CANCELLED or UNKNOWN with the transport's error as the
-        // source (a status the upstream sent has no source). Reads are then retried like
-        // any UNAVAILABLE, and the client gets 503, not 500.
+        // source, or INTERNAL with h2's when the connection broke mid-stream (an upstream
+        // killed while answering); a status the upstream sent has no source. Reads are
+        // then retried like any UNAVAILABLE, and the client gets 503, not 500 (a write
+        // is repeated by its client with the same Idempotency-Key).
         let transport = std::error::Error::source(&status).is_some();
-        if matches!(status.code(), Code::Cancelled | Code::Unknown) && transport {
+        if matches!(status.code(), Code::Cancelled | Code::Unknown | Code::Internal) && transport
+        {
             tracing::warn!(upstream = %route.upstream, error = %status, "upstream connection failed");
             Status::unavailable("upstream unavailable")
         } else {

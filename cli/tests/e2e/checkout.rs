@@ -610,3 +610,71 @@ async fn a_draining_gateway_finishes_what_is_in_flight_and_tells_clients_to_reco
     assert_eq!(paid.body["status"], "captured");
     assert_eq!(paid.header("connection"), "close");
 }
+
+/// A second gateway in front of the suite's services, stopped on its own (as one replica
+/// of the gateway is during a rolling restart while the services carry on).
+async fn second_gateway(s: &TestSuite) -> (String, platform::CancellationToken) {
+    let mut vars = s.env.clone();
+    vars.insert("GATEWAY_ADDR".into(), "127.0.0.1:0".into());
+    for (setting, service) in [
+        ("GATEWAY_IAM_URL", "orderflow.iam.v1.IamService"),
+        ("GATEWAY_CATALOG_URL", "orderflow.catalog.v1.CatalogService"),
+        ("GATEWAY_ORDER_URL", "orderflow.order.v1.OrderService"),
+        ("GATEWAY_PAYMENT_URL", "orderflow.payment.v1.PaymentService"),
+        ("GATEWAY_DTE_URL", "orderflow.dte.v1.DteService"),
+    ] {
+        vars.insert(setting.into(), format!("http://{}", s.grpc_addrs[service]));
+    }
+    let reader = platform::config::Reader::new(&vars);
+    let mut settings = gateway::GatewaySettings::from_source(&reader).unwrap();
+    settings.internal_key = platform::config::CommonSettings::from_source(&reader)
+        .unwrap()
+        .internal_key;
+    let gateway = gateway::Gateway::build(settings).await.unwrap();
+    let base = format!("http://{}", gateway.local_addr());
+    let stop = platform::CancellationToken::new();
+    tokio::spawn(gateway.run_until_stopped(stop.clone()));
+    (base, stop)
+}
+
+#[tokio::test]
+async fn a_draining_gateway_answers_a_long_poll_at_once_with_the_order_as_it_is() {
+    // The order service would hold the wait a minute.
+    let s = spawn_suite_with(&[("ORDER_WATCH_MAX_WAIT", "60s")]).await;
+    let (_, ana, id) = a_placed_order(&s, "DRENAJE-2").await;
+    let (base, stop) = second_gateway(&s).await;
+    let order = s
+        .call(Method::GET, &format!("/v1/orders/{id}"), Some(&ana), None)
+        .await
+        .body;
+    let version = order["version"].as_i64().unwrap();
+    let wait = s
+        .http
+        .get(format!("{base}/v1/orders/{id}?waitFor={version}"))
+        .bearer_auth(&ana)
+        .send();
+    let drain = async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        stop.cancel();
+    };
+    // Answered long before the order service's wait would end, with the order as it is,
+    // and the client told to reconnect (elsewhere).
+    let (answer, ()) = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        futures::future::join(wait, drain),
+    )
+    .await
+    .expect("the drain does not wait for the long poll");
+    let answer = crate::helpers::read(answer.expect("answered")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.body["id"], id);
+    assert_eq!(answer.body["version"], version);
+    assert_eq!(answer.header("connection"), "close");
+    // The suite's own gateway is untouched.
+    assert_eq!(
+        s.call(Method::GET, &format!("/v1/orders/{id}"), Some(&ana), None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+}

@@ -18,6 +18,8 @@ pub struct TestSuite {
     pub grpc_addrs: std::collections::HashMap<&'static str, std::net::SocketAddr>,
     /// The local Webpay (with `PAYMENT_PROVIDER=webpay`): its URL and fault switches.
     pub webpay_sim: Option<(String, payment::webpay_sim::SimFaults)>,
+    /// The settings the suite runs with.
+    pub env: std::collections::HashMap<String, String>,
     shutdown: CancellationToken,
 }
 
@@ -83,6 +85,7 @@ pub async fn spawn_suite_with(overrides: &[(&str, &str)]) -> TestSuite {
         .with(&[("SEED_DEMO_DATA", "false"), ("PAYMENT_PROVIDER", "sandbox")])
         .with(overrides);
     let shutdown = CancellationToken::new();
+    let vars = env.vars.clone();
     let suite = Suite::start(&env.vars, shutdown.clone())
         .await
         .expect("the suite starts");
@@ -99,6 +102,7 @@ pub async fn spawn_suite_with(overrides: &[(&str, &str)]) -> TestSuite {
         payment_pool,
         grpc_addrs,
         webpay_sim,
+        env: vars,
         shutdown,
     };
     this.wait_until_ready().await;
@@ -205,7 +209,7 @@ impl TestSuite {
     }
 }
 
-async fn read(resp: reqwest::Response) -> Reply {
+pub async fn read(resp: reqwest::Response) -> Reply {
     let status = resp.status();
     let headers = resp.headers().clone();
     let bytes = resp.bytes().await.unwrap();
