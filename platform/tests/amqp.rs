@@ -39,7 +39,12 @@ struct Fixture {
 impl Fixture {
     async fn new() -> Self {
         let url = platform::testing::fresh_database().await.unwrap();
-        let pool = platform::db::connect(&url, "svc", 5).await.unwrap();
+        // A schema named for the test: the outbox gauge is labelled by schema, and the
+        // tests of this binary share one metrics recorder.
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let pool = platform::db::connect(&url, &format!("svc_{tag}"), 5)
+            .await
+            .unwrap();
         outbox::install(&pool).await.unwrap();
         sqlx::query(
             "CREATE TABLE effects (seq serial, event_id text NOT NULL, reason text NOT NULL)",
@@ -47,7 +52,6 @@ impl Fixture {
         .execute(&pool)
         .await
         .unwrap();
-        let tag = uuid::Uuid::new_v4().simple().to_string();
         let broker = Broker::new(&amqp_url(), &format!("test.{tag}.events"));
         let mut subscription = Subscription::new(&format!("test.{tag}.svc"), &["order.cancelled"]);
         subscription.first_backoff = Duration::from_millis(20);
@@ -388,6 +392,36 @@ async fn a_consumer_whose_database_is_away_waits_for_it_without_using_up_attempt
         vec!["o-patient:customer"]
     );
     assert_eq!(recorder.calls.load(Ordering::SeqCst), 1);
+    f.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_outbox_backlog_gauge_says_what_is_left_once_a_batch_is_out() {
+    let f = Fixture::new().await;
+    platform::admin::prometheus();
+    let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+        .fetch_one(&f.pool)
+        .await
+        .unwrap();
+    let backlog = || {
+        platform::testing::metric_sum(
+            &platform::admin::prometheus().render(),
+            "outbox_backlog",
+            &[("schema", &schema)],
+        )
+    };
+    for i in 0..3 {
+        f.enqueue(&format!("o-gauge-{i}"), true).await;
+    }
+    f.declare().await;
+    let mut relay = OutboxRelay::new(f.pool.clone(), f.broker.clone());
+    relay.batch_size = 2;
+    let mut channel = None;
+    // Two of three out: one left, as the table says.
+    assert_eq!(relay.publish_batch(&mut channel).await.unwrap(), 2);
+    assert_eq!(backlog(), 1.0);
+    assert_eq!(relay.publish_batch(&mut channel).await.unwrap(), 1);
+    assert_eq!(backlog(), 0.0);
     f.cleanup().await;
 }
 

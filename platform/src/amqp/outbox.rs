@@ -185,11 +185,14 @@ impl OutboxRelay {
         .bind(self.batch_size)
         .fetch_all(&mut *tx)
         .await?;
-        let backlog: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-                .fetch_one(&mut *tx)
-                .await?;
-        metrics::gauge!("outbox_backlog").set(backlog as f64);
+        // One gauge per schema: in `orderflow all` several services' relays report.
+        let (schema, backlog): (String, i64) = sqlx::query_as(
+            "SELECT current_schema()::text, count(*) FROM outbox WHERE published_at IS NULL",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let gauge = metrics::gauge!("outbox_backlog", "schema" => schema);
+        gauge.set(backlog as f64);
         if rows.is_empty() {
             return Ok(0);
         }
@@ -215,6 +218,9 @@ impl OutboxRelay {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        // What is left now, not what was there before this batch went out (a relay that
+        // caught up sleeps, and the gauge would keep the old figure until it wakes).
+        gauge.set((backlog - rows.len() as i64).max(0) as f64);
         metrics::counter!("outbox_published_total").increment(rows.len() as u64);
         Ok(rows.len())
     }

@@ -81,6 +81,9 @@ struct ToBuild {
     content: Content,
 }
 
+/// The least time between two refreshes of the issuer's gauges.
+const METRICS_GAP: Duration = Duration::from_secs(1);
+
 impl Issuing {
     pub fn new(pool: PgPool, issuer: Issuer, identity: SigningIdentity, clock: Clock) -> Self {
         Self {
@@ -394,23 +397,31 @@ impl Issuing {
         interval: Duration,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
-        // The gauges take two queries: once per interval, not on every wake (under load the
-        // consumer wakes the issuer for nearly every document).
+        // The gauges take two queries: at most once per METRICS_GAP, not on every wake
+        // (under load the consumer wakes the issuer for nearly every document), but soon
+        // after a round that may have changed them, so they never lag the table by more
+        // than that gap (a quiet issuer would otherwise show a past backlog for a whole
+        // interval).
         let mut metrics_refreshed: Option<std::time::Instant> = None;
         loop {
             match self.issue_pending().await {
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = format!("{e:#}"), "issuing documents"),
             }
-            if metrics_refreshed.is_none_or(|at| at.elapsed() >= interval) {
+            let since = metrics_refreshed.map(|at| at.elapsed());
+            let pause = if since.is_none_or(|since| since >= METRICS_GAP) {
                 if let Err(e) = self.refresh_metrics().await {
                     tracing::warn!(error = format!("{e:#}"), "cannot refresh the folio metrics");
                 }
                 metrics_refreshed = Some(std::time::Instant::now());
-            }
+                interval
+            } else {
+                // Come back when the gap has passed, to refresh them.
+                since.map_or(interval, |since| (METRICS_GAP - since).min(interval))
+            };
             tokio::select! {
                 () = self.wake.notified() => {}
-                () = tokio::time::sleep(interval) => {}
+                () = tokio::time::sleep(pause) => {}
                 () = shutdown.cancelled() => return Ok(()),
             }
         }
