@@ -3,7 +3,9 @@
 //! generator ([`loadgen`]) and the suite it can start to measure ([`spawn`]).
 #![forbid(unsafe_code)]
 
+pub mod chaos;
 pub mod healthcheck;
+pub mod invariants;
 pub mod loadgen;
 pub mod spawn;
 pub mod suite;

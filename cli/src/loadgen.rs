@@ -81,7 +81,8 @@ pub struct Options {
     pub spawn: bool,
 }
 
-fn parse_duration(raw: &str) -> Result<Duration, String> {
+/// A duration setting as the CLI takes it (`30s`, `2m`, `500ms`).
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     platform::config::parse_duration(raw)
         .ok_or_else(|| format!("{raw:?}: expected e.g. 30s, 2m, 500ms"))
 }
@@ -97,7 +98,8 @@ pub struct Mix {
     pub read: u32,
 }
 
-fn parse_mix(raw: &str) -> Result<Mix, String> {
+/// Operation weights as the CLI takes them (`browse=70,checkout=15,read=15`).
+pub fn parse_mix(raw: &str) -> Result<Mix, String> {
     let mut mix = Mix {
         browse: 0,
         checkout: 0,

@@ -96,6 +96,44 @@ enum Command {
         #[arg(long)]
         to: std::path::PathBuf,
     },
+    /// Checks what must hold across the services' stores once the suite is quiet (every
+    /// reservation ended as its order, payments settled, paid orders invoiced once, folios
+    /// gapless, read model = event store, outboxes drained, dead-letter queues empty),
+    /// prints the table and exits 1 when one fails.
+    Invariants {
+        /// Re-check until every invariant holds or this much time passed (e.g. `60s`), for
+        /// a suite that may still be finishing a saga.
+        #[arg(long, default_value = "0s", value_parser = cli::loadgen::parse_duration)]
+        patience: std::time::Duration,
+        /// Print the table as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A fault drill: every role as its own process (each behind proxies of its own to
+    /// Postgres, RabbitMQ and Redis), the load generator's shoppers checking out while roles
+    /// are killed or stopped and servers taken away from them (issue 24's scenario), then
+    /// the faults, the load and the invariant table; exits 1 when one fails. Takes
+    /// DATABASE_URL (give it a database of its own), AMQP_URL, REDIS_URL,
+    /// INTERNAL_TOKEN_KEY and the names (AMQP_EXCHANGE, AMQP_QUEUE_PREFIX, REDIS_KEY_PREFIX)
+    /// from the environment. `bench/chaos` runs it.
+    Chaos {
+        /// Shoppers.
+        #[arg(long, default_value_t = 16)]
+        users: usize,
+        /// How long the load runs; the faults are spread over it.
+        #[arg(long, default_value = "60s", value_parser = cli::loadgen::parse_duration)]
+        duration: std::time::Duration,
+        /// How long the suite may take to settle before the invariants must hold (at
+        /// least the reservation sweeper's grace, 30 s, plus a sweep).
+        #[arg(long, default_value = "90s", value_parser = cli::loadgen::parse_duration)]
+        patience: std::time::Duration,
+        /// Where the roles' logs go.
+        #[arg(long, default_value = "target/chaos")]
+        logs: std::path::PathBuf,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Prints the OpenAPI 3.1 document of the REST API (what the gateway serves at
     /// /openapi.json), generated from the protos.
     Openapi,
@@ -261,6 +299,61 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 eprintln!("not ready: {e:#}");
                 std::process::ExitCode::FAILURE
             }
+        });
+    }
+    if let Command::Chaos {
+        users,
+        duration,
+        patience,
+        logs,
+        json,
+    } = &cli.command
+    {
+        let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+        let exe = std::env::current_exe().context("finding this binary to start the roles")?;
+        eprintln!(
+            "chaos: starting every role as its own process (logs in {})",
+            logs.display()
+        );
+        let cluster = std::sync::Arc::new(cli::chaos::Cluster::start(&exe, env, logs).await?);
+        let outcome = cli::chaos::run(
+            cluster.clone(),
+            &cli::chaos::RunOptions {
+                users: *users,
+                duration: *duration,
+                patience: *patience,
+            },
+        )
+        .await;
+        cluster.stop().await;
+        let outcome = outcome?;
+        if *json {
+            println!("{}", outcome.to_json());
+        } else {
+            print!("{outcome}");
+        }
+        return Ok(if outcome.passed() {
+            std::process::ExitCode::SUCCESS
+        } else {
+            std::process::ExitCode::FAILURE
+        });
+    }
+    if let Command::Invariants { patience, json } = &cli.command {
+        let env = ProcessEnv;
+        let common = CommonSettings::from_source(&Reader::new(&env))?;
+        let stores = cli::invariants::Stores::open(&common).await?;
+        let report = cli::invariants::check_until(&stores, *patience).await;
+        stores.close().await;
+        let report = report?;
+        if *json {
+            println!("{}", report.to_json());
+        } else {
+            print!("{report}");
+        }
+        return Ok(if report.passed() {
+            std::process::ExitCode::SUCCESS
+        } else {
+            std::process::ExitCode::FAILURE
         });
     }
     if let Command::Queues {
@@ -479,6 +572,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         | Command::InternalKey { .. }
         | Command::DevCerts { .. }
         | Command::Openapi
+        | Command::Invariants { .. }
+        | Command::Chaos { .. }
         | Command::CopySelf { .. }
         | Command::DeadLetters { .. }
         | Command::Queues { .. } => {
@@ -665,6 +760,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         | Command::InternalKey { .. }
         | Command::DevCerts { .. }
         | Command::Openapi
+        | Command::Invariants { .. }
+        | Command::Chaos { .. }
         | Command::CopySelf { .. }
         | Command::DeadLetters { .. }
         | Command::Queues { .. } => {

@@ -9,6 +9,7 @@ mod edge;
 mod faults;
 mod helpers;
 mod idempotency;
+mod invariants;
 mod loadgen;
 mod orders;
 mod storefront;
