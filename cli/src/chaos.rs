@@ -583,6 +583,9 @@ pub struct Outcome {
     /// The same `POST /v1/orders` with one Idempotency-Key sent twice while the gateway
     /// had no Redis: the order ids it answered (the same one twice when idempotent).
     pub idempotency_probe: Option<(String, String)>,
+    /// The order whose charge was in flight when the payment role was killed, and what
+    /// its payment became (captured or failed; never left pending).
+    pub interrupted_charge: Option<(String, String)>,
     /// The invariant table once the suite was quiet.
     pub invariants: crate::invariants::Report,
 }
@@ -608,6 +611,10 @@ impl Outcome {
                 .idempotency_probe
                 .as_ref()
                 .is_none_or(|(a, b)| a == b && !a.is_empty())
+            && self
+                .interrupted_charge
+                .as_ref()
+                .is_none_or(|(_, status)| status == "captured" || status == "failed")
             && self.invariants.passed()
     }
 
@@ -624,6 +631,7 @@ impl Outcome {
             "load": self.load,
             "internalErrors": self.internal_errors(),
             "idempotencyProbe": self.idempotency_probe.as_ref().map(|(a, b)| json!([a, b])),
+            "interruptedCharge": self.interrupted_charge.as_ref().map(|(order, status)| json!({"order": order, "payment": status})),
             "invariants": self.invariants.to_json(),
         })
     }
@@ -670,6 +678,13 @@ impl std::fmt::Display for Outcome {
             )?,
             None => writeln!(f, "idempotency without Redis: not probed")?,
         }
+        match &self.interrupted_charge {
+            Some((order, status)) => writeln!(
+                f,
+                "a charge in flight when payment was killed ({order}): its payment {status}"
+            )?,
+            None => writeln!(f, "a charge in flight when payment was killed: not probed")?,
+        }
         writeln!(f, "invariants:")?;
         write!(f, "{}", self.invariants)
     }
@@ -709,11 +724,18 @@ pub async fn run(cluster: Arc<Cluster>, options: &RunOptions) -> anyhow::Result<
     let started = Instant::now();
     let mut faults = Vec::new();
     let mut idempotency_probe = None;
+    let mut interrupted = None;
     for (at, fault) in scenario(options.duration) {
         if let Some(wait) = at.checked_sub(started.elapsed()) {
             tokio::time::sleep(wait).await;
         }
         let began = started.elapsed();
+        if let Fault::Kill {
+            role: "payment", ..
+        } = &fault
+        {
+            interrupted = Some(probe.charge_in_flight(&cluster).await?);
+        }
         let applied = if let Fault::Cut {
             server: Server::Redis,
             roles,
@@ -745,18 +767,29 @@ pub async fn run(cluster: Arc<Cluster>, options: &RunOptions) -> anyhow::Result<
     .await?;
     let invariants = crate::invariants::check_until(&stores, options.patience).await;
     stores.close().await;
+    let interrupted_charge = match interrupted {
+        Some(order) => {
+            let status = probe.payment_status(&order).await?.unwrap_or_default();
+            Some((order, status))
+        }
+        None => None,
+    };
+    probe.payments.close().await;
     Ok(Outcome {
         faults,
         load,
         idempotency_probe,
+        interrupted_charge,
         invariants: invariants?,
     })
 }
 
-/// A customer and a product of its own, to send one order twice.
+/// A customer and a product of its own: to send one order twice while the gateway has no
+/// Redis, and to have a charge in flight when the payment role is killed.
 struct Prober {
     token: String,
     sku: String,
+    payments: sqlx::PgPool,
 }
 
 impl Prober {
@@ -789,44 +822,91 @@ impl Prober {
             "creating the probe's product: {}",
             r.status()
         );
-        Ok(Self { token, sku })
+        let payments =
+            platform::db::connect_existing(&cluster.env["DATABASE_URL"], payment::SCHEMA, 1)
+                .await?;
+        Ok(Self {
+            token,
+            sku,
+            payments,
+        })
     }
 
-    /// The same order, with the same key, twice (each retried while the gateway answers
-    /// 5xx for other reasons); the two order ids.
-    async fn twice(&self, cluster: &Cluster) -> anyhow::Result<(String, String)> {
-        let key = uuid::Uuid::new_v4().to_string();
-        let mut ids = Vec::new();
-        for _ in 0..2 {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let id = loop {
-                let r = cluster
-                    .http
-                    .post(format!("{}/v1/orders", cluster.base))
-                    .bearer_auth(&self.token)
-                    .header("idempotency-key", &key)
-                    .json(&json!({"lines": [{"sku": self.sku, "quantity": 1}]}))
-                    .send()
-                    .await;
-                if let Ok(r) = r {
-                    let status = r.status();
-                    let body: Value = r.json().await.unwrap_or_default();
-                    if status.is_success() {
-                        break body["id"].as_str().unwrap_or_default().to_string();
-                    }
-                    anyhow::ensure!(
-                        status.is_server_error() && Instant::now() < deadline,
-                        "the probe's order was refused: {status} {body}"
-                    );
+    /// Places an order (retried while the suite answers 5xx); its id.
+    async fn place(&self, cluster: &Cluster, key: &str) -> anyhow::Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = cluster
+                .http
+                .post(format!("{}/v1/orders", cluster.base))
+                .bearer_auth(&self.token)
+                .header("idempotency-key", key)
+                .json(&json!({"lines": [{"sku": self.sku, "quantity": 1}]}))
+                .send()
+                .await;
+            if let Ok(r) = r {
+                let status = r.status();
+                let body: Value = r.json().await.unwrap_or_default();
+                if status.is_success() {
+                    return Ok(body["id"].as_str().unwrap_or_default().to_string());
                 }
                 anyhow::ensure!(
-                    Instant::now() < deadline,
-                    "the probe's order never answered"
+                    status.is_server_error() && Instant::now() < deadline,
+                    "the probe's order was refused: {status} {body}"
                 );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            };
-            ids.push(id);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the probe's order never answered"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Ok((ids.remove(0), ids.remove(0)))
+    }
+
+    /// Pays a new order with the sandbox's slow card and returns once the payment role has
+    /// recorded it `pending` and is asking the processor: killed now, it dies mid-charge.
+    async fn charge_in_flight(&self, cluster: &Cluster) -> anyhow::Result<String> {
+        let order = self
+            .place(cluster, &uuid::Uuid::new_v4().to_string())
+            .await?;
+        let request = cluster
+            .http
+            .post(format!("{}/v1/orders/{order}/payments", cluster.base))
+            .bearer_auth(&self.token)
+            .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+            .json(&json!({"card": {
+                "number": payment::provider::test_cards::SLOW,
+                "expMonth": 12, "expYear": 2030, "cvc": "123", "holder": "Sonda Lenta",
+            }}))
+            .send();
+        // Its answer is the connection cut by the kill.
+        tokio::spawn(request);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.payment_status(&order).await?.as_deref() != Some("pending") {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the slow charge never reached the processor"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(order)
+    }
+
+    /// The status of an order's latest payment.
+    async fn payment_status(&self, order: &str) -> anyhow::Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT status FROM payments WHERE order_id = $1 ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind(order)
+        .fetch_optional(&self.payments)
+        .await?)
+    }
+
+    /// The same order, with the same key, twice; the two order ids.
+    async fn twice(&self, cluster: &Cluster) -> anyhow::Result<(String, String)> {
+        let key = uuid::Uuid::new_v4().to_string();
+        let first = self.place(cluster, &key).await?;
+        let second = self.place(cluster, &key).await?;
+        Ok((first, second))
     }
 }

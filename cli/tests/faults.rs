@@ -39,6 +39,13 @@ async fn nothing_is_stuck_leaked_or_doubled_when_roles_die_and_servers_blink() {
     let checkouts = &outcome.load["checkouts"];
     assert!(checkouts["invoiced"].as_u64().unwrap_or(0) > 0, "{outcome}");
     assert_eq!(checkouts["not_invoiced"], 0, "{outcome}");
+    // The charge the payment role died in was never completed by the processor: the
+    // reconciler failed it (the order stays payable), it is not left pending.
+    let (_, charge) = outcome
+        .interrupted_charge
+        .as_ref()
+        .expect("a charge was in flight at the kill");
+    assert_eq!(charge, "failed", "{outcome}");
     // Every fault of the scenario was applied and recovered from.
     assert_eq!(
         outcome.faults.len(),
