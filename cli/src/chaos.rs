@@ -396,6 +396,11 @@ impl Cluster {
         }
     }
 
+    /// Where a role's log is written (stdout and stderr).
+    pub fn log_path(&self, role: &str) -> PathBuf {
+        self.logs.join(format!("{role}.log"))
+    }
+
     /// The tail of a role's log.
     pub fn log(&self, role: &str) -> String {
         let log =

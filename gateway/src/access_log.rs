@@ -57,13 +57,20 @@ where
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
+        // Named by the route's template once the router has chosen it (the conventions'
+        // `METHOD /v1/orders/{id}`: one name per route, never one per order); until then,
+        // and for paths no route serves, by the method alone.
         let span = tracing::info_span!(
             "http request",
-            otel.name = %format!("{method} {path}"),
+            otel.name = %method,
             otel.kind = "server",
             http.request.method = %method,
             url.path = %path,
+            http.route = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
         );
+        let recorded = span.clone();
         platform::telemetry::adopt_remote_parent(&span, req.headers());
         let future = span.in_scope(|| self.inner.call(req));
         Box::pin(async move {
@@ -76,6 +83,16 @@ where
                     .get::<RouteLabel>()
                     .map(|r| r.0.clone())
                     .unwrap_or_else(|| "unmatched".into());
+                // A template (or a fixed path); not the labels of answers no route gave
+                // (`shed`, `rate_limited`, `unmatched`, the storefront's pages).
+                if route.starts_with('/') && !route.contains(' ') {
+                    platform::telemetry::rename_span(&recorded, format!("{method} {route}"));
+                    recorded.record("http.route", route.as_str());
+                }
+                recorded.record("http.response.status_code", status);
+                if status >= 500 {
+                    recorded.record("otel.status_code", "ERROR");
+                }
                 metrics::counter!("http_requests_total", "route" => route.clone(), "method" => method.to_string(), "status" => status.to_string()).increment(1);
                 metrics::histogram!("http_request_duration_seconds", "route" => route.clone())
                     .record(elapsed.as_secs_f64());

@@ -365,6 +365,12 @@ impl Gateway {
     /// (HTTP/1) or GOAWAY (HTTP/2), so clients reconnect elsewhere.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         platform::admin::prometheus();
+        // Counted from 0, so the dashboard's panels and the alerts on refusals read a
+        // number, not "no data", until the first one.
+        metrics::counter!("http_requests_shed_total").increment(0);
+        for class in ["auth", "api"] {
+            metrics::counter!("gateway_rate_limited_total", "class" => class).increment(0);
+        }
         tracing::info!(addr = %self.local_addr(), routes = self.state.routes.routes().len(), "gateway listening");
         let graceful = GracefulShutdown::new();
         let load_shed = LoadShedLayer::new(
@@ -709,19 +715,7 @@ async fn forward(
             metadata.insert(name, v);
         }
     }
-    let mut trace_headers = http::HeaderMap::new();
-    platform::telemetry::inject_context(&mut trace_headers);
-    for (name, value) in &trace_headers {
-        if let Ok(v) = value.to_str().unwrap_or_default().parse() {
-            metadata.insert(
-                name.as_str()
-                    .to_string()
-                    .parse::<tonic::metadata::MetadataKey<_>>()
-                    .expect("propagator keys are valid"),
-                v,
-            );
-        }
-    }
+    // The trace context goes in per attempt, from its CLIENT span (upstream::call).
 
     let channel = state
         .channels

@@ -154,37 +154,49 @@ async fn once(
     message: DynamicMessage,
     timeout: Duration,
 ) -> Result<DynamicMessage, Status> {
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.map_err(|e| {
-        tracing::warn!(upstream = %route.upstream, error = %e, "upstream not ready");
-        Status::unavailable("upstream unavailable")
-    })?;
-    let mut request = tonic::Request::from_parts(metadata, tonic::Extensions::default(), message);
-    request.set_timeout(timeout);
-    let path = http::uri::PathAndQuery::from_maybe_shared(route.grpc_path.clone())
-        .expect("gRPC paths are valid");
-    let started = std::time::Instant::now();
-    let result = grpc
-        .unary(request, path, DynamicCodec::new(route.rpc.output()))
-        .await;
-    metrics::histogram!("gateway_upstream_duration_seconds", "service" => route.upstream.clone())
-        .record(started.elapsed().as_secs_f64());
-    result.map(tonic::Response::into_inner).map_err(|status| {
-        // A connection that failed under the call is the upstream being unreachable, not
-        // an answer: tonic says CANCELLED or UNKNOWN with the transport's error as the
-        // source, or INTERNAL with h2's when the connection broke mid-stream (an upstream
-        // killed while answering); a status the upstream sent has no source. Reads are
-        // then retried like any UNAVAILABLE, and the client gets 503, not 500 (a write
-        // is repeated by its client with the same Idempotency-Key).
-        let transport = std::error::Error::source(&status).is_some();
-        if matches!(status.code(), Code::Cancelled | Code::Unknown | Code::Internal) && transport
-        {
-            tracing::warn!(upstream = %route.upstream, error = %status, "upstream connection failed");
-            Status::unavailable("upstream unavailable")
-        } else {
-            status
+    // One CLIENT span per attempt, whose context the upstream's server span continues.
+    platform::telemetry::grpc_client_call(&route.grpc_path, |trace| async move {
+        let mut headers = metadata.into_headers();
+        for (name, value) in trace.into_headers() {
+            if let Some(name) = name {
+                headers.insert(name, value);
+            }
         }
+        let metadata = MetadataMap::from_headers(headers);
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.map_err(|e| {
+            tracing::warn!(upstream = %route.upstream, error = %e, "upstream not ready");
+            Status::unavailable("upstream unavailable")
+        })?;
+        let mut request =
+            tonic::Request::from_parts(metadata, tonic::Extensions::default(), message);
+        request.set_timeout(timeout);
+        let path = http::uri::PathAndQuery::from_maybe_shared(route.grpc_path.clone())
+            .expect("gRPC paths are valid");
+        let started = std::time::Instant::now();
+        let result = grpc
+            .unary(request, path, DynamicCodec::new(route.rpc.output()))
+            .await;
+        metrics::histogram!("gateway_upstream_duration_seconds", "service" => route.upstream.clone())
+            .record(started.elapsed().as_secs_f64());
+        result.map(tonic::Response::into_inner).map_err(|status| {
+            // A connection that failed under the call is the upstream being unreachable, not
+            // an answer: tonic says CANCELLED or UNKNOWN with the transport's error as the
+            // source, or INTERNAL with h2's when the connection broke mid-stream (an upstream
+            // killed while answering); a status the upstream sent has no source. Reads are
+            // then retried like any UNAVAILABLE, and the client gets 503, not 500 (a write
+            // is repeated by its client with the same Idempotency-Key).
+            let transport = std::error::Error::source(&status).is_some();
+            if matches!(status.code(), Code::Cancelled | Code::Unknown | Code::Internal) && transport
+            {
+                tracing::warn!(upstream = %route.upstream, error = %status, "upstream connection failed");
+                Status::unavailable("upstream unavailable")
+            } else {
+                status
+            }
+        })
     })
+    .await
 }
 
 #[cfg(test)]

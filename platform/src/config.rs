@@ -236,6 +236,9 @@ pub struct CommonSettings {
     pub log_filter: String,
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`: OTLP/gRPC collector; export is off when unset.
     pub otlp_endpoint: Option<String>,
+    /// `DEPLOYMENT_ENVIRONMENT`: where this runs (`development`, `staging`, `production`),
+    /// the traces' `deployment.environment.name`.
+    pub deployment_environment: String,
     /// `INTERNAL_TOKEN_KEY` (or `INTERNAL_TOKEN_KEY_FILE`): the key every role signs and
     /// verifies internal tokens with. `orderflow all` generates one when unset; separate
     /// role processes must share one.
@@ -305,6 +308,7 @@ impl CommonSettings {
             log_format: r.parse("LOG_FORMAT", LogFormat::Text)?,
             log_filter: r.string("RUST_LOG", "info"),
             otlp_endpoint,
+            deployment_environment: r.string("DEPLOYMENT_ENVIRONMENT", "development"),
             internal_key: crate::identity::InternalKey::from_settings(r)?,
             grpc_tls: crate::tls::GrpcTls::from_settings(r)?,
             retention: crate::amqp::retention::Retention::from_settings(r)?,

@@ -10,7 +10,7 @@ use std::{
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use opentelemetry::{
     propagation::{Extractor, Injector},
-    trace::TracerProvider as _,
+    trace::{TraceContextExt as _, TracerProvider as _},
 };
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
@@ -35,26 +35,32 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Installs the global subscriber. Must run inside the tokio runtime (the OTLP exporter
-/// spawns onto it). A second call (tests) keeps the first subscriber.
+/// Installs the global subscriber for the role `service` (traced as `orderflow-<service>`).
+/// Must run inside the tokio runtime (the OTLP exporter spawns onto it). A second call
+/// (tests) keeps the first subscriber.
 pub fn init(service: &str, settings: &CommonSettings) -> anyhow::Result<TelemetryGuard> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let filter = EnvFilter::try_new(&settings.log_filter)
         .map_err(|e| anyhow::anyhow!("setting RUST_LOG is malformed: {e}"))?;
     let fmt_layer = match settings.log_format {
         LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .boxed(),
+        LogFormat::Json => json_logs().boxed(),
     };
     // Spans always carry an OpenTelemetry context, exported or not, so `traceparent`
     // crosses every hop (gateway → service → RabbitMQ → consumer) even when nothing is
     // collected; with an endpoint they are also exported.
+    // Each role is a service of its own in the traces (`orderflow-gateway`,
+    // `orderflow-order`, …), as the OpenTelemetry resource conventions name them.
     let mut builder = SdkTracerProvider::builder().with_resource(
         Resource::builder()
-            .with_service_name(service.to_string())
+            .with_service_name(format!("orderflow-{service}"))
+            .with_attributes([
+                opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+                opentelemetry::KeyValue::new(
+                    "deployment.environment.name",
+                    settings.deployment_environment.clone(),
+                ),
+            ])
             .build(),
     );
     if let Some(endpoint) = &settings.otlp_endpoint {
@@ -70,13 +76,14 @@ pub fn init(service: &str, settings: &CommonSettings) -> anyhow::Result<Telemetr
         builder = builder.with_batch_exporter(exporter);
     }
     let provider = builder.build();
-    let tracer = provider.tracer(service.to_string());
+    let tracer = provider.tracer("orderflow");
     // Logs follow RUST_LOG; spans for traces are kept at info whatever the log level.
     let otel_layer = tracing_opentelemetry::layer()
         .with_tracer(tracer)
         .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
     let provider = Some(provider);
     let installed = tracing_subscriber::registry()
+        .with(KeepDispatch)
         .with(fmt_layer.with_filter(filter))
         .with(otel_layer)
         .try_init();
@@ -84,6 +91,65 @@ pub fn init(service: &str, settings: &CommonSettings) -> anyhow::Result<Telemetr
         tracing::debug!("a tracing subscriber was already installed; keeping it");
     }
     Ok(TelemetryGuard { provider })
+}
+
+/// The installed subscriber, kept (weakly) for the JSON log lines: a line asks
+/// tracing-opentelemetry for its span's ids, which takes the subscriber, and while an
+/// event is being dispatched `tracing::dispatcher::get_default` answers the no-op one.
+static DISPATCH: std::sync::OnceLock<tracing::dispatcher::WeakDispatch> =
+    std::sync::OnceLock::new();
+
+struct KeepDispatch;
+
+impl<S: tracing::Subscriber> Layer<S> for KeepDispatch {
+    fn on_register_dispatch(&self, dispatch: &tracing::Dispatch) {
+        let _ = DISPATCH.set(dispatch.downgrade());
+    }
+}
+
+/// JSON log lines as tracing-subscriber's `json().flatten_event(true)` writes them
+/// (timestamp, level, target, the event's fields, `span` and `spans`), plus `trace_id`
+/// and `span_id` of the span the event belongs to, so a line leads to its trace. Built
+/// with json-subscriber, whose layer takes fields computed per line.
+fn json_logs<S>() -> json_subscriber::JsonLayer<S, fn() -> std::io::Stdout>
+where
+    S: tracing::Subscriber + for<'lookup> tracing_subscriber::registry::LookupSpan<'lookup>,
+{
+    let mut layer = json_subscriber::JsonLayer::stdout();
+    layer
+        .with_timer("timestamp", tracing_subscriber::fmt::time::SystemTime)
+        .with_level("level")
+        .with_target("target")
+        .with_flattened_event()
+        .with_current_span("span")
+        .with_span_list("spans");
+    layer.add_multiple_dynamic_fields(|event, _context, writer| {
+        let Some(dispatch) = DISPATCH
+            .get()
+            .and_then(tracing::dispatcher::WeakDispatch::upgrade)
+        else {
+            return;
+        };
+        // The event's span as the subscriber knows it: this layer's own context hides
+        // spans its RUST_LOG filter leaves out, which are still traced (the request's).
+        let span = match event.parent() {
+            Some(parent) => Some(parent.clone()),
+            None if event.is_contextual() => dispatch.current_span().id().cloned(),
+            None => None,
+        };
+        let Some(span) = span else {
+            return;
+        };
+        let Some(cx) = tracing_opentelemetry::get_otel_context(&span, &dispatch) else {
+            return;
+        };
+        let span_context = cx.span().span_context().clone();
+        if span_context.is_valid() {
+            let _ = writer.write_field("trace_id", span_context.trace_id().to_string());
+            let _ = writer.write_field("span_id", span_context.span_id().to_string());
+        }
+    });
+    layer
 }
 
 struct HeaderInjector<'a>(&'a mut HeaderMap);
@@ -118,6 +184,13 @@ pub fn inject_context(headers: &mut HeaderMap) {
     });
 }
 
+/// Names `span` once what it is became known (the route a request took). The name field
+/// (`otel.name`) is only read until the span has started, which a child's context starts,
+/// so the started span is renamed.
+pub fn rename_span(span: &tracing::Span, name: String) {
+    span.context().span().update_name(name);
+}
+
 /// Makes `span` a child of the trace context found in incoming headers, if any.
 pub fn adopt_remote_parent(span: &tracing::Span, headers: &HeaderMap) {
     let parent =
@@ -144,9 +217,9 @@ pub struct GrpcTrace<S> {
     inner: S,
 }
 
-impl<S, B> tower::Service<Request<B>> for GrpcTrace<S>
+impl<S, B, RB> tower::Service<Request<B>> for GrpcTrace<S>
 where
-    S: tower::Service<Request<B>>,
+    S: tower::Service<Request<B>, Response = http::Response<RB>>,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
@@ -158,9 +231,89 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let span = tracing::info_span!("grpc.server", rpc.method = %req.uri().path(), otel.kind = "server");
+        let span = grpc_span(req.uri().path(), "server");
         adopt_remote_parent(&span, req.headers());
         let fut = self.inner.call(req);
-        Box::pin(fut.instrument(span))
+        let recorded = span.clone();
+        Box::pin(
+            async move {
+                let result = fut.await;
+                if let Ok(response) = &result {
+                    // A failed unary call is answered trailers-only: its grpc-status is in
+                    // the headers. A success carries 0 in the trailers.
+                    let code = response
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<i32>().ok())
+                        .unwrap_or(0);
+                    record_grpc_status(&recorded, "server", tonic::Code::from_i32(code));
+                }
+                result
+            }
+            .instrument(span),
+        )
     }
+}
+
+/// A span for one gRPC call as the OpenTelemetry conventions name it: `package.Service/Method`
+/// with `rpc.system`, `rpc.service` and `rpc.method`; `kind` is `server` or `client`. The
+/// status code is recorded when the call ends ([`record_grpc_status`]).
+pub fn grpc_span(path: &str, kind: &'static str) -> tracing::Span {
+    let name = path.trim_start_matches('/');
+    let (service, method) = name.split_once('/').unwrap_or((name, ""));
+    tracing::info_span!(
+        "grpc",
+        otel.name = %name,
+        otel.kind = kind,
+        rpc.system = "grpc",
+        rpc.service = %service,
+        rpc.method = %method,
+        rpc.grpc.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    )
+}
+
+/// Records how a gRPC call ended on its span ([`grpc_span`] of the same `kind`). As the
+/// conventions say, a server span is an error for the codes that mean the server failed,
+/// a client span for any code but OK.
+pub fn record_grpc_status(span: &tracing::Span, kind: &str, code: tonic::Code) {
+    span.record("rpc.grpc.status_code", code as i64);
+    let error = if kind == "server" {
+        matches!(
+            code,
+            tonic::Code::Unknown
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Unimplemented
+                | tonic::Code::Internal
+                | tonic::Code::Unavailable
+                | tonic::Code::DataLoss
+        )
+    } else {
+        code != tonic::Code::Ok
+    };
+    if error {
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
+/// Runs one outgoing gRPC call inside its CLIENT span ([`grpc_span`]): `call` gets the
+/// metadata to send, holding that span's trace context, so the server's span is its child.
+pub async fn grpc_client_call<T, F, Fut>(path: &str, call: F) -> Result<T, tonic::Status>
+where
+    F: FnOnce(tonic::metadata::MetadataMap) -> Fut,
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
+    let span = grpc_span(path, "client");
+    let mut headers = HeaderMap::new();
+    span.in_scope(|| inject_context(&mut headers));
+    let result = call(tonic::metadata::MetadataMap::from_headers(headers))
+        .instrument(span.clone())
+        .await;
+    record_grpc_status(
+        &span,
+        "client",
+        result.as_ref().err().map_or(tonic::Code::Ok, |s| s.code()),
+    );
+    result
 }

@@ -11,6 +11,7 @@ mod helpers;
 mod idempotency;
 mod invariants;
 mod loadgen;
+mod observability;
 mod orders;
 mod storefront;
 mod webpay;

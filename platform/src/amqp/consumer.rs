@@ -109,6 +109,10 @@ pub async fn run(
     handler: Arc<dyn EventHandler>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Exported from the start (0), so the dead-letter alert and panel read a number.
+    crate::admin::prometheus();
+    metrics::counter!("amqp_dead_lettered_total", "queue" => subscription.queue.clone())
+        .increment(0);
     let mut backoff = Duration::from_millis(200);
     while !shutdown.is_cancelled() {
         match consume(&pool, &broker, &subscription, handler.as_ref(), &shutdown).await {

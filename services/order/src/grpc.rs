@@ -232,18 +232,24 @@ impl OrderGrpc {
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 1;
         loop {
-            let mut request = Request::new(ReserveStockRequest {
-                order_id: order_id.to_string(),
-                lines: lines.to_vec(),
-            });
-            let mut trace = http::HeaderMap::new();
-            platform::telemetry::inject_context(&mut trace);
-            *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(trace);
-            self.state
-                .minter
-                .authorize(&mut request, CATALOG_SERVICE, caller);
-            request.set_timeout(self.state.catalog_timeout);
-            match self.state.catalog.clone().reserve_stock(request).await {
+            let reserved = platform::telemetry::grpc_client_call(
+                &format!("/{CATALOG_SERVICE}/ReserveStock"),
+                |metadata| {
+                    let mut request = Request::new(ReserveStockRequest {
+                        order_id: order_id.to_string(),
+                        lines: lines.to_vec(),
+                    });
+                    *request.metadata_mut() = metadata;
+                    self.state
+                        .minter
+                        .authorize(&mut request, CATALOG_SERVICE, caller);
+                    request.set_timeout(self.state.catalog_timeout);
+                    let mut catalog = self.state.catalog.clone();
+                    async move { catalog.reserve_stock(request).await }
+                },
+            )
+            .await;
+            match reserved {
                 Ok(reply) => {
                     return Ok(reply
                         .into_inner()
@@ -524,20 +530,23 @@ impl OrderService for OrderGrpc {
             not_recorded => {
                 // Not recorded: give the stock back (best effort; the sweeper releases
                 // it should this fail).
-                let mut release = Request::new(ReservationRef {
-                    order_id: order_id.clone(),
-                });
-                release.set_timeout(self.state.catalog_timeout);
-                self.state
-                    .minter
-                    .authorize(&mut release, CATALOG_SERVICE, &caller);
-                if let Err(status) = self
-                    .state
-                    .catalog
-                    .clone()
-                    .release_reservation(release)
-                    .await
-                {
+                let released = platform::telemetry::grpc_client_call(
+                    &format!("/{CATALOG_SERVICE}/ReleaseReservation"),
+                    |metadata| {
+                        let mut release = Request::new(ReservationRef {
+                            order_id: order_id.clone(),
+                        });
+                        *release.metadata_mut() = metadata;
+                        release.set_timeout(self.state.catalog_timeout);
+                        self.state
+                            .minter
+                            .authorize(&mut release, CATALOG_SERVICE, &caller);
+                        let mut catalog = self.state.catalog.clone();
+                        async move { catalog.release_reservation(release).await }
+                    },
+                )
+                .await;
+                if let Err(status) = released {
                     tracing::error!(%order_id, ?status, "could not release the reservation of an order that was not recorded");
                 }
                 match (not_recorded, &key) {

@@ -134,18 +134,24 @@ impl PaymentGrpc {
     /// The order's owner, status and amount, asked of the order service on `caller`'s
     /// behalf.
     async fn payable(&self, caller: &Caller, order_id: &str) -> Result<PayableOrder, Status> {
-        let mut request = Request::new(GetOrderRequest {
-            id: order_id.to_string(),
-            wait_for: None,
-        });
-        let mut trace = http::HeaderMap::new();
-        platform::telemetry::inject_context(&mut trace);
-        *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(trace);
-        self.state
-            .minter
-            .authorize(&mut request, ORDER_SERVICE, caller);
-        request.set_timeout(self.state.order_timeout);
-        match self.state.orders.clone().get_payable_order(request).await {
+        let payable = platform::telemetry::grpc_client_call(
+            &format!("/{ORDER_SERVICE}/GetPayableOrder"),
+            |metadata| {
+                let mut request = Request::new(GetOrderRequest {
+                    id: order_id.to_string(),
+                    wait_for: None,
+                });
+                *request.metadata_mut() = metadata;
+                self.state
+                    .minter
+                    .authorize(&mut request, ORDER_SERVICE, caller);
+                request.set_timeout(self.state.order_timeout);
+                let mut orders = self.state.orders.clone();
+                async move { orders.get_payable_order(request).await }
+            },
+        )
+        .await;
+        match payable {
             Ok(reply) => Ok(reply.into_inner()),
             Err(s) if s.code() == Code::NotFound => Err(not_found(order_id)),
             Err(s) => {

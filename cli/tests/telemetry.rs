@@ -1,0 +1,323 @@
+//! Traces as an OpenTelemetry backend receives them (issue 22): every role as its own
+//! process exporting OTLP to a collector the test serves (the collector's TraceService
+//! from `opentelemetry-proto`), one checkout, then the spans' shape: a service per role,
+//! names by route and RPC (never by id), the conventions' attributes and kinds, one trace
+//! from the gateway through the services and RabbitMQ to the consumers, and a JSON log
+//! line of the request carrying the same trace id.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+        trace_service_server::{TraceService, TraceServiceServer},
+    },
+    common::v1::{AnyValue, KeyValue, any_value::Value as Any},
+    trace::v1::span::SpanKind,
+};
+use serde_json::{Value, json};
+
+/// A span as received, with its service.
+#[derive(Clone, Debug)]
+struct Received {
+    service: String,
+    name: String,
+    kind: i32,
+    trace_id: String,
+    span_id: String,
+    parent: String,
+    attributes: HashMap<String, String>,
+    resource: HashMap<String, String>,
+}
+
+#[derive(Default, Clone)]
+struct Collector {
+    spans: Arc<Mutex<Vec<Received>>>,
+}
+
+fn text(value: &Option<AnyValue>) -> String {
+    match value.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(Any::StringValue(s)) => s.clone(),
+        Some(Any::IntValue(i)) => i.to_string(),
+        Some(Any::BoolValue(b)) => b.to_string(),
+        Some(Any::DoubleValue(d)) => d.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn attributes(list: &[KeyValue]) -> HashMap<String, String> {
+    list.iter()
+        .map(|kv| (kv.key.clone(), text(&kv.value)))
+        .collect()
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.spans.lock().unwrap();
+        for resource in request.into_inner().resource_spans {
+            let resource_attributes = resource
+                .resource
+                .as_ref()
+                .map(|r| attributes(&r.attributes))
+                .unwrap_or_default();
+            let service = resource_attributes
+                .get("service.name")
+                .cloned()
+                .unwrap_or_default();
+            for scope in resource.scope_spans {
+                for span in scope.spans {
+                    spans.push(Received {
+                        service: service.clone(),
+                        name: span.name.clone(),
+                        kind: span.kind,
+                        trace_id: hex(&span.trace_id),
+                        span_id: hex(&span.span_id),
+                        parent: hex(&span.parent_span_id),
+                        attributes: attributes(&span.attributes),
+                        resource: resource_attributes.clone(),
+                    });
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Collector {
+    fn spans(&self) -> Vec<Received> {
+        self.spans.lock().unwrap().clone()
+    }
+
+    /// Waits until a span matching `wanted` has arrived.
+    async fn until(&self, what: &str, wanted: impl Fn(&Received) -> bool) -> Received {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(found) = self.spans().into_iter().find(&wanted) {
+                return found;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no span {what} among:\n{}",
+                self.spans()
+                    .iter()
+                    .map(|s| format!("{} {} {:?}", s.service, s.name, s.kind))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    body: Value,
+) -> (Value, reqwest::header::HeaderMap) {
+    let mut request = http.post(url).json(&body);
+    if let Some(token) = token {
+        request = request
+            .bearer_auth(token)
+            .header("idempotency-key", uuid::Uuid::new_v4().to_string());
+    }
+    let response = request.send().await.unwrap();
+    let headers = response.headers().clone();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or_default();
+    assert!(status.is_success(), "{url}: {status} {body}");
+    (body, headers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_checkout_is_one_trace_across_the_roles_with_the_conventions_names_and_logs_point_at_it()
+ {
+    let collector = Collector::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(collector.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+
+    let mut env = platform::testing::TestEnv::isolated().await.unwrap().vars;
+    env.insert("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint);
+    // Export every 200 ms rather than every 5 s.
+    env.insert("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into());
+    env.insert("LOG_FORMAT".into(), "json".into());
+    env.insert("RUST_LOG".into(), "warn,access=info".into());
+    env.insert("DEPLOYMENT_ENVIRONMENT".into(), "test".into());
+    let logs = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("telemetry-{}", uuid::Uuid::new_v4().simple()));
+    let cluster = cli::chaos::Cluster::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_orderflow")),
+        env,
+        &logs,
+    )
+    .await
+    .expect("every role starts");
+    let base = cluster.base.clone();
+    let http = reqwest::Client::new();
+
+    // An admin's product, a shopper, an order placed and paid.
+    let (admin, _) = post(
+        &http,
+        &format!("{base}/v1/auth/login"),
+        None,
+        json!({"email": cluster.admin.0, "password": cluster.admin.1}),
+    )
+    .await;
+    let admin = admin["accessToken"].as_str().unwrap().to_string();
+    post(
+        &http,
+        &format!("{base}/v1/products"),
+        Some(&admin),
+        json!({"sku": "TRAZA-1", "name": "Traza", "netPrice": 1000, "onHand": 5}),
+    )
+    .await;
+    post(
+        &http,
+        &format!("{base}/v1/auth/register"),
+        None,
+        json!({"email": "ana@example.cl", "password": "correct horse battery staple"}),
+    )
+    .await;
+    let (login, _) = post(
+        &http,
+        &format!("{base}/v1/auth/login"),
+        None,
+        json!({"email": "ana@example.cl", "password": "correct horse battery staple"}),
+    )
+    .await;
+    let ana = login["accessToken"].as_str().unwrap().to_string();
+    let (order, placed) = post(
+        &http,
+        &format!("{base}/v1/orders"),
+        Some(&ana),
+        json!({"lines": [{"sku": "TRAZA-1", "quantity": 1}]}),
+    )
+    .await;
+    let id = order["id"].as_str().unwrap().to_string();
+    let request_id = placed["x-request-id"].to_str().unwrap().to_string();
+    post(
+        &http,
+        &format!("{base}/v1/orders/{id}/payments"),
+        Some(&ana),
+        json!({"card": {"number": "4242424242424242", "expMonth": 12, "expYear": 2030, "cvc": "123", "holder": "Ana Pérez"}}),
+    )
+    .await;
+
+    let server = SpanKind::Server as i32;
+    let client = SpanKind::Client as i32;
+    let consumer = SpanKind::Consumer as i32;
+
+    // Placing: gateway SERVER, named by its route → gateway CLIENT → order SERVER → order
+    // CLIENT → catalog SERVER, one trace, each the parent of the next.
+    let http_span = collector
+        .until("POST /v1/orders", |s| {
+            s.name == "POST /v1/orders" && s.kind == server
+        })
+        .await;
+    assert_eq!(http_span.service, "orderflow-gateway");
+    assert_eq!(http_span.resource["deployment.environment.name"], "test");
+    assert_eq!(
+        http_span.resource["service.version"],
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(http_span.attributes["http.route"], "/v1/orders");
+    assert_eq!(http_span.attributes["http.request.method"], "POST");
+    assert_eq!(http_span.attributes["http.response.status_code"], "200");
+    assert_eq!(http_span.attributes["url.path"], "/v1/orders");
+    let trace = http_span.trace_id.clone();
+    let hop = |service: &'static str, name: &'static str, kind: i32, parent: String| {
+        let collector = collector.clone();
+        let trace = trace.clone();
+        async move {
+            let span = collector
+                .until(&format!("{service} {name}"), |s| {
+                    s.trace_id == trace && s.name == name && s.kind == kind && s.service == service
+                })
+                .await;
+            assert_eq!(span.parent, parent, "{span:?}");
+            assert_eq!(span.attributes["rpc.system"], "grpc", "{span:?}");
+            let (service_name, method) = name.split_once('/').unwrap();
+            assert_eq!(span.attributes["rpc.service"], service_name);
+            assert_eq!(span.attributes["rpc.method"], method);
+            assert_eq!(span.attributes["rpc.grpc.status_code"], "0", "{span:?}");
+            span
+        }
+    };
+    let place = "orderflow.order.v1.OrderService/PlaceOrder";
+    let reserve = "orderflow.catalog.v1.CatalogService/ReserveStock";
+    let out = hop(
+        "orderflow-gateway",
+        place,
+        client,
+        http_span.span_id.clone(),
+    )
+    .await;
+    let order_server = hop("orderflow-order", place, server, out.span_id.clone()).await;
+    let to_catalog = hop(
+        "orderflow-order",
+        reserve,
+        client,
+        order_server.span_id.clone(),
+    )
+    .await;
+    hop(
+        "orderflow-catalog",
+        reserve,
+        server,
+        to_catalog.span_id.clone(),
+    )
+    .await;
+
+    // Paying: named by the route's template, not the order's id; the payment's event
+    // reaches the order and DTE consumers in the same trace, through RabbitMQ.
+    let pay = collector
+        .until("POST /v1/orders/{order_id}/payments", |s| {
+            s.name == "POST /v1/orders/{order_id}/payments" && s.kind == server
+        })
+        .await;
+    assert_eq!(
+        pay.attributes["url.path"],
+        format!("/v1/orders/{id}/payments")
+    );
+    for service in ["orderflow-order", "orderflow-dte"] {
+        collector
+            .until(&format!("{service} consuming the payment"), |s| {
+                s.trace_id == pay.trace_id && s.kind == consumer && s.service == service
+            })
+            .await;
+    }
+
+    // No span is named after an id, and every service says what it is.
+    for span in collector.spans() {
+        assert!(!span.name.contains(&id), "{span:?}");
+        assert!(span.service.starts_with("orderflow-"), "{span:?}");
+    }
+
+    // The placement's access log line carries its trace id and span.
+    let log = std::fs::read_to_string(cluster.log_path("gateway")).unwrap();
+    let line: Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["request_id"] == request_id.as_str())
+        .unwrap_or_else(|| panic!("no access log line for {request_id} in:\n{log}"));
+    assert_eq!(line["trace_id"], trace.as_str(), "{line}");
+    assert_eq!(line["span_id"], http_span.span_id.as_str(), "{line}");
+    cluster.stop().await;
+}
