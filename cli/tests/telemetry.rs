@@ -296,12 +296,24 @@ async fn one_checkout_is_one_trace_across_the_roles_with_the_conventions_names_a
         pay.attributes["url.path"],
         format!("/v1/orders/{id}/payments")
     );
-    for service in ["orderflow-order", "orderflow-dte"] {
-        collector
+    for (service, event) in [
+        ("orderflow-order", "payment.captured"),
+        ("orderflow-dte", "order.paid"),
+    ] {
+        let consumed = collector
             .until(&format!("{service} consuming the payment"), |s| {
-                s.trace_id == pay.trace_id && s.kind == consumer && s.service == service
+                s.trace_id == pay.trace_id
+                    && s.kind == consumer
+                    && s.service == service
+                    && s.attributes
+                        .get("messaging.rabbitmq.destination.routing_key")
+                        == Some(&event.to_string())
             })
             .await;
+        let queue = &consumed.attributes["messaging.destination.name"];
+        assert_eq!(consumed.name, format!("process {queue}"));
+        assert_eq!(consumed.attributes["messaging.system"], "rabbitmq");
+        assert!(!consumed.attributes["messaging.message.id"].is_empty());
     }
 
     // No span is named after an id, and every service says what it is.

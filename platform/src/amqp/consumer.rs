@@ -312,7 +312,18 @@ async fn process(
     handler: &dyn EventHandler,
     delivery: lapin::message::Delivery,
 ) -> anyhow::Result<()> {
-    let span = tracing::info_span!("amqp.consume", queue = %sub.queue, event = %delivery.routing_key.as_str(), otel.kind = "consumer");
+    // A CONSUMER span as the messaging conventions name it (`process <queue>`), continuing
+    // the trace of the request whose transaction wrote the event.
+    let span = tracing::info_span!(
+        "amqp.consume",
+        otel.name = %format!("process {}", sub.queue),
+        otel.kind = "consumer",
+        messaging.system = "rabbitmq",
+        messaging.operation.name = "process",
+        messaging.destination.name = %sub.queue,
+        messaging.rabbitmq.destination.routing_key = %delivery.routing_key.as_str(),
+        messaging.message.id = tracing::field::Empty,
+    );
     let mut trace = http::HeaderMap::new();
     for key in ["traceparent", "tracestate"] {
         if let Some(v) = header_string(&delivery.properties, key).and_then(|v| v.parse().ok()) {
@@ -328,6 +339,7 @@ async fn process(
                 return park(channel, sub, &delivery, 1, "undecodable envelope").await;
             }
         };
+        tracing::Span::current().record("messaging.message.id", envelope.id.as_str());
         let attempt = attempt_of(&delivery.properties);
         match apply(pool, sub, handler, &envelope).await {
             Ok(applied) => {
