@@ -30,8 +30,37 @@ pub const ROLES: &[&str] = &[
     "gateway",
 ];
 
-/// What a role's readiness is read from.
-fn admin_setting(role: &str) -> &'static str {
+/// Gives every listener of the suite (`platform::testing::ADDRESS_SETTINGS`) a free
+/// loopback port and points each role at the others' (and the SII simulator's), for the
+/// roles run as separate processes on one machine.
+pub fn wire_separate_roles(env: &mut HashMap<String, String>) {
+    for key in platform::testing::ADDRESS_SETTINGS {
+        env.insert(
+            key.to_string(),
+            platform::testing::free_listen_addr().to_string(),
+        );
+    }
+    let url = |key: &str| format!("http://{}", env[key]);
+    let sii = url("SII_SIM_ADDR");
+    let wiring = [
+        ("GATEWAY_IAM_URL", url("IAM_GRPC_ADDR")),
+        ("GATEWAY_CATALOG_URL", url("CATALOG_GRPC_ADDR")),
+        ("GATEWAY_ORDER_URL", url("ORDER_GRPC_ADDR")),
+        ("GATEWAY_PAYMENT_URL", url("PAYMENT_GRPC_ADDR")),
+        ("GATEWAY_DTE_URL", url("DTE_GRPC_ADDR")),
+        ("ORDER_CATALOG_URL", url("CATALOG_GRPC_ADDR")),
+        ("PAYMENT_ORDER_URL", url("ORDER_GRPC_ADDR")),
+        ("DTE_SII_URL", sii.clone()),
+        ("DTE_SII_BOLETA_URL", format!("{sii}/recursos/v1")),
+        ("DTE_SII_BOLETA_UPLOAD_URL", format!("{sii}/recursos/v1")),
+    ];
+    for (k, v) in wiring {
+        env.insert(k.to_string(), v);
+    }
+}
+
+/// The setting of the address a role's readiness is read from (`/health/ready`).
+pub fn admin_setting(role: &str) -> &'static str {
     match role {
         "iam" => "IAM_ADMIN_ADDR",
         "catalog" => "CATALOG_ADMIN_ADDR",
@@ -266,35 +295,8 @@ impl Cluster {
             "{} must be set (orderflow internal-key makes one)",
             platform::identity::KEY_SETTING
         );
-        for key in platform::testing::ADDRESS_SETTINGS {
-            env.insert(
-                key.to_string(),
-                platform::testing::free_listen_addr().to_string(),
-            );
-        }
-        let url = |key: &str| format!("http://{}", env[key]);
-        let wiring = [
-            ("GATEWAY_IAM_URL", url("IAM_GRPC_ADDR")),
-            ("GATEWAY_CATALOG_URL", url("CATALOG_GRPC_ADDR")),
-            ("GATEWAY_ORDER_URL", url("ORDER_GRPC_ADDR")),
-            ("GATEWAY_PAYMENT_URL", url("PAYMENT_GRPC_ADDR")),
-            ("GATEWAY_DTE_URL", url("DTE_GRPC_ADDR")),
-            ("ORDER_CATALOG_URL", url("CATALOG_GRPC_ADDR")),
-            ("PAYMENT_ORDER_URL", url("ORDER_GRPC_ADDR")),
-            ("DTE_SII_URL", url("SII_SIM_ADDR")),
-            (
-                "DTE_SII_BOLETA_URL",
-                format!("{}/recursos/v1", url("SII_SIM_ADDR")),
-            ),
-            (
-                "DTE_SII_BOLETA_UPLOAD_URL",
-                format!("{}/recursos/v1", url("SII_SIM_ADDR")),
-            ),
-        ];
-        let base = url("GATEWAY_ADDR");
-        for (k, v) in wiring {
-            env.insert(k.to_string(), v);
-        }
+        wire_separate_roles(&mut env);
+        let base = format!("http://{}", env["GATEWAY_ADDR"]);
 
         let status = Command::new(exe)
             .args(["migrate", "all"])

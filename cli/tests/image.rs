@@ -489,68 +489,22 @@ async fn the_image_builds_from_the_dockerfile_and_every_role_runs_from_it_as_non
     assert!(log.contains("draining"), "{log}");
 
     // Each role as a process of its own, from the image, on the same database and broker.
-    let addrs: HashMap<&str, String> = platform::testing::ADDRESS_SETTINGS
-        .iter()
-        .map(|k| (*k, platform::testing::free_listen_addr().to_string()))
-        .collect();
     let mut roles_env = env.clone();
-    for (k, v) in &addrs {
-        roles_env.insert(k.to_string(), v.clone());
-    }
-    let url = |key: &str| format!("http://{}", addrs[key]);
-    for (k, v) in [
-        ("GATEWAY_IAM_URL", url("IAM_GRPC_ADDR")),
-        ("GATEWAY_CATALOG_URL", url("CATALOG_GRPC_ADDR")),
-        ("GATEWAY_ORDER_URL", url("ORDER_GRPC_ADDR")),
-        ("GATEWAY_PAYMENT_URL", url("PAYMENT_GRPC_ADDR")),
-        ("GATEWAY_DTE_URL", url("DTE_GRPC_ADDR")),
-        ("ORDER_CATALOG_URL", url("CATALOG_GRPC_ADDR")),
-        ("PAYMENT_ORDER_URL", url("ORDER_GRPC_ADDR")),
-        ("DTE_SII_URL", url("SII_SIM_ADDR")),
-        (
-            "DTE_SII_BOLETA_URL",
-            format!("{}/recursos/v1", url("SII_SIM_ADDR")),
-        ),
-        (
-            "DTE_SII_BOLETA_UPLOAD_URL",
-            format!("{}/recursos/v1", url("SII_SIM_ADDR")),
-        ),
-    ] {
-        roles_env.insert(k.to_string(), v);
-    }
+    cli::chaos::wire_separate_roles(&mut roles_env);
     let mut roles = Vec::new();
-    for role in [
-        "sii-sim",
-        "iam",
-        "catalog",
-        "order",
-        "order-projector",
-        "payment",
-        "dte",
-        "gateway",
-    ] {
+    for role in std::iter::once("sii-sim").chain(cli::chaos::ROLES.iter().copied()) {
         roles.push(Running::start(
             buildah.run(&container, &roles_env, &[role]),
             role,
             &work,
         ));
     }
-    for admin in [
-        "IAM_ADMIN_ADDR",
-        "CATALOG_ADMIN_ADDR",
-        "ORDER_ADMIN_ADDR",
-        "ORDER_PROJECTOR_ADMIN_ADDR",
-        "PAYMENT_ADMIN_ADDR",
-        "DTE_ADMIN_ADDR",
-    ] {
+    for role in cli::chaos::ROLES {
         let mut refs: Vec<&mut Running> = roles.iter_mut().collect();
-        until_ready(&format!("http://{}/health/ready", addrs[admin]), &mut refs).await;
+        let addr = &roles_env[cli::chaos::admin_setting(role)];
+        until_ready(&format!("http://{addr}/health/ready"), &mut refs).await;
     }
-    let base = url("GATEWAY_ADDR");
-    {
-        let mut refs: Vec<&mut Running> = roles.iter_mut().collect();
-        until_ready(&format!("{base}/health/ready"), &mut refs).await;
-    }
+    let base = format!("http://{}", roles_env["GATEWAY_ADDR"]);
     checkout(&base, "beto@example.cl").await;
     for role in roles.into_iter().rev() {
         let name = role.name.clone();
