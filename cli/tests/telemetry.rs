@@ -170,6 +170,7 @@ async fn one_checkout_is_one_trace_across_the_roles_with_the_conventions_names_a
     .await
     .expect("every role starts");
     let base = cluster.base.clone();
+    let exchange = cluster.env["AMQP_EXCHANGE"].clone();
     let http = reqwest::Client::new();
 
     // An admin's product, a shopper, an order placed and paid.
@@ -310,6 +311,18 @@ async fn one_checkout_is_one_trace_across_the_roles_with_the_conventions_names_a
                         == Some(&event.to_string())
             })
             .await;
+        // The relay's PRODUCER span, in the same trace, is the consumer's parent.
+        let producer = collector
+            .until(&format!("the PRODUCER span of {event}"), |s| {
+                s.trace_id == pay.trace_id
+                    && s.kind == SpanKind::Producer as i32
+                    && s.attributes
+                        .get("messaging.rabbitmq.destination.routing_key")
+                        == Some(&event.to_string())
+            })
+            .await;
+        assert_eq!(producer.name, format!("send {exchange}"), "{producer:?}");
+        assert_eq!(consumed.parent, producer.span_id, "{consumed:?}");
         let queue = &consumed.attributes["messaging.destination.name"];
         assert_eq!(consumed.name, format!("process {queue}"));
         assert_eq!(consumed.attributes["messaging.system"], "rabbitmq");

@@ -32,6 +32,7 @@ use lapin::{
     types::{AMQPValue, FieldTable},
 };
 use tokio::sync::Mutex;
+use tracing::Instrument as _;
 
 /// The services that consume events: each one's work queue is `AMQP_QUEUE_PREFIX` + its
 /// name (e.g. `dte`), with `<queue>.retry` and `<queue>.dead` beside it.
@@ -160,9 +161,38 @@ pub async fn publish_confirmed<'a>(
 ) -> anyhow::Result<usize> {
     let mut confirms = Vec::new();
     for message in messages {
+        // A PRODUCER span per event, as the messaging conventions name it (`send
+        // <exchange>`): the child of the span that wrote the event (its context travelled
+        // with the row), and the parent of the consumers' spans (its own context goes in
+        // the message's headers instead).
+        let stored: http::HeaderMap = message
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.parse().ok()?, v.parse().ok()?)))
+            .collect();
+        let span = tracing::info_span!(
+            "amqp.publish",
+            otel.name = %format!("send {exchange}"),
+            otel.kind = "producer",
+            messaging.system = "rabbitmq",
+            messaging.operation.name = "send",
+            messaging.destination.name = %exchange,
+            messaging.rabbitmq.destination.routing_key = %message.event_type,
+            messaging.message.id = %message.id,
+        );
+        crate::telemetry::adopt_remote_parent(&span, &stored);
+        let mut trace = http::HeaderMap::new();
+        span.in_scope(|| crate::telemetry::inject_context(&mut trace));
         let mut headers = FieldTable::default();
         for (k, v) in message.headers {
-            headers.insert(k.as_str().into(), AMQPValue::LongString(v.as_str().into()));
+            if !trace.contains_key(k.as_str()) {
+                headers.insert(k.as_str().into(), AMQPValue::LongString(v.as_str().into()));
+            }
+        }
+        for (k, v) in &trace {
+            if let Ok(v) = v.to_str() {
+                headers.insert(k.as_str().into(), AMQPValue::LongString(v.into()));
+            }
         }
         let properties = BasicProperties::default()
             .with_message_id(message.id.into())
@@ -178,6 +208,7 @@ pub async fn publish_confirmed<'a>(
                 message.envelope,
                 properties,
             )
+            .instrument(span)
             .await?;
         confirms.push(confirm);
     }
