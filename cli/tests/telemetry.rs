@@ -329,6 +329,18 @@ async fn one_checkout_is_one_trace_across_the_roles_with_the_conventions_names_a
         assert!(!consumed.attributes["messaging.message.id"].is_empty());
     }
 
+    // The boleta is issued in the payment's trace, and its `dte.issued` event goes on.
+    let issue = collector
+        .until("issue DTE 39", |s| {
+            s.trace_id == pay.trace_id && s.name == "issue DTE 39" && s.service == "orderflow-dte"
+        })
+        .await;
+    collector
+        .until("the dte.issued event published from the issue", |s| {
+            s.parent == issue.span_id && s.kind == SpanKind::Producer as i32
+        })
+        .await;
+
     // No span is named after an id, and every service says what it is.
     for span in collector.spans() {
         assert!(!span.name.contains(&id), "{span:?}");

@@ -199,6 +199,20 @@ pub fn adopt_remote_parent(span: &tracing::Span, headers: &HeaderMap) {
     let _ = span.set_parent(parent);
 }
 
+/// Makes `span` a child of a trace context kept as a string map (`traceparent`,
+/// `tracestate`; see `amqp::current_trace_headers`), e.g. with an outbox row or a document
+/// that another task finishes later.
+pub fn adopt_stored_parent(
+    span: &tracing::Span,
+    stored: &std::collections::BTreeMap<String, String>,
+) {
+    let headers: HeaderMap = stored
+        .iter()
+        .filter_map(|(k, v)| Some((k.parse().ok()?, v.parse().ok()?)))
+        .collect();
+    adopt_remote_parent(span, &headers);
+}
+
 /// A tower layer for gRPC servers: one span per call, parented on the caller's
 /// `traceparent`, so traces cross the gateway → service hop.
 #[derive(Clone, Copy, Default)]

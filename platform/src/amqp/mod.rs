@@ -165,11 +165,6 @@ pub async fn publish_confirmed<'a>(
         // <exchange>`): the child of the span that wrote the event (its context travelled
         // with the row), and the parent of the consumers' spans (its own context goes in
         // the message's headers instead).
-        let stored: http::HeaderMap = message
-            .headers
-            .iter()
-            .filter_map(|(k, v)| Some((k.parse().ok()?, v.parse().ok()?)))
-            .collect();
         let span = tracing::info_span!(
             "amqp.publish",
             otel.name = %format!("send {exchange}"),
@@ -180,7 +175,7 @@ pub async fn publish_confirmed<'a>(
             messaging.rabbitmq.destination.routing_key = %message.event_type,
             messaging.message.id = %message.id,
         );
-        crate::telemetry::adopt_remote_parent(&span, &stored);
+        crate::telemetry::adopt_stored_parent(&span, message.headers);
         let mut trace = http::HeaderMap::new();
         span.in_scope(|| crate::telemetry::inject_context(&mut trace));
         let mut headers = FieldTable::default();

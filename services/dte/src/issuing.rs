@@ -12,6 +12,7 @@ use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
+use tracing::Instrument as _;
 
 use chrono::NaiveDate;
 use futures::StreamExt as _;
@@ -79,6 +80,8 @@ struct ToBuild {
     caf_id: Uuid,
     fecha: NaiveDate,
     content: Content,
+    /// The trace context of the event that asked for it.
+    trace: std::collections::BTreeMap<String, String>,
 }
 
 /// The least time between two refreshes of the issuer's gauges.
@@ -304,6 +307,7 @@ impl Issuing {
                 caf_id,
                 fecha,
                 content,
+                trace: row.trace_context.0.clone(),
             });
         }
         tx.commit().await?;
@@ -312,7 +316,16 @@ impl Issuing {
 
     /// [`Issuing::finish`], with the document it was for.
     async fn finish_one(&self, doc: ToBuild) -> (ToBuild, anyhow::Result<bool>) {
-        let done = self.finish(&doc).await;
+        // In the trace of the payment that asked for the document: its `dte.issued` event,
+        // written in here, carries the trace on.
+        let span = tracing::info_span!(
+            "dte.issue",
+            otel.name = %format!("issue DTE {}", doc.content.tipo.code()),
+            dte.tipo = doc.content.tipo.code(),
+            dte.folio = doc.folio,
+        );
+        platform::telemetry::adopt_stored_parent(&span, &doc.trace);
+        let done = self.finish(&doc).instrument(span).await;
         (doc, done)
     }
 
@@ -464,6 +477,7 @@ fn to_build(row: &DocumentRow) -> anyhow::Result<ToBuild> {
         caf_id,
         fecha,
         content: content.0.clone(),
+        trace: row.trace_context.0.clone(),
     })
 }
 

@@ -182,10 +182,12 @@ pub struct DocumentRow {
     pub references_document_id: Option<Uuid>,
     pub issued_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// The trace context of the event that asked for it.
+    pub trace_context: sqlx::types::Json<std::collections::BTreeMap<String, String>>,
 }
 
 const DOCUMENT_COLUMNS: &str = "id, caf_id, causation_id, order_id, customer_id, refund_id, refund_amount, refund_full, tipo_dte, folio, status, content, \
-     receptor_rut, mnt_neto, mnt_exe, iva, mnt_total, fch_emis, track_id, sii_status_detail, references_document_id, issued_at, created_at";
+     receptor_rut, mnt_neto, mnt_exe, iva, mnt_total, fch_emis, track_id, sii_status_detail, references_document_id, issued_at, created_at, trace_context";
 
 /// A document waiting for its folio.
 pub struct NewDocument<'a> {
@@ -205,8 +207,8 @@ pub struct NewDocument<'a> {
 /// one, so a redelivered event does nothing.
 pub async fn insert_pending(tx: &mut PgConnection, doc: &NewDocument<'_>) -> sqlx::Result<bool> {
     let inserted = sqlx::query(
-        "INSERT INTO documents (id, order_id, customer_id, refund_id, refund_amount, refund_full, tipo_dte, status, content, causation_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending_folio', $8, $9) ON CONFLICT DO NOTHING",
+        "INSERT INTO documents (id, order_id, customer_id, refund_id, refund_amount, refund_full, tipo_dte, status, content, causation_id, trace_context) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending_folio', $8, $9, $10) ON CONFLICT DO NOTHING",
     )
     .bind(doc.id)
     .bind(doc.order_id)
@@ -217,6 +219,8 @@ pub async fn insert_pending(tx: &mut PgConnection, doc: &NewDocument<'_>) -> sql
     .bind(doc.tipo.code())
     .bind(doc.content.map(sqlx::types::Json))
     .bind(doc.causation_id)
+    // The span recording it (the consumer's): issuing continues its trace.
+    .bind(sqlx::types::Json(platform::amqp::current_trace_headers()))
     .execute(tx)
     .await?;
     Ok(inserted.rows_affected() == 1)
