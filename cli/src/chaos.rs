@@ -271,7 +271,8 @@ fn target(url: &str, server: Server) -> anyhow::Result<String> {
 impl Cluster {
     /// Migrates, makes an admin, starts the SII simulator and every role (each with its own
     /// proxies), uploads development CAFs, and waits until all are ready. `env` holds the
-    /// shared settings (DATABASE_URL, AMQP_URL, REDIS_URL, INTERNAL_TOKEN_KEY, names); the
+    /// shared settings (DATABASE_URL, AMQP_URL, REDIS_URL, each defaulting as the roles'
+    /// do; INTERNAL_TOKEN_KEY; the names); the
     /// listeners get free loopback ports. Per-service databases are not supported here.
     pub async fn start(
         exe: &Path,
@@ -283,12 +284,16 @@ impl Cluster {
         for (k, v) in DEFAULTS {
             env.entry(k.to_string()).or_insert_with(|| v.to_string());
         }
-        for server in Server::ALL {
-            anyhow::ensure!(
-                env.contains_key(server.setting()),
-                "{} must be set",
-                server.setting()
-            );
+        // The servers as the roles would find them (each setting's default when unset),
+        // written out: the proxies stand in front of them.
+        let common =
+            platform::config::CommonSettings::from_source(&platform::config::Reader::new(&env))?;
+        for (server, url) in [
+            (Server::Postgres, &common.database_url),
+            (Server::RabbitMq, &common.amqp_url),
+            (Server::Redis, &common.redis_url),
+        ] {
+            env.insert(server.setting().to_string(), url.expose().to_string());
         }
         anyhow::ensure!(
             env.contains_key(platform::identity::KEY_SETTING),
