@@ -20,11 +20,11 @@ pub fn http_status(code: Code) -> StatusCode {
         Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
         Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
         Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
-        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        // An upstream that cancelled the call (one draining on SIGTERM cancels what it
+        // has not answered) did not fail the request: the client tries again.
+        Code::Unavailable | Code::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
         Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-        Code::Cancelled | Code::Unknown | Code::Internal | Code::DataLoss => {
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -85,7 +85,9 @@ impl Problem {
         }
         let mut problem = if http.is_server_error() {
             let detail = match status.code() {
-                Code::Unavailable => "the service is temporarily unavailable; try again shortly",
+                Code::Unavailable | Code::Cancelled => {
+                    "the service is temporarily unavailable; try again shortly"
+                }
                 Code::DeadlineExceeded => "the service did not answer in time",
                 Code::Unimplemented => "not implemented",
                 _ => "internal error",
@@ -204,6 +206,7 @@ mod tests {
             (Code::ResourceExhausted, 429),
             (Code::Unimplemented, 501),
             (Code::Unavailable, 503),
+            (Code::Cancelled, 503),
             (Code::DeadlineExceeded, 504),
             (Code::Internal, 500),
             (Code::Unknown, 500),

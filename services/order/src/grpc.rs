@@ -270,7 +270,12 @@ impl OrderGrpc {
                     backoff *= 2;
                     attempt += 1;
                 }
-                Err(status) if retryable(status.code()) || status.code() == Code::Unknown => {
+                // Unknown is a broken connection; Cancelled, a catalog that stopped
+                // (draining on SIGTERM) before it answered: neither is a verdict.
+                Err(status)
+                    if retryable(status.code())
+                        || matches!(status.code(), Code::Unknown | Code::Cancelled) =>
+                {
                     tracing::error!(%order_id, code = ?status.code(), message = status.message(), "catalog unavailable");
                     return Err(Status::unavailable(
                         "stock cannot be reserved right now; try again shortly",
