@@ -182,12 +182,24 @@ pub struct DocumentRow {
     pub references_document_id: Option<Uuid>,
     pub issued_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
-    /// The trace context of the event that asked for it.
+    /// The trace context of the event that asked for it: read only by the queries that
+    /// hand documents to the issuer (`ISSUING_COLUMNS`), empty elsewhere.
+    #[sqlx(default)]
     pub trace_context: sqlx::types::Json<std::collections::BTreeMap<String, String>>,
 }
 
-const DOCUMENT_COLUMNS: &str = "id, caf_id, causation_id, order_id, customer_id, refund_id, refund_amount, refund_full, tipo_dte, folio, status, content, \
-     receptor_rut, mnt_neto, mnt_exe, iva, mnt_total, fch_emis, track_id, sii_status_detail, references_document_id, issued_at, created_at, trace_context";
+/// Every column of a document row (a macro, so `ISSUING_COLUMNS` can extend it in a const).
+macro_rules! document_columns {
+    () => {
+        "id, caf_id, causation_id, order_id, customer_id, refund_id, refund_amount, refund_full, tipo_dte, folio, status, content, \
+     receptor_rut, mnt_neto, mnt_exe, iva, mnt_total, fch_emis, track_id, sii_status_detail, references_document_id, issued_at, created_at"
+    };
+}
+
+const DOCUMENT_COLUMNS: &str = document_columns!();
+
+/// What the issuer reads of a document: everything, and the trace to continue.
+const ISSUING_COLUMNS: &str = concat!(document_columns!(), ", trace_context");
 
 /// A document waiting for its folio.
 pub struct NewDocument<'a> {
@@ -285,7 +297,7 @@ pub async fn claim_stale_numbered(
         "UPDATE documents SET updated_at = now() WHERE id IN ( \
             SELECT id FROM documents WHERE status = 'numbered' AND updated_at < now() - $1 \
             ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
-         RETURNING {DOCUMENT_COLUMNS}"
+         RETURNING {ISSUING_COLUMNS}"
     )))
     .bind(stale)
     .bind(limit)
@@ -296,7 +308,7 @@ pub async fn claim_stale_numbered(
 /// Pending documents, oldest first, locked for numbering (other issuers skip them).
 pub async fn lock_pending(tx: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<DocumentRow>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {DOCUMENT_COLUMNS} FROM documents WHERE status = 'pending_folio' \
+        "SELECT {ISSUING_COLUMNS} FROM documents WHERE status = 'pending_folio' \
          ORDER BY created_at, id LIMIT $1 FOR UPDATE SKIP LOCKED"
     )))
     .bind(limit)
