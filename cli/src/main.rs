@@ -327,16 +327,12 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         .await;
         cluster.stop().await;
         let outcome = outcome?;
-        if *json {
-            println!("{}", outcome.to_json());
-        } else {
-            print!("{outcome}");
-        }
-        return Ok(if outcome.passed() {
-            std::process::ExitCode::SUCCESS
-        } else {
-            std::process::ExitCode::FAILURE
-        });
+        return Ok(verdict(
+            *json,
+            outcome.to_json(),
+            &outcome,
+            outcome.passed(),
+        ));
     }
     if let Command::Invariants { patience, json } = &cli.command {
         let env = ProcessEnv;
@@ -345,16 +341,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         let report = cli::invariants::check_until(&stores, *patience).await;
         stores.close().await;
         let report = report?;
-        if *json {
-            println!("{}", report.to_json());
-        } else {
-            print!("{report}");
-        }
-        return Ok(if report.passed() {
-            std::process::ExitCode::SUCCESS
-        } else {
-            std::process::ExitCode::FAILURE
-        });
+        return Ok(verdict(*json, report.to_json(), &report, report.passed()));
     }
     if let Command::Queues {
         command: QueueCommand::Migrate,
@@ -769,4 +756,23 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Prints a check's outcome (as JSON, or its table) and exits 0 only when it passed.
+fn verdict(
+    json: bool,
+    as_json: serde_json::Value,
+    table: &dyn std::fmt::Display,
+    passed: bool,
+) -> std::process::ExitCode {
+    if json {
+        println!("{as_json}");
+    } else {
+        print!("{table}");
+    }
+    if passed {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
 }
