@@ -157,11 +157,18 @@ pub fn closed_port_url(scheme: &str) -> String {
 
 /// A loopback address free now, for a process the test starts that must listen on a known
 /// port. It is drawn outside Linux's ephemeral range (32768–60999), so no `bind(…:0)` of a
-/// test running alongside can take it between this check and the process's own bind.
+/// test running alongside can take it between this check and the process's own bind; and
+/// never the same port twice in one process (a suite's dozen listeners, drawn one after
+/// the other before any binds, would otherwise now and then get two alike).
 pub fn free_listen_addr() -> std::net::SocketAddr {
     use rand::Rng as _;
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
     loop {
         let port = rand::thread_rng().gen_range(20_000..32_000);
+        if !HANDED_OUT.lock().expect("not poisoned").insert(port) {
+            continue;
+        }
         if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
             return listener.local_addr().expect("a bound listener");
         }
