@@ -235,6 +235,7 @@ struct Role {
 pub struct Cluster {
     exe: PathBuf,
     logs: PathBuf,
+    names: Vec<&'static str>,
     roles: Vec<Mutex<Role>>,
     sii_sim: Child,
     /// The gateway's base URL.
@@ -279,6 +280,17 @@ impl Cluster {
         env: HashMap<String, String>,
         logs: &Path,
     ) -> anyhow::Result<Self> {
+        Self::start_roles(exe, env, logs, ROLES).await
+    }
+
+    /// [`Cluster::start`] with the given roles as processes: [`ROLES`], or `["all"]` for
+    /// the whole suite in one process (`orderflow all`).
+    pub async fn start_roles(
+        exe: &Path,
+        env: HashMap<String, String>,
+        logs: &Path,
+        names: &[&'static str],
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(logs)?;
         let mut env = env;
         for (k, v) in DEFAULTS {
@@ -320,7 +332,7 @@ impl Cluster {
 
         let sii_sim = spawn(exe, "sii-sim", &env, logs)?;
         let mut roles = Vec::new();
-        for name in ROLES {
+        for &name in names {
             let mut role_env = env.clone();
             let mut proxies = Vec::new();
             for server in Server::ALL {
@@ -349,6 +361,7 @@ impl Cluster {
             exe: exe.to_path_buf(),
             logs: logs.to_path_buf(),
             base,
+            names: names.to_vec(),
             roles: roles.into_iter().map(Mutex::new).collect(),
             sii_sim,
             admin,
@@ -359,12 +372,16 @@ impl Cluster {
             let mut role = role.lock().await;
             cluster.until_ready(&mut role).await?;
         }
-        cluster.upload_cafs().await?;
+        // `orderflow all` loads development CAFs by itself.
+        if names != ["all"] {
+            cluster.upload_cafs().await?;
+        }
         Ok(cluster)
     }
 
     fn role(&self, name: &str) -> anyhow::Result<&Mutex<Role>> {
-        let i = ROLES
+        let i = self
+            .names
             .iter()
             .position(|r| *r == name)
             .with_context(|| format!("no role {name}"))?;

@@ -543,7 +543,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let r = Reader::new(&env);
     let common = CommonSettings::from_source(&r)?;
     let role = match &cli.command {
-        Command::All => "orderflow",
+        Command::All => "all",
         Command::Gateway => "gateway",
         Command::Iam { .. } => "iam",
         Command::Catalog { .. } => "catalog",

@@ -144,6 +144,17 @@ async fn post(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_checkout_is_one_trace_across_the_roles_with_the_conventions_names_and_logs_point_at_it()
  {
+    one_checkout_is_one_trace(cli::chaos::ROLES).await;
+}
+
+/// `orderflow all` runs every role in one process, and still reports each as its own
+/// service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_one_process_each_role_is_still_its_own_service() {
+    one_checkout_is_one_trace(&["all"]).await;
+}
+
+async fn one_checkout_is_one_trace(roles: &[&'static str]) {
     let collector = Collector::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
@@ -162,10 +173,11 @@ async fn one_checkout_is_one_trace_across_the_roles_with_the_conventions_names_a
     env.insert("DEPLOYMENT_ENVIRONMENT".into(), "test".into());
     let logs = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("telemetry-{}", uuid::Uuid::new_v4().simple()));
-    let cluster = cli::chaos::Cluster::start(
+    let cluster = cli::chaos::Cluster::start_roles(
         std::path::Path::new(env!("CARGO_BIN_EXE_orderflow")),
         env,
         &logs,
+        roles,
     )
     .await
     .expect("every role starts");
@@ -278,13 +290,36 @@ async fn one_checkout_is_one_trace_across_the_roles_with_the_conventions_names_a
         order_server.span_id.clone(),
     )
     .await;
-    hop(
+    let catalog_server = hop(
         "orderflow-catalog",
         reserve,
         server,
         to_catalog.span_id.clone(),
     )
     .await;
+
+    // Each service's queries are CLIENT spans under its call: named by operation and
+    // table, with the conventions' attributes, never the statement or its values.
+    for (service, call) in [
+        ("orderflow-order", &order_server),
+        ("orderflow-catalog", &catalog_server),
+    ] {
+        let query = collector
+            .until(&format!("a query of {service}"), |s| {
+                s.parent == call.span_id
+                    && s.attributes.get("db.system.name").map(String::as_str) == Some("postgresql")
+            })
+            .await;
+        assert_eq!(query.service, service, "{query:?}");
+        assert_eq!(query.kind, client, "{query:?}");
+        let operation = &query.attributes["db.operation.name"];
+        let expected = match query.attributes.get("db.collection.name") {
+            Some(table) => format!("{operation} {table}"),
+            None => operation.clone(),
+        };
+        assert_eq!(query.name, expected, "{query:?}");
+        assert!(!query.attributes.contains_key("db.query.text"), "{query:?}");
+    }
 
     // Paying: named by the route's template, not the order's id; the payment's event
     // reaches the order and DTE consumers in the same trace, through RabbitMQ.
@@ -341,14 +376,42 @@ async fn one_checkout_is_one_trace_across_the_roles_with_the_conventions_names_a
         })
         .await;
 
-    // No span is named after an id, and every service says what it is.
+    // The trace goes on to the SII: the boleta's submission is in it, from dte.
+    let submit = collector
+        .until("submit DTE 39", |s| {
+            s.trace_id == pay.trace_id && s.name == "submit DTE 39"
+        })
+        .await;
+    assert_eq!(submit.service, "orderflow-dte", "{submit:?}");
+    assert_eq!(submit.kind, client, "{submit:?}");
+
+    // No span is named after an id, every span is of one of the roles (`orderflow all`
+    // too), and no attribute holds what the shopper typed.
+    let services: Vec<String> = cli::chaos::ROLES
+        .iter()
+        .map(|role| format!("orderflow-{role}"))
+        .collect();
     for span in collector.spans() {
         assert!(!span.name.contains(&id), "{span:?}");
-        assert!(span.service.starts_with("orderflow-"), "{span:?}");
+        assert!(services.contains(&span.service), "{span:?}");
+        for value in span.attributes.values() {
+            for secret in [
+                "correct horse battery staple",
+                "4242424242424242",
+                "ana@example.cl",
+            ] {
+                assert!(!value.contains(secret), "{span:?}");
+            }
+        }
     }
 
     // The placement's access log line carries its trace id and span.
-    let log = std::fs::read_to_string(cluster.log_path("gateway")).unwrap();
+    let gateway_log = if roles.contains(&"gateway") {
+        "gateway"
+    } else {
+        "all"
+    };
+    let log = std::fs::read_to_string(cluster.log_path(gateway_log)).unwrap();
     let line: Value = log
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())

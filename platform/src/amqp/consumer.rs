@@ -57,6 +57,8 @@ pub trait EventHandler: Send + Sync + 'static {
 pub struct Subscription {
     /// The queue, named after the consuming service (e.g. `catalog`).
     pub queue: String,
+    /// The consuming role, which its spans are traced under (see `telemetry::ROLE`).
+    pub role: String,
     /// Routing keys to bind (event types, or topic patterns like `order.*`).
     pub routing_keys: Vec<String>,
     /// Attempts before a message is dead-lettered.
@@ -76,12 +78,22 @@ impl Subscription {
     pub fn new(queue: &str, routing_keys: &[&str]) -> Self {
         Self {
             queue: queue.to_string(),
+            role: queue.to_string(),
             routing_keys: routing_keys.iter().map(|k| k.to_string()).collect(),
             max_attempts: 5,
             first_backoff: Duration::from_millis(500),
             prefetch: 16,
             expires: None,
             quorum: true,
+        }
+    }
+
+    /// The subscription of role `role` (e.g. `catalog`), whose queue is `role` after the
+    /// deployment's queue prefix.
+    pub fn for_role(prefix: &str, role: &str, routing_keys: &[&str]) -> Self {
+        Self {
+            role: role.to_string(),
+            ..Self::new(&format!("{prefix}{role}"), routing_keys)
         }
     }
 
@@ -318,6 +330,7 @@ async fn process(
         "amqp.consume",
         otel.name = %format!("process {}", sub.queue),
         otel.kind = "consumer",
+        orderflow.role = %sub.role,
         messaging.system = "rabbitmq",
         messaging.operation.name = "process",
         messaging.destination.name = %sub.queue,

@@ -154,9 +154,11 @@ pub struct Outgoing<'a> {
 
 /// Publishes `messages` in order on a confirm-mode `channel` and waits until RabbitMQ has
 /// confirmed every one; an error means some may not have been taken (send them again).
+/// `role` is the publishing role its spans are traced under.
 pub async fn publish_confirmed<'a>(
     channel: &Channel,
     exchange: &str,
+    role: Option<&str>,
     messages: impl IntoIterator<Item = Outgoing<'a>>,
 ) -> anyhow::Result<usize> {
     let mut confirms = Vec::new();
@@ -169,6 +171,7 @@ pub async fn publish_confirmed<'a>(
             "amqp.publish",
             otel.name = %format!("send {exchange}"),
             otel.kind = "producer",
+            orderflow.role = role,
             messaging.system = "rabbitmq",
             messaging.operation.name = "send",
             messaging.destination.name = %exchange,

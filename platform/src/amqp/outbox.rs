@@ -109,6 +109,8 @@ pub struct OutboxRelay {
     /// The safety poll: how long an idle relay sleeps when no notification comes (a
     /// committed outbox row wakes it at once through LISTEN/NOTIFY).
     pub idle_interval: Duration,
+    /// The role publishing (see `telemetry::ROLE`).
+    pub role: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -128,6 +130,15 @@ impl OutboxRelay {
             broker,
             batch_size: 100,
             idle_interval: Duration::from_secs(5),
+            role: None,
+        }
+    }
+
+    /// The relay of role `role`, whose PRODUCER spans are traced under it.
+    pub fn for_role(role: &str, pool: PgPool, broker: Broker) -> Self {
+        Self {
+            role: Some(role.to_string()),
+            ..Self::new(pool, broker)
         }
     }
 
@@ -211,7 +222,8 @@ impl OutboxRelay {
                 headers: &row.headers,
             })
             .collect();
-        super::publish_confirmed(ch, self.broker.exchange(), outgoing).await?;
+        super::publish_confirmed(ch, self.broker.exchange(), self.role.as_deref(), outgoing)
+            .await?;
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
         sqlx::query("UPDATE outbox SET published_at = now() WHERE seq = ANY($1)")
             .bind(&seqs)

@@ -104,10 +104,8 @@ impl CatalogApp {
         let redis = RedisHandle::new(common.redis_url.expose(), &common.redis_key_prefix)?;
         let cache = cache::ProductCache::new(redis, settings.cache_ttl);
         let broker = Broker::new(common.amqp_url.expose(), &common.amqp_exchange);
-        let mut subscription = Subscription::new(
-            &format!("{}catalog", common.amqp_queue_prefix),
-            events::SUBSCRIBED,
-        );
+        let mut subscription =
+            Subscription::for_role(&common.amqp_queue_prefix, "catalog", events::SUBSCRIBED);
         subscription.expires = common.amqp_queue_expires;
         subscription.quorum = common.amqp_quorum_queues;
         let grpc_listener = platform::config::bind(settings.grpc_addr, "CATALOG_GRPC_ADDR").await?;

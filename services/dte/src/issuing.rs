@@ -321,6 +321,7 @@ impl Issuing {
         let span = tracing::info_span!(
             "dte.issue",
             otel.name = %format!("issue DTE {}", doc.content.tipo.code()),
+            orderflow.role = "dte",
             dte.tipo = doc.content.tipo.code(),
             dte.folio = doc.folio,
         );

@@ -352,10 +352,8 @@ impl DteApp {
         )
         .context("the SII client")?;
         let broker = Broker::new(common.amqp_url.expose(), &common.amqp_exchange);
-        let mut subscription = Subscription::new(
-            &format!("{}dte", common.amqp_queue_prefix),
-            events::SUBSCRIBED,
-        );
+        let mut subscription =
+            Subscription::for_role(&common.amqp_queue_prefix, "dte", events::SUBSCRIBED);
         subscription.expires = common.amqp_queue_expires;
         subscription.quorum = common.amqp_quorum_queues;
         let grpc_listener = platform::config::bind(settings.grpc_addr, "DTE_GRPC_ADDR").await?;
@@ -426,7 +424,9 @@ impl DteApp {
             self.sii_worker,
             shutdown.clone(),
         ));
-        let relay = tokio::spawn(outbox::OutboxRelay::new(pool, self.broker).run(shutdown.clone()));
+        let relay = tokio::spawn(
+            outbox::OutboxRelay::for_role("dte", pool, self.broker).run(shutdown.clone()),
+        );
         let server = GrpcServer {
             readiness,
             grpc: self.grpc_listener,

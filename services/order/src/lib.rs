@@ -200,10 +200,8 @@ impl OrderApp {
         .connect_timeout(Duration::from_secs(5))
         .connect_lazy();
         let broker = Broker::new(common.amqp_url.expose(), &common.amqp_exchange);
-        let mut subscription = Subscription::new(
-            &format!("{}order", common.amqp_queue_prefix),
-            events::SUBSCRIBED,
-        );
+        let mut subscription =
+            Subscription::for_role(&common.amqp_queue_prefix, "order", events::SUBSCRIBED);
         subscription.expires = common.amqp_queue_expires;
         subscription.quorum = common.amqp_quorum_queues;
         let grpc_listener = platform::config::bind(settings.grpc_addr, "ORDER_GRPC_ADDR").await?;

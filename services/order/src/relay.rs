@@ -303,7 +303,7 @@ impl Relay {
                 headers: &p.headers,
             })
             .collect();
-        publish_confirmed(ch, self.broker.exchange(), outgoing).await?;
+        publish_confirmed(ch, self.broker.exchange(), Some("order"), outgoing).await?;
         event_store::save_checkpoint(&mut tx, CHECKPOINT, Checkpoint::after(last)).await?;
         tx.commit().await?;
         metrics::counter!("order_relayed_events_total").increment(events.len() as u64);

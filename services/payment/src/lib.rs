@@ -295,10 +295,8 @@ impl PaymentApp {
             })
         };
         let broker = Broker::new(common.amqp_url.expose(), &common.amqp_exchange);
-        let mut subscription = Subscription::new(
-            &format!("{}payment", common.amqp_queue_prefix),
-            events::SUBSCRIBED,
-        );
+        let mut subscription =
+            Subscription::for_role(&common.amqp_queue_prefix, "payment", events::SUBSCRIBED);
         subscription.expires = common.amqp_queue_expires;
         subscription.quorum = common.amqp_quorum_queues;
         let grpc_listener = platform::config::bind(settings.grpc_addr, "PAYMENT_GRPC_ADDR").await?;
@@ -371,7 +369,9 @@ impl PaymentApp {
             }
             .run(shutdown.clone()),
         );
-        let relay = tokio::spawn(outbox::OutboxRelay::new(pool, self.broker).run(shutdown.clone()));
+        let relay = tokio::spawn(
+            outbox::OutboxRelay::for_role("payment", pool, self.broker).run(shutdown.clone()),
+        );
         let server = GrpcServer {
             readiness,
             grpc: self.grpc_listener,

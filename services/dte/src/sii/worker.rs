@@ -7,6 +7,7 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
+use tracing::Instrument as _;
 
 use platform::{
     CancellationToken,
@@ -40,6 +41,8 @@ struct Due {
     track_id: String,
     envelope: Option<Vec<u8>>,
     sii_attempts: i32,
+    /// The trace of the payment that asked for the document.
+    trace_context: sqlx::types::Json<std::collections::BTreeMap<String, String>>,
 }
 
 /// Sends and follows documents until `shutdown`.
@@ -97,7 +100,8 @@ pub async fn step(
             SELECT id FROM documents WHERE status IN ('issued', 'submitted') AND sii_next_at <= now() \
             ORDER BY sii_next_at LIMIT 20 FOR UPDATE SKIP LOCKED) \
          RETURNING id, order_id, tipo_dte, folio, status, track_id, \
-                   CASE WHEN status = 'issued' THEN envelope END AS envelope, sii_attempts",
+                   CASE WHEN status = 'issued' THEN envelope END AS envelope, sii_attempts, \
+                   trace_context",
     )
     .bind(settings.lease)
     .fetch_all(pool)
@@ -161,10 +165,31 @@ pub async fn step(
     Ok(due.len())
 }
 
-/// Sends an issued document, or asks for a submitted one's status.
+/// Sends an issued document, or asks for a submitted one's status, in a CLIENT span of the
+/// trace of the payment that asked for the document (the checkout's trace ends at the
+/// SII's verdict).
 async fn ask(client: &dyn SiiClient, doc: &Due) -> Outcome {
+    let submitting = doc.status == "issued";
+    let span = tracing::info_span!(
+        "sii",
+        otel.name = %format!(
+            "{} DTE {}",
+            if submitting { "submit" } else { "query" },
+            doc.tipo_dte
+        ),
+        otel.kind = "client",
+        orderflow.role = "dte",
+        dte.tipo = doc.tipo_dte,
+        dte.folio = doc.folio,
+        sii.track_id = %doc.track_id,
+    );
+    platform::telemetry::adopt_stored_parent(&span, &doc.trace_context.0);
+    ask_sii(client, doc, submitting).instrument(span).await
+}
+
+async fn ask_sii(client: &dyn SiiClient, doc: &Due, submitting: bool) -> Outcome {
     let boleta = TipoDte::from_code(doc.tipo_dte).is_some_and(TipoDte::is_boleta);
-    if doc.status == "issued" {
+    if submitting {
         let envelope = doc.envelope.as_deref().unwrap_or_default();
         return match client.submit(envelope, boleta).await {
             Ok(track_id) => Outcome::Submitted { track_id },

@@ -260,6 +260,7 @@ impl TestOrders {
         platform::amqp::publish_confirmed(
             &channel,
             self.env.get("AMQP_EXCHANGE"),
+            None,
             [platform::amqp::Outgoing {
                 id: &envelope.id,
                 event_type: &envelope.r#type,
