@@ -7,8 +7,10 @@
 //! overlays rendered by `kubectl kustomize`) against their CRD schemas (the @kubernetes-models
 //! npm packages, with Node.js); plus the policies of `deploy/tests/check.py` over the rendered
 //! objects (every role has its objects, probes, limits, non-root; the projector is a
-//! singleton; callers match the architecture). The Python tools come from PyPI into a
-//! virtualenv under cargo's target directory.
+//! singleton; callers match the architecture); and the alert rules through Prometheus's
+//! `promtool check rules` (Debian's prometheus package, which `./dev test` unpacks under
+//! target/). The Python tools come from PyPI into a virtualenv under cargo's target
+//! directory.
 
 use std::{path::PathBuf, process::Command};
 
@@ -69,6 +71,11 @@ fn helm_chart_lints_clean_for_every_environment_and_refuses_latest() {
 #[test]
 fn helm_chart_renders_objects_valid_against_kubernetes_and_crd_schemas() {
     check("chart-schemas");
+}
+
+#[test]
+fn helm_chart_alert_rules_pass_promtool() {
+    check("chart-rules");
 }
 
 #[test]

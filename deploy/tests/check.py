@@ -1,8 +1,8 @@
 """Checks of the deployment files, run by `cargo test` (cli/tests/deploy.rs) in a virtualenv
 holding the validators: `python check.py <check>`; exits non-zero with the findings.
 
-Checks: compose, gitlab, gitlab-rules, dockerfile, chart-lint, chart-schemas, chart-policy, istio,
-istio-schemas.
+Checks: compose, gitlab, gitlab-rules, dockerfile, chart-lint, chart-schemas, chart-policy,
+chart-rules, istio, istio-schemas.
 """
 
 import copy
@@ -366,6 +366,40 @@ def check_chart_policy():
                 check_container(c, pod, f"{name}: {job['metadata']['name']}")
 
 
+def promtool():
+    """Prometheus's own checker: `PROMTOOL` (set by `./dev test`), else `promtool` on PATH."""
+    found = os.environ.get("PROMTOOL") or shutil.which("promtool")
+    if not found:
+        sys.exit("promtool not found: `./dev test` fetches it (Debian's prometheus package); "
+                 "or set PROMTOOL to one")
+    return found
+
+
+def promtool_check_rules(groups):
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump({"groups": groups}, f)
+    try:
+        return run(promtool(), "check", "rules", f.name)
+    finally:
+        os.unlink(f.name)
+
+
+def check_chart_rules():
+    """The PrometheusRule's groups pass `promtool check rules` (PromQL, durations,
+    templates) for every values file; a broken expression is refused."""
+    for name in VALUE_FILES:
+        rules = [o for o in rendered(name) if o["kind"] == "PrometheusRule"]
+        assert rules, f"{name}: no PrometheusRule rendered"
+        for rule in rules:
+            groups = rule["spec"]["groups"]
+            result = promtool_check_rules(groups)
+            expect_ok(result, f"promtool check rules ({name})")
+    broken = copy.deepcopy(groups)
+    broken[0]["rules"][0]["expr"] = "sum(rate(http_server_request_duration_seconds_count[5m]"
+    refused = promtool_check_rules(broken)
+    assert refused.returncode != 0, "promtool must refuse an unbalanced expression"
+
+
 def istio_objects(overlay):
     result = run("kubectl", "kustomize", str(ISTIO / "overlays" / overlay))
     expect_ok(result, f"kubectl kustomize {overlay}")
@@ -428,6 +462,7 @@ CHECKS = {
     "chart-lint": check_chart_lint,
     "chart-policy": check_chart_policy,
     "chart-schemas": check_chart_schemas,
+    "chart-rules": check_chart_rules,
     "istio": check_istio,
     "istio-schemas": check_istio_schemas,
 }

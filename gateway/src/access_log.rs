@@ -64,6 +64,7 @@ where
             "http request",
             otel.name = %method,
             otel.kind = "server",
+            orderflow.role = "gateway",
             http.request.method = %method,
             url.path = %path,
             http.route = tracing::field::Empty,
@@ -85,7 +86,8 @@ where
                     .unwrap_or_else(|| "unmatched".into());
                 // A template (or a fixed path); not the labels of answers no route gave
                 // (`shed`, `rate_limited`, `unmatched`, the storefront's pages).
-                if route.starts_with('/') && !route.contains(' ') {
+                let templated = route.starts_with('/') && !route.contains(' ');
+                if templated {
                     platform::telemetry::rename_span(&recorded, format!("{method} {route}"));
                     recorded.record("http.route", route.as_str());
                 }
@@ -93,8 +95,17 @@ where
                 if status >= 500 {
                     recorded.record("otel.status_code", "ERROR");
                 }
-                metrics::counter!("http_requests_total", "route" => route.clone(), "method" => method.to_string(), "status" => status.to_string()).increment(1);
-                metrics::histogram!("http_request_duration_seconds", "route" => route.clone())
+                // The conventions' `http.server.request.duration`, with their attributes as
+                // labels (`http_route` only where a route answered); its `_count` counts
+                // requests.
+                let mut labels = vec![
+                    ("http_request_method", method.to_string()),
+                    ("http_response_status_code", status.to_string()),
+                ];
+                if templated {
+                    labels.push(("http_route", route.clone()));
+                }
+                metrics::histogram!("http_server_request_duration_seconds", &labels)
                     .record(elapsed.as_secs_f64());
                 tracing::info!(target: "access", %method, %path, %route, status, latency_ms = elapsed.as_secs_f64() * 1e3, request_id, "request");
             }

@@ -358,7 +358,7 @@ async fn health_and_metrics_are_served_by_the_gateway() {
     let text = &s.metrics().await;
     assert!(
         text.contains(
-            "http_requests_total{route=\"/v1/auth/register\",method=\"POST\",status=\"200\"}"
+            "http_server_request_duration_seconds_count{http_request_method=\"POST\",http_response_status_code=\"200\",http_route=\"/v1/auth/register\"}"
         ),
         "{text}"
     );

@@ -111,11 +111,11 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
 #[test]
 fn metric_names_are_read_out_of_promql() {
     let names = metric_names(
-        "histogram_quantile(0.95, sum by (le, route) (rate(http_request_duration_seconds_bucket{status=~\"5..\"}[5m]))) > {{ $r.p95 }}",
+        "histogram_quantile(0.95, sum by (le, route) (rate(http_server_request_duration_seconds_bucket{status=~\"5..\"}[5m]))) > {{ $r.p95 }}",
     );
     assert_eq!(
         names,
-        BTreeSet::from(["http_request_duration_seconds_bucket".to_string()])
+        BTreeSet::from(["http_server_request_duration_seconds_bucket".to_string()])
     );
     let names = metric_names(
         "sum(rate(a_total[5m])) / clamp_min(sum without (x) (rate(b_total[5m])), 1) and on (queue) c",
