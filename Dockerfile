@@ -26,8 +26,10 @@ FROM chef AS builder
 COPY --from=planner /src/recipe.json recipe.json
 RUN cargo chef cook --release --locked --recipe-path recipe.json --bin orderflow
 COPY . .
+# The commit, for the traces' service.version (the context has no .git).
+ARG REVISION=unknown
 # The same `cargo build` as the tests build, in release.
-RUN cargo build --release --locked --bin orderflow \
+RUN ORDERFLOW_REVISION="${REVISION}" cargo build --release --locked --bin orderflow \
  && install -D -m 0755 target/release/orderflow /out/orderflow
 
 FROM scratch AS binary-source

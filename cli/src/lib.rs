@@ -9,3 +9,12 @@ pub mod invariants;
 pub mod loadgen;
 pub mod spawn;
 pub mod suite;
+
+/// The binary's version as traces report it (`service.version`): the crate version, with
+/// `+<commit>` where the build knew the commit (see `build.rs`).
+pub fn version() -> String {
+    match env!("ORDERFLOW_REVISION") {
+        "" => env!("CARGO_PKG_VERSION").to_string(),
+        commit => format!("{}+{commit}", env!("CARGO_PKG_VERSION")),
+    }
+}

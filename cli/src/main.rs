@@ -567,7 +567,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             unreachable!("handled above")
         }
     };
-    let _telemetry = platform::telemetry::init(role, &common)?;
+    let _telemetry = platform::telemetry::init(role, &cli::version(), &common)?;
 
     match cli.command {
         Command::All => {

@@ -246,10 +246,23 @@ async fn one_checkout_is_one_trace(roles: &[&'static str]) {
         .await;
     assert_eq!(http_span.service, "orderflow-gateway");
     assert_eq!(http_span.resource["deployment.environment.name"], "test");
-    assert_eq!(
-        http_span.resource["service.version"],
-        env!("CARGO_PKG_VERSION")
+    // The crate's version, and the commit where the build knew it.
+    assert_eq!(http_span.resource["service.version"], cli::version());
+    assert!(
+        cli::version().starts_with(env!("CARGO_PKG_VERSION")),
+        "{}",
+        cli::version()
     );
+    if let Ok(out) = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        && out.status.success()
+    {
+        let version = cli::version();
+        let (_, commit) = version.split_once('+').expect("a commit");
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with(commit));
+    }
     assert_eq!(http_span.attributes["http.route"], "/v1/orders");
     assert_eq!(http_span.attributes["http.request.method"], "POST");
     assert_eq!(http_span.attributes["http.response.status_code"], "200");

@@ -72,7 +72,7 @@ fn telemetry() {
         let common =
             platform::config::CommonSettings::from_source(&platform::config::Reader::new(&vars))
                 .expect("valid settings");
-        platform::telemetry::init("e2e", &common).expect("telemetry")
+        platform::telemetry::init("e2e", &cli::version(), &common).expect("telemetry")
     });
 }
 

@@ -60,7 +60,12 @@ impl Drop for TelemetryGuard {
 /// Installs the global subscriber for the role `service` (traced as `orderflow-<service>`;
 /// for `all`, each span as its own role's service). Must run inside the tokio runtime (the
 /// OTLP exporter spawns onto it). A second call (tests) keeps the first subscriber.
-pub fn init(service: &str, settings: &CommonSettings) -> anyhow::Result<TelemetryGuard> {
+/// `version` is the binary's (`service.version`: the crate version, `+<commit>` where known).
+pub fn init(
+    service: &str,
+    version: &str,
+    settings: &CommonSettings,
+) -> anyhow::Result<TelemetryGuard> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let filter = EnvFilter::try_new(&settings.log_filter)
         .map_err(|e| anyhow::anyhow!("setting RUST_LOG is malformed: {e}"))?;
@@ -77,7 +82,7 @@ pub fn init(service: &str, settings: &CommonSettings) -> anyhow::Result<Telemetr
         Resource::builder()
             .with_service_name(format!("orderflow-{service}"))
             .with_attributes([
-                opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+                opentelemetry::KeyValue::new("service.version", version.to_string()),
                 opentelemetry::KeyValue::new(
                     "deployment.environment.name",
                     settings.deployment_environment.clone(),
@@ -414,7 +419,7 @@ mod tests {
     async fn without_an_endpoint_nothing_below_the_log_level_is_built() {
         let src: HashMap<&str, &str> = [("RUST_LOG", "info")].into();
         let settings = CommonSettings::from_source(&Reader::new(&src)).unwrap();
-        let _guard = super::init("test", &settings).unwrap();
+        let _guard = super::init("test", "0.0.0", &settings).unwrap();
         assert!(!tracing::enabled!(target: "sqlx::query", tracing::Level::DEBUG));
         assert!(!tracing::enabled!(target: "h2::codec", tracing::Level::DEBUG));
         assert!(tracing::enabled!(target: "order", tracing::Level::INFO));
