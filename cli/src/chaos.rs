@@ -20,15 +20,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 /// The roles, in start order (the gateway last).
-pub const ROLES: &[&str] = &[
-    "iam",
-    "catalog",
-    "order",
-    "order-projector",
-    "payment",
-    "dte",
-    "gateway",
-];
+pub const ROLES: &[&str] = platform::telemetry::ALL_ROLES;
 
 /// Gives every listener of the suite (`platform::testing::ADDRESS_SETTINGS`) a free
 /// loopback port and points each role at the others' (and the SII simulator's), for the

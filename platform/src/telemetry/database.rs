@@ -89,21 +89,8 @@ where
         if event.metadata().target() != SQLX_QUERY {
             return;
         }
-        let Some(dispatch) = super::DISPATCH
-            .get()
-            .and_then(tracing::dispatcher::WeakDispatch::upgrade)
-        else {
-            return;
-        };
-        // The span the query ran in, as the subscriber knows it (this layer's own
-        // context sees only sqlx's events).
-        let parent = match event.parent() {
-            Some(parent) => Some(parent.clone()),
-            None if event.is_contextual() => dispatch.current_span().id().cloned(),
-            None => None,
-        };
-        let Some(parent) = parent else { return };
-        let Some(parent_cx) = tracing_opentelemetry::get_otel_context(&parent, &dispatch) else {
+        // The span the query ran in (this layer's own context sees only sqlx's events).
+        let Some((dispatch, parent, parent_cx)) = super::event_span(event) else {
             return;
         };
         let mut statement = Statement::default();

@@ -31,15 +31,16 @@ mod roles;
 pub use database::operation_and_table;
 pub use roles::{ROLE, current_role, role_of_grpc_service};
 
-/// The roles `orderflow all` runs in its one process, each traced as its own service.
+/// The roles `orderflow all` runs in its one process, each traced as its own service (in
+/// the order the fault harness starts them as processes, the gateway last).
 pub const ALL_ROLES: &[&str] = &[
-    "gateway",
     "iam",
     "catalog",
     "order",
     "order-projector",
     "payment",
     "dte",
+    "gateway",
 ];
 
 /// Flushes exported spans when dropped: keep it alive until the process ends.
@@ -171,23 +172,7 @@ where
         .with_current_span("span")
         .with_span_list("spans");
     layer.add_multiple_dynamic_fields(|event, _context, writer| {
-        let Some(dispatch) = DISPATCH
-            .get()
-            .and_then(tracing::dispatcher::WeakDispatch::upgrade)
-        else {
-            return;
-        };
-        // The event's span as the subscriber knows it: this layer's own context hides
-        // spans its RUST_LOG filter leaves out, which are still traced (the request's).
-        let span = match event.parent() {
-            Some(parent) => Some(parent.clone()),
-            None if event.is_contextual() => dispatch.current_span().id().cloned(),
-            None => None,
-        };
-        let Some(span) = span else {
-            return;
-        };
-        let Some(cx) = tracing_opentelemetry::get_otel_context(&span, &dispatch) else {
+        let Some((_, _, cx)) = event_span(event) else {
             return;
         };
         let span_context = cx.span().span_context().clone();
@@ -197,6 +182,24 @@ where
         }
     });
     layer
+}
+
+/// The span an event belongs to as the subscriber knows it (a layer's own context hides
+/// the spans its filter leaves out, which are still traced: the request's), with the
+/// subscriber and that span's OpenTelemetry context.
+fn event_span(
+    event: &tracing::Event<'_>,
+) -> Option<(tracing::Dispatch, tracing::span::Id, opentelemetry::Context)> {
+    let dispatch = DISPATCH
+        .get()
+        .and_then(tracing::dispatcher::WeakDispatch::upgrade)?;
+    let span = match event.parent() {
+        Some(parent) => parent.clone(),
+        None if event.is_contextual() => dispatch.current_span().id()?.clone(),
+        None => return None,
+    };
+    let cx = tracing_opentelemetry::get_otel_context(&span, &dispatch)?;
+    Some((dispatch, span, cx))
 }
 
 struct HeaderInjector<'a>(&'a mut HeaderMap);
