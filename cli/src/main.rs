@@ -248,6 +248,14 @@ enum DteCommand {
         #[arg(required = true)]
         files: Vec<std::path::PathBuf>,
     },
+    /// Receives envelopes suppliers sent (EnvioDTE, or lone DTEs) from files at hand, as
+    /// `POST /v1/dte/received` does: each stored with its checks, each document once. Exits
+    /// 0 when every file was received and every document in it is valid.
+    Receive {
+        /// The XML files.
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -474,6 +482,73 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 }
             }
         }
+        return Ok(if all_valid {
+            std::process::ExitCode::SUCCESS
+        } else {
+            std::process::ExitCode::FAILURE
+        });
+    }
+    if let Command::Dte {
+        command: Some(DteCommand::Receive { files }),
+    } = &cli.command
+    {
+        let env = ProcessEnv;
+        let r = Reader::new(&env);
+        let common = CommonSettings::from_source(&r)?;
+        let settings = dte::DteSettings::from_source(&r)?;
+        let pool =
+            platform::db::connect_existing(common.database_url.expose(), dte::SCHEMA, 1).await?;
+        let mut all_valid = true;
+        for file in files {
+            let bytes =
+                std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+            match dte::received::receive(&pool, &settings.issuer.rut, "cli", bytes).await {
+                Ok(receipt) => {
+                    let envelope = &receipt.envelope;
+                    println!(
+                        "{}: {} {} from {} (EstadoRecepEnv {}: {}){}",
+                        file.display(),
+                        envelope.kind,
+                        envelope.id,
+                        envelope.rut_emisor,
+                        envelope.estado_recep_env,
+                        envelope.estado_detail,
+                        if receipt.repeated {
+                            ", received before"
+                        } else {
+                            ""
+                        }
+                    );
+                    all_valid &= envelope.estado_recep_env == dte::received::ENV_OK;
+                    for d in &receipt.documents {
+                        all_valid &= d.row.valid;
+                        println!(
+                            "  TipoDTE {} Folio {} RUTEmisor {}: {} (EstadoRecepDTE {}: {})",
+                            d.row.tipo_dte,
+                            d.row.folio,
+                            d.row.rut_emisor,
+                            d.row.id,
+                            if d.duplicate {
+                                dte::received::DTE_REPEATED
+                            } else {
+                                d.row.estado_recep_dte
+                            },
+                            if d.duplicate {
+                                "received before"
+                            } else {
+                                &d.row.estado_detail
+                            }
+                        );
+                    }
+                }
+                Err(dte::received::ReceiveError::Invalid(problem)) => {
+                    all_valid = false;
+                    println!("{}: not received: {problem}", file.display());
+                }
+                Err(dte::received::ReceiveError::Store(e)) => return Err(e),
+            }
+        }
+        pool.close().await;
         return Ok(if all_valid {
             std::process::ExitCode::SUCCESS
         } else {

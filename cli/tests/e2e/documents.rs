@@ -575,3 +575,104 @@ async fn dead_letters_are_listed_replayed_and_dropped_by_admins() {
         .await
         .assert_problem(403);
 }
+
+/// The buying side's intake through the API: an admin posts a supplier's document (a real
+/// one from other software, lib-cl-sii's test data, addressed to another company), gets its
+/// checks and reception codes, finds it listed, reads it and downloads it; the same file is
+/// received once (also by `orderflow dte receive`); a customer cannot; a body that is not a
+/// DTE is a 400 naming it and stores nothing.
+#[tokio::test]
+async fn suppliers_documents_are_received_listed_and_downloaded_by_admins_only() {
+    let s = spawn_suite().await;
+    let admin = s.admin("compras@example.cl").await;
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../services/dte/tests/corpus/DTE--60910000-1--33--2336600.xml");
+    let bytes = std::fs::read(&corpus).unwrap();
+    let post = |token: &str, body: Vec<u8>| {
+        s.raw(
+            s.http
+                .post(format!("{}/v1/dte/received", s.base))
+                .bearer_auth(token)
+                .header("content-type", "application/xml")
+                .body(body),
+        )
+    };
+
+    let received = post(&admin, bytes.clone()).await;
+    assert_eq!(received.status, StatusCode::OK, "{}", received.body);
+    let envelope = &received.body;
+    assert_eq!(envelope["kind"], "DTE");
+    assert_eq!(envelope["repeated"], false);
+    let document = &envelope["documents"][0];
+    assert_eq!(document["tipoDte"], 33);
+    assert_eq!(document["rutEmisor"], "60910000-1");
+    assert_eq!(document["signature"]["passed"], true, "{document}");
+    assert_eq!(document["ted"]["passed"], true, "{document}");
+    // Addressed to another company: named, and answered with EstadoRecepDTE 3.
+    assert_eq!(document["receptor"]["passed"], false, "{document}");
+    assert_eq!(document["estadoRecepDte"], 3, "{document}");
+    assert_eq!(document["valid"], false);
+    let id = document["id"].as_str().unwrap().to_string();
+
+    let listed = s
+        .call(
+            Method::GET,
+            "/v1/dte/received?rutEmisor=60.910.000-1",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    assert_eq!(listed.body["documents"][0]["id"], id.as_str());
+    let one = s
+        .call(
+            Method::GET,
+            &format!("/v1/dte/received/{id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(one.status, StatusCode::OK, "{}", one.body);
+    assert_eq!(one.body["folio"], document["folio"]);
+    let xml = download(&s, &admin, &format!("/v1/dte/received/{id}/xml")).await;
+    assert_eq!(xml.status(), StatusCode::OK);
+    let xml = xml.text().await.unwrap();
+    assert!(xml.starts_with("<DTE"), "{}", &xml[..80.min(xml.len())]);
+    assert!(xml.contains("<Folio>2336600</Folio>"));
+
+    // The same file again, by the API and by the command: received before, stored once.
+    let again = post(&admin, bytes.clone()).await;
+    assert_eq!(again.body["repeated"], true, "{}", again.body);
+    assert_eq!(again.body["id"], envelope["id"]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
+        .args(["dte", "receive"])
+        .arg(&corpus)
+        .env_clear()
+        .envs(&s.env)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("received before"), "{printed}");
+    assert!(printed.contains(&id), "{printed}");
+    assert!(
+        !out.status.success(),
+        "the document is not valid for us: {printed}"
+    );
+
+    // A customer cannot; a body that is not a DTE is named and nothing is stored.
+    let ana = s.customer("ana@example.cl").await;
+    assert_eq!(post(&ana, bytes).await.status, StatusCode::FORBIDDEN);
+    for body in [b"no es XML".to_vec(), b"<Factura/>".to_vec()] {
+        let refused = post(&admin, body).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+        assert_eq!(
+            refused.body["errors"][0]["field"], "body",
+            "{}",
+            refused.body
+        );
+    }
+    let all = s
+        .call(Method::GET, "/v1/dte/received", Some(&admin), None)
+        .await;
+    assert_eq!(all.body["documents"].as_array().unwrap().len(), 1);
+}

@@ -1,4 +1,5 @@
-//! The gRPC adapter: CAF upload, document reads (list, one, XML, PDF) and verification.
+//! The gRPC adapter: CAF upload, document reads (list, one, XML, PDF), verification, and
+//! the documents received from suppliers.
 
 use std::sync::Arc;
 
@@ -6,9 +7,10 @@ use chrono::{DateTime, Utc};
 use platform::grpc::{Caller, failed_precondition, internal, invalid_argument, time_field};
 use proto::{
     dte::v1::{
-        self as pb, GetDocumentRequest, ListDocumentsRequest, ListDocumentsResponse,
-        ListOrderDocumentsRequest, UploadCafRequest, VerifyRequest, VerifyResponse,
-        dte_service_server::DteService,
+        self as pb, GetDocumentRequest, GetReceivedDocumentRequest, ListDocumentsRequest,
+        ListDocumentsResponse, ListOrderDocumentsRequest, ListReceivedDocumentsRequest,
+        ListReceivedDocumentsResponse, ReceiveEnvelopeRequest, UploadCafRequest, VerifyRequest,
+        VerifyResponse, dte_service_server::DteService,
     },
     google::api::HttpBody,
 };
@@ -19,7 +21,7 @@ use crate::{
     caf::Caf,
     domain::TipoDte,
     issuing::Issuing,
-    pdf,
+    pdf, received,
     store::{self, DocumentFilter, DocumentRow},
     verify,
 };
@@ -94,6 +96,48 @@ fn check_proto(c: &verify::Check) -> Option<pb::Check> {
         applicable: c.applicable,
         detail: c.detail.clone(),
     })
+}
+
+fn stored_check_proto(c: &received::StoredCheck) -> Option<pb::Check> {
+    Some(pb::Check {
+        passed: c.passed,
+        applicable: c.applicable,
+        detail: c.detail.clone(),
+    })
+}
+
+fn received_proto(d: &received::DocumentRow, duplicate: bool) -> pb::ReceivedDocument {
+    let checks = &d.checks.0;
+    pb::ReceivedDocument {
+        id: d.id.to_string(),
+        envelope_id: d.envelope_id.to_string(),
+        rut_emisor: d.rut_emisor.clone(),
+        razon_social_emisor: d.razon_social_emisor.clone(),
+        tipo_dte: d.tipo_dte,
+        folio: d.folio,
+        rut_receptor: d.rut_receptor.clone(),
+        fch_emis: d.fch_emis.clone(),
+        mnt_total: d.mnt_total,
+        valid: d.valid,
+        // A repeated copy is answered as such, whatever the first one's verdict.
+        estado_recep_dte: if duplicate {
+            received::DTE_REPEATED
+        } else {
+            d.estado_recep_dte
+        },
+        estado_detail: if duplicate {
+            format!("DTE repetido: received before as {}", d.id)
+        } else {
+            d.estado_detail.clone()
+        },
+        schema: stored_check_proto(&checks.schema),
+        signature: stored_check_proto(&checks.signature),
+        ted: stored_check_proto(&checks.ted),
+        ted_consistency: stored_check_proto(&checks.ted_consistency),
+        receptor: stored_check_proto(&checks.receptor),
+        received_at: timestamp(d.received_at),
+        duplicate,
+    }
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, Status> {
@@ -390,6 +434,116 @@ impl DteService for DteGrpc {
         }))
     }
 
+    async fn receive_envelope(
+        &self,
+        request: Request<ReceiveEnvelopeRequest>,
+    ) -> Result<Response<pb::ReceivedEnvelope>, Status> {
+        Caller::of(&request).require_admin()?;
+        let xml = body_of(request.into_inner().body)?;
+        let receipt = received::receive(&self.issuing.pool, &self.issuing.issuer.rut, "api", xml)
+            .await
+            .map_err(|e| match e {
+                received::ReceiveError::Invalid(problem) => invalid_argument("body", problem),
+                received::ReceiveError::Store(e) => internal(e),
+            })?;
+        let envelope = &receipt.envelope;
+        Ok(Response::new(pb::ReceivedEnvelope {
+            id: envelope.id.to_string(),
+            kind: envelope.kind.clone(),
+            rut_emisor: envelope.rut_emisor.clone(),
+            rut_receptor: envelope.rut_receptor.clone(),
+            estado_recep_env: envelope.estado_recep_env,
+            estado_detail: envelope.estado_detail.clone(),
+            signature: Some(pb::Check {
+                passed: envelope.signature_ok,
+                applicable: envelope.kind != "DTE",
+                detail: envelope.signature_detail.clone(),
+            }),
+            received_at: timestamp(envelope.received_at),
+            repeated: receipt.repeated,
+            documents: receipt
+                .documents
+                .iter()
+                .map(|d| received_proto(&d.row, d.duplicate))
+                .collect(),
+        }))
+    }
+
+    async fn list_received_documents(
+        &self,
+        request: Request<ListReceivedDocumentsRequest>,
+    ) -> Result<Response<ListReceivedDocumentsResponse>, Status> {
+        Caller::of(&request).require_admin()?;
+        let req = request.into_inner();
+        let rut_emisor = if req.rut_emisor.is_empty() {
+            None
+        } else {
+            Some(
+                platform::chile::Rut::parse(&req.rut_emisor)
+                    .map_err(|e| invalid_argument("rut_emisor", e))?
+                    .to_string(),
+            )
+        };
+        if !(0..=500).contains(&req.page_size) {
+            return Err(invalid_argument("page_size", "must be between 1 and 500"));
+        }
+        let limit = if req.page_size == 0 {
+            50
+        } else {
+            i64::from(req.page_size)
+        };
+        let after = if req.page_token.is_empty() {
+            None
+        } else {
+            Some(decode_token(&req.page_token)?)
+        };
+        let rows = received::list(
+            &self.issuing.pool,
+            &received::Filter {
+                rut_emisor,
+                tipo: (req.tipo_dte != 0).then_some(req.tipo_dte),
+                after,
+                limit: limit + 1,
+            },
+        )
+        .await
+        .map_err(internal)?;
+        let more = rows.len() as i64 > limit;
+        let page: Vec<_> = rows.into_iter().take(limit as usize).collect();
+        let next_page_token = match page.last() {
+            Some(last) if more => format!("{}_{}", last.received_at.timestamp_micros(), last.id),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListReceivedDocumentsResponse {
+            documents: page.iter().map(|d| received_proto(d, false)).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn get_received_document(
+        &self,
+        request: Request<GetReceivedDocumentRequest>,
+    ) -> Result<Response<pb::ReceivedDocument>, Status> {
+        let document = self.received_document(request).await?;
+        Ok(Response::new(received_proto(&document, false)))
+    }
+
+    async fn get_received_document_xml(
+        &self,
+        request: Request<GetReceivedDocumentRequest>,
+    ) -> Result<Response<HttpBody>, Status> {
+        let document = self.received_document(request).await?;
+        let xml = received::document_xml(&self.issuing.pool, document.id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found("no such received document"))?;
+        Ok(Response::new(HttpBody {
+            content_type: "application/xml; charset=utf-8".into(),
+            data: xml.into_bytes(),
+            extensions: Vec::new(),
+        }))
+    }
+
     async fn verify(
         &self,
         request: Request<VerifyRequest>,
@@ -417,6 +571,21 @@ impl DteService for DteGrpc {
                 })
                 .collect(),
         }))
+    }
+}
+
+impl DteGrpc {
+    /// A received document by id, for an admin.
+    async fn received_document(
+        &self,
+        request: Request<GetReceivedDocumentRequest>,
+    ) -> Result<received::DocumentRow, Status> {
+        Caller::of(&request).require_admin()?;
+        let id = parse_id(&request.into_inner().id)?;
+        received::document(&self.issuing.pool, id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found("no such received document"))
     }
 }
 

@@ -21,6 +21,7 @@ pub mod events;
 pub mod grpc;
 pub mod issuing;
 pub mod pdf;
+pub mod received;
 pub mod sii;
 pub mod store;
 pub mod verify;

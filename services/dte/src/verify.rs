@@ -60,10 +60,27 @@ pub struct DocumentReport {
     pub tipo_dte: i32,
     pub folio: i64,
     pub rut_emisor: String,
+    /// `RUTRecep`: whom the document is addressed to.
+    pub rut_receptor: String,
+    /// The issuer's name (`RznSoc`, or a boleta's `RznSocEmisor`).
+    pub razon_social_emisor: String,
+    /// `FchEmis` as written.
+    pub fch_emis: String,
+    /// `MntTotal` (0 when absent or not a number).
+    pub mnt_total: i64,
+    /// The `DTE` element as received (its characters, decoded from the declared encoding).
+    pub xml: String,
     pub schema: Check,
     pub signature: Check,
     pub ted: Check,
     pub ted_consistency: Check,
+}
+
+/// An envelope's `Caratula`: who sends it to whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caratula {
+    pub rut_emisor: String,
+    pub rut_receptor: String,
 }
 
 /// The report of one file.
@@ -71,6 +88,8 @@ pub struct DocumentReport {
 pub struct Report {
     /// `EnvioDTE`, `EnvioBOLETA` or `DTE`.
     pub kind: String,
+    /// The envelope's `Caratula` (none for a lone DTE).
+    pub caratula: Option<Caratula>,
     pub envelope_signature: Check,
     pub documents: Vec<DocumentReport>,
 }
@@ -193,6 +212,12 @@ pub fn verify(bytes: &[u8]) -> Result<Report, VerifyError> {
         .element(root)
         .map(|e| e.name.local_name.to_string())
         .unwrap_or_default();
+    let caratula = child(&doc, root, "SetDTE")
+        .and_then(|set| child(&doc, set, "Caratula"))
+        .map(|c| Caratula {
+            rut_emisor: text_at(&doc, c, &["RutEmisor"]).unwrap_or_default(),
+            rut_receptor: text_at(&doc, c, &["RutReceptor"]).unwrap_or_default(),
+        });
     let (schema, envelope_signature, dte_nodes) = match kind.as_str() {
         "EnvioDTE" | "EnvioBOLETA" => {
             let schema = if kind == "EnvioDTE" {
@@ -242,6 +267,7 @@ pub fn verify(bytes: &[u8]) -> Result<Report, VerifyError> {
         .collect();
     Ok(Report {
         kind,
+        caratula,
         envelope_signature,
         documents,
     })
@@ -304,6 +330,15 @@ fn document_report(doc: &Doc<'_>, dte: Node, schema: &Check) -> DocumentReport {
             .parse()
             .unwrap_or(0),
         rut_emisor: field(&["Encabezado", "Emisor", "RUTEmisor"]),
+        rut_receptor: field(&["Encabezado", "Receptor", "RUTRecep"]),
+        razon_social_emisor: Some(field(&["Encabezado", "Emisor", "RznSoc"]))
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| field(&["Encabezado", "Emisor", "RznSocEmisor"])),
+        fch_emis: field(&["Encabezado", "IdDoc", "FchEmis"]),
+        mnt_total: field(&["Encabezado", "Totales", "MntTotal"])
+            .parse()
+            .unwrap_or(0),
+        xml: doc.node_source(dte).unwrap_or_default().to_string(),
         schema: schema.clone(),
         signature,
         ted,

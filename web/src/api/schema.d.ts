@@ -408,6 +408,78 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/dte/received": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List received documents
+         * @description Documents received from suppliers, newest first.
+         *
+         *     Requires the `admin` role.
+         */
+        get: operations["DteService_ListReceivedDocuments"];
+        put?: never;
+        /**
+         * Receive envelope
+         * @description Receives an envelope a supplier sent (EnvioDTE, or a lone DTE) as the raw request
+         *     body: stored byte for byte, verified, each document kept once (its RUTEmisor, TipoDTE
+         *     and Folio). The same file again answers what the first time stored.
+         *
+         *     Requires the `admin` role.
+         */
+        post: operations["DteService_ReceiveEnvelope"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/dte/received/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get received document
+         * @description Requires the `admin` role.
+         */
+        get: operations["DteService_GetReceivedDocument"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/dte/received/{id}/xml": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get received document xml
+         * @description The document's DTE element as received (UTF-8; its signatures still verify).
+         *
+         *     Requires the `admin` role.
+         */
+        get: operations["DteService_GetReceivedDocumentXml"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/dte/verify": {
         parameters: {
             query?: never;
@@ -971,6 +1043,68 @@ export interface components {
         "orderflow.dte.v1.ListDocumentsResponse": {
             documents?: components["schemas"]["orderflow.dte.v1.Document"][];
             nextPageToken?: string;
+        };
+        "orderflow.dte.v1.ListReceivedDocumentsResponse": {
+            documents?: components["schemas"]["orderflow.dte.v1.ReceivedDocument"][];
+            nextPageToken?: string;
+        };
+        "orderflow.dte.v1.ReceivedDocument": {
+            /** @description In a ReceivedEnvelope: this document had been received before, in another envelope. */
+            duplicate?: boolean;
+            envelopeId?: string;
+            estadoDetail?: string;
+            /**
+             * Format: int32
+             * @description 0 received; 1 signature error; 2 issuer error; 3 receptor error; 4 repeated; 99 other.
+             */
+            estadoRecepDte?: number;
+            fchEmis?: string;
+            /** Format: int64 */
+            folio?: number;
+            id?: string;
+            /** Format: int64 */
+            mntTotal?: number;
+            razonSocialEmisor?: string;
+            /** Format: date-time */
+            receivedAt?: string;
+            receptor?: components["schemas"]["orderflow.dte.v1.Check"];
+            rutEmisor?: string;
+            rutReceptor?: string;
+            schema?: components["schemas"]["orderflow.dte.v1.Check"];
+            signature?: components["schemas"]["orderflow.dte.v1.Check"];
+            ted?: components["schemas"]["orderflow.dte.v1.Check"];
+            tedConsistency?: components["schemas"]["orderflow.dte.v1.Check"];
+            /** Format: int32 */
+            tipoDte?: number;
+            /** @description Every check passed (schema, signatures, TED, TED vs document, receptor). */
+            valid?: boolean;
+        };
+        /**
+         * @description An envelope received, with what its Caratula says and the reception verdict the answer
+         *     to the supplier carries (EstadoRecepEnv of RespuestaEnvioDTE_v10.xsd).
+         */
+        "orderflow.dte.v1.ReceivedEnvelope": {
+            /**
+             * @description Its documents; one received before (same RUTEmisor, TipoDTE, Folio) is the stored one,
+             *     with `duplicate` set.
+             */
+            documents?: components["schemas"]["orderflow.dte.v1.ReceivedDocument"][];
+            estadoDetail?: string;
+            /**
+             * Format: int32
+             * @description 0 received; 1 schema error; 2 signature error; 3 the receptor is not this company.
+             */
+            estadoRecepEnv?: number;
+            id?: string;
+            /** @description EnvioDTE, EnvioBOLETA or DTE. */
+            kind?: string;
+            /** Format: date-time */
+            receivedAt?: string;
+            /** @description This very file had been received before: nothing new was stored. */
+            repeated?: boolean;
+            rutEmisor?: string;
+            rutReceptor?: string;
+            signature?: components["schemas"]["orderflow.dte.v1.Check"];
         };
         "orderflow.dte.v1.StatusCount": {
             /** Format: int64 */
@@ -2018,6 +2152,154 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["orderflow.dte.v1.SummarizeDocumentsResponse"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            429: components["responses"]["Problem"];
+            500: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
+            504: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    DteService_ListReceivedDocuments: {
+        parameters: {
+            query?: {
+                rutEmisor?: string;
+                tipoDte?: 0 | 33 | 34 | 39 | 41 | 43 | 46 | 52 | 56 | 61 | 110 | 111 | 112;
+                pageSize?: number;
+                pageToken?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["orderflow.dte.v1.ListReceivedDocumentsResponse"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            429: components["responses"]["Problem"];
+            500: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
+            504: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    DteService_ReceiveEnvelope: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes a retried POST safe: the first final answer for this key is replayed for 24 h (`Idempotent-Replayed: true`); the same key with a different request is 422, while the first is in flight 409. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "*/*": string;
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["orderflow.dte.v1.ReceivedEnvelope"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            429: components["responses"]["Problem"];
+            500: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
+            504: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    DteService_GetReceivedDocument: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["orderflow.dte.v1.ReceivedDocument"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            429: components["responses"]["Problem"];
+            500: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
+            504: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    DteService_GetReceivedDocumentXml: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The document, in the content type the service chose */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "*/*": string;
                 };
             };
             400: components["responses"]["Problem"];

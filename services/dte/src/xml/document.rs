@@ -210,6 +210,18 @@ pub fn build_envelope(
     signed_at: NaiveDateTime,
     identity: &SigningIdentity,
 ) -> Result<Vec<u8>, BuildError> {
+    build_envelope_to(issuer, RUT_SII, dtes, signed_at, identity)
+}
+
+/// [`build_envelope`] addressed to `rut_receptor` (`Caratula/RutReceptor`): the SII's RUT
+/// for the SII, the buyer's for the copy exchanged with the buyer.
+pub fn build_envelope_to(
+    issuer: &Issuer,
+    rut_receptor: &str,
+    dtes: &[SignedDte],
+    signed_at: NaiveDateTime,
+    identity: &SigningIdentity,
+) -> Result<Vec<u8>, BuildError> {
     let boletas = dtes.first().is_some_and(|d| d.tipo.is_boleta());
     let (root, schema) = if boletas {
         ("EnvioBOLETA", "EnvioBOLETA_v11.xsd")
@@ -224,7 +236,7 @@ xsi:schemaLocation=\"{ns} {schema}\" version=\"1.0\"><SetDTE ID=\"SetDoc\"><Cara
     ));
     el(&mut x, "RutEmisor", &issuer.rut.to_string(), 10);
     el(&mut x, "RutEnvia", &issuer.rut_envia.to_string(), 10);
-    el(&mut x, "RutReceptor", RUT_SII, 10);
+    el(&mut x, "RutReceptor", rut_receptor, 10);
     el(&mut x, "FchResol", &date(issuer.fch_resol), 10);
     num(&mut x, "NroResol", issuer.nro_resol);
     el(&mut x, "TmstFirmaEnv", &timestamp(signed_at), 19);

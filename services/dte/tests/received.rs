@@ -1,0 +1,300 @@
+//! The buying side's intake: an envelope a supplier sends is stored byte for byte with its
+//! checks and reception codes, each valid document once; what is wrong is named; a file
+//! that is not a DTE is refused and stores nothing.
+
+use chrono::NaiveDate;
+use dte::{
+    caf::{self, Caf},
+    certificate,
+    domain::{self, Issuer, Item, Receptor, Sale, TipoDte},
+    received::{self, ReceiveError},
+    xml::document::{self, SignedDte, Stamp},
+};
+use platform::chile::Rut;
+use sqlx::PgPool;
+
+fn company() -> Issuer {
+    dte::development_issuer()
+}
+
+/// Another company, selling to ours.
+fn supplier() -> Issuer {
+    let number = 76_086_428;
+    Issuer {
+        rut: Rut::parse(&format!("{number}-{}", Rut::check_digit(number))).unwrap(),
+        razon_social: "Proveedora Ñuñoa Ltda.".into(),
+        ..company()
+    }
+}
+
+fn fecha() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 11, 30).unwrap()
+}
+
+struct Supplier {
+    issuer: Issuer,
+    caf: Caf,
+    identity: dte::xml::signature::SigningIdentity,
+}
+
+fn supplier_with_caf() -> Supplier {
+    let issuer = supplier();
+    let xml = caf::fake(
+        TipoDte::Factura,
+        1,
+        100,
+        &issuer.rut,
+        &issuer.razon_social,
+        fecha(),
+    )
+    .unwrap();
+    let (key, der) = certificate::self_signed("12345678-5").unwrap();
+    Supplier {
+        caf: Caf::parse(xml.as_bytes()).unwrap(),
+        identity: certificate::identity(&key, der).unwrap(),
+        issuer,
+    }
+}
+
+impl Supplier {
+    /// A signed factura of folio `folio` to `buyer`.
+    fn factura(&self, folio: i64, buyer: &str) -> SignedDte {
+        let content = domain::document_for_sale(Sale {
+            receptor: Some(Receptor {
+                rut: buyer.into(),
+                razon_social: "Orderflow SpA".into(),
+                giro: "Comercio electrónico".into(),
+                address: "Av. Providencia 1234".into(),
+                comuna: "Providencia".into(),
+            }),
+            items: vec![Item {
+                code: "CAJA-1".into(),
+                name: "Cajas de cartón".into(),
+                quantity: 10,
+                unit_price: 1_500,
+                exempt: false,
+                amount: 15_000,
+            }],
+        });
+        document::build_dte(
+            &self.issuer,
+            &content,
+            folio,
+            fecha(),
+            fecha().and_hms_opt(9, 0, 0).unwrap(),
+            &Stamp {
+                caf_element: &self.caf.caf_element,
+                caf_key: &self.caf.private_key,
+            },
+            &self.identity,
+        )
+        .unwrap()
+    }
+
+    /// The envelope of `dtes` to `receptor`, signed at `second` past nine.
+    fn envelope(&self, dtes: &[SignedDte], receptor: &str, second: u32) -> Vec<u8> {
+        document::build_envelope_to(
+            &self.issuer,
+            receptor,
+            dtes,
+            fecha().and_hms_opt(9, 0, second).unwrap(),
+            &self.identity,
+        )
+        .unwrap()
+    }
+}
+
+async fn database() -> PgPool {
+    let url = platform::testing::fresh_database().await.unwrap();
+    dte::open_database(&url).await.unwrap()
+}
+
+async fn count(pool: &PgPool, table: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_suppliers_envelope_is_stored_as_sent_and_each_document_once() {
+    let pool = database().await;
+    let us = company().rut;
+    let s = supplier_with_caf();
+    let facturas = [s.factura(7, &us.to_string()), s.factura(8, &us.to_string())];
+    let bytes = s.envelope(&facturas, &us.to_string(), 1);
+
+    let receipt = received::receive(&pool, &us, "api", bytes.clone())
+        .await
+        .unwrap();
+    let envelope = &receipt.envelope;
+    assert!(!receipt.repeated);
+    assert_eq!(envelope.kind, "EnvioDTE");
+    assert_eq!(envelope.rut_emisor, s.issuer.rut.to_string());
+    assert_eq!(
+        envelope.estado_recep_env,
+        received::ENV_OK,
+        "{}",
+        envelope.estado_detail
+    );
+    assert!(envelope.signature_ok, "{}", envelope.signature_detail);
+    assert_eq!(receipt.documents.len(), 2);
+    for (d, folio) in receipt.documents.iter().zip([7, 8]) {
+        assert!(!d.duplicate);
+        let row = &d.row;
+        assert_eq!((row.tipo_dte, row.folio), (33, folio));
+        assert!(row.valid, "{row:?}");
+        assert_eq!(row.estado_recep_dte, received::DTE_OK);
+        assert_eq!(row.razon_social_emisor, "Proveedora Ñuñoa Ltda.");
+        assert_eq!(row.mnt_total, 17_850);
+        assert!(row.checks.0.receptor.passed);
+    }
+    // Kept byte for byte, and each document's XML as received still verifies.
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT bytes FROM received_envelopes WHERE id = $1")
+        .bind(envelope.id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, bytes);
+    let xml = received::document_xml(&pool, receipt.documents[0].row.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let alone = dte::verify::verify(xml.as_bytes()).unwrap();
+    assert!(alone.documents[0].signature.passed, "{}", alone.render());
+
+    // The same file again: the first receipt, nothing stored.
+    let again = received::receive(&pool, &us, "api", bytes.clone())
+        .await
+        .unwrap();
+    assert!(again.repeated);
+    assert_eq!(again.envelope.id, envelope.id);
+    assert_eq!(count(&pool, "received_envelopes").await, 1);
+
+    // Another envelope holding folio 8 again and a new folio 9: it is stored, folio 8 is
+    // answered as repeated from the first, and only folio 9 is new.
+    let other = s.envelope(
+        &[s.factura(8, &us.to_string()), s.factura(9, &us.to_string())],
+        &us.to_string(),
+        2,
+    );
+    let receipt = received::receive(&pool, &us, "api", other).await.unwrap();
+    assert!(!receipt.repeated);
+    assert!(receipt.documents[0].duplicate);
+    assert_eq!(receipt.documents[0].row.folio, 8);
+    assert_eq!(receipt.documents[0].row.envelope_id, envelope.id);
+    assert!(!receipt.documents[1].duplicate);
+    assert_eq!(count(&pool, "received_envelopes").await, 2);
+    assert_eq!(count(&pool, "received_documents").await, 3);
+
+    // The same new file twice at once is stored once.
+    let concurrent = s.envelope(&[s.factura(10, &us.to_string())], &us.to_string(), 3);
+    let (a, b) = tokio::join!(
+        received::receive(&pool, &us, "api", concurrent.clone()),
+        received::receive(&pool, &us, "api", concurrent),
+    );
+    assert_eq!(a.unwrap().envelope.id, b.unwrap().envelope.id);
+    assert_eq!(count(&pool, "received_envelopes").await, 3);
+    assert_eq!(count(&pool, "received_documents").await, 4);
+
+    // Listed newest first, by supplier.
+    let listed = received::list(
+        &pool,
+        &received::Filter {
+            rut_emisor: Some(s.issuer.rut.to_string()),
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let folios: Vec<i64> = listed.iter().map(|d| d.folio).collect();
+    assert_eq!(folios, [10, 9, 8, 7]);
+}
+
+#[tokio::test]
+async fn what_is_wrong_is_named_and_a_forgery_does_not_keep_the_genuine_document_out() {
+    let pool = database().await;
+    let us = company().rut;
+    let s = supplier_with_caf();
+
+    // Addressed to another company.
+    let elsewhere = "97975000-5";
+    let receipt = received::receive(
+        &pool,
+        &us,
+        "api",
+        s.envelope(&[s.factura(20, elsewhere)], elsewhere, 1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        receipt.envelope.estado_recep_env,
+        received::ENV_WRONG_RECEPTOR
+    );
+    assert!(
+        receipt.envelope.estado_detail.contains(elsewhere),
+        "{}",
+        receipt.envelope.estado_detail
+    );
+    let d = &receipt.documents[0].row;
+    assert_eq!(d.estado_recep_dte, received::DTE_RECEPTOR_ERROR);
+    assert!(!d.valid);
+
+    // A forged copy of folio 21 (the amount raised after signing) comes first: both
+    // signatures fail and it is named; it holds nothing, so the genuine one is received.
+    let genuine = s.envelope(&[s.factura(21, &us.to_string())], &us.to_string(), 2);
+    let text = encoding_rs::mem::decode_latin1(&genuine).into_owned();
+    let forged = text.replace("<MntTotal>17850</MntTotal>", "<MntTotal>178500</MntTotal>");
+    assert_ne!(forged, text);
+    let (forged, _, _) = encoding_rs::WINDOWS_1252.encode(&forged);
+    let receipt = received::receive(&pool, &us, "api", forged.into_owned())
+        .await
+        .unwrap();
+    assert_eq!(
+        receipt.envelope.estado_recep_env,
+        received::ENV_SIGNATURE_ERROR
+    );
+    let d = &receipt.documents[0].row;
+    assert_eq!(d.estado_recep_dte, received::DTE_SIGNATURE_ERROR);
+    assert!(d.estado_detail.contains("digest"), "{}", d.estado_detail);
+    assert!(!d.valid);
+    let receipt = received::receive(&pool, &us, "api", genuine).await.unwrap();
+    assert!(!receipt.documents[0].duplicate);
+    assert!(receipt.documents[0].row.valid);
+
+    // A real supplier's factura from other software (lib-cl-sii's test data): its own
+    // checks hold, and it is named as addressed to another company.
+    let real = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/corpus/DTE--60910000-1--33--2336600.xml"),
+    )
+    .unwrap();
+    let receipt = received::receive(&pool, &us, "cli", real).await.unwrap();
+    let d = &receipt.documents[0].row;
+    assert_eq!(d.rut_emisor, "60910000-1");
+    assert!(
+        d.checks.0.signature.passed && d.checks.0.ted.passed,
+        "{d:?}"
+    );
+    assert_eq!(d.estado_recep_dte, received::DTE_RECEPTOR_ERROR);
+
+    // Not a DTE at all: refused with the problem, nothing stored.
+    let stored = count(&pool, "received_envelopes").await;
+    for (body, problem) in [
+        (b"not xml at all".to_vec(), "not well-formed"),
+        (b"<Factura/>".to_vec(), "Factura"),
+        (
+            b"<EnvioDTE xmlns=\"http://www.sii.cl/SiiDte\"><SetDTE/></EnvioDTE>".to_vec(),
+            "holds no DTE",
+        ),
+    ] {
+        match received::receive(&pool, &us, "api", body).await {
+            Err(ReceiveError::Invalid(found)) => {
+                assert!(found.contains(problem), "{found}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(count(&pool, "received_envelopes").await, stored);
+}
