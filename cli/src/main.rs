@@ -496,13 +496,22 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         let r = Reader::new(&env);
         let common = CommonSettings::from_source(&r)?;
         let settings = dte::DteSettings::from_source(&r)?;
-        let pool =
-            platform::db::connect_existing(common.database_url.expose(), dte::SCHEMA, 1).await?;
+        let pool = dte::open_database(common.database_url_for(dte::SCHEMA).expose()).await?;
+        let identity =
+            dte::signing_identity(&pool, &settings.certificate, &settings.issuer.rut_envia).await?;
+        let receiver = dte::received::Receiver {
+            rut: &settings.issuer.rut,
+            identity: &identity,
+        };
         let mut all_valid = true;
         for file in files {
             let bytes =
                 std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-            match dte::received::receive(&pool, &settings.issuer.rut, "cli", bytes).await {
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            match dte::received::receive(&pool, receiver, "cli", &name, bytes).await {
                 Ok(receipt) => {
                     let envelope = &receipt.envelope;
                     println!(

@@ -640,6 +640,33 @@ async fn suppliers_documents_are_received_listed_and_downloaded_by_admins_only()
     assert!(xml.starts_with("<DTE"), "{}", &xml[..80.min(xml.len())]);
     assert!(xml.contains("<Folio>2336600</Folio>"));
 
+    // The signed answer to the supplier, downloadable.
+    let answer = download(
+        &s,
+        &admin,
+        &format!(
+            "/v1/dte/received-envelopes/{}/answer",
+            envelope["id"].as_str().unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let answer = answer.bytes().await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.contains("<RespuestaDTE"), "{answer}");
+    // This file (lib-cl-sii's, not "cleaned") declares no SII namespace, so it does not
+    // conform to DTE_v10.xsd: the answer is the envelope's alone, naming the schema.
+    assert_eq!(document["schema"]["passed"], false, "{document}");
+    assert!(
+        answer.contains("<EstadoRecepEnv>1</EstadoRecepEnv>"),
+        "{answer}"
+    );
+    assert!(!answer.contains("<RecepcionDTE>"), "{answer}");
+    assert!(
+        answer.contains("<RutRecibe>60910000-1</RutRecibe>"),
+        "{answer}"
+    );
+
     // The same file again, by the API and by the command: received before, stored once.
     let again = post(&admin, bytes.clone()).await;
     assert_eq!(again.body["repeated"], true, "{}", again.body);

@@ -3,13 +3,19 @@
 -- with what the checks found and the reception code the answer to the supplier will carry.
 CREATE TABLE received_envelopes (
     id             uuid PRIMARY KEY,
+    -- The receiver's number for the envelope (CodEnvio and IdRespuesta of the answer).
+    cod_envio      bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
     -- `api`, `cli`, or the mailbox message it came in.
     source         text NOT NULL,
+    -- The file's name as it came (NmbEnvio of the answer).
+    name           text NOT NULL,
     -- EnvioDTE, EnvioBOLETA or DTE (a lone document).
     kind           text NOT NULL,
     -- The Caratula's sender and addressee (empty for a lone DTE).
     rut_emisor     text NOT NULL DEFAULT '',
     rut_receptor   text NOT NULL DEFAULT '',
+    -- The SetDTE's ID (EnvioDTEID of the answer).
+    set_id         text NOT NULL DEFAULT '',
     bytes          bytea NOT NULL,
     sha256         bytea NOT NULL UNIQUE,
     signature_ok   boolean NOT NULL,
@@ -18,6 +24,8 @@ CREATE TABLE received_envelopes (
     -- error, 3 the receptor is not us, 99 other.
     estado_recep_env integer NOT NULL,
     estado_detail  text NOT NULL,
+    -- The signed RespuestaDTE (RecepcionEnvio) answering it, ISO-8859-1.
+    respuesta      bytea,
     received_at    timestamptz NOT NULL DEFAULT now()
 );
 

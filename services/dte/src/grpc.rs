@@ -7,10 +7,10 @@ use chrono::{DateTime, Utc};
 use platform::grpc::{Caller, failed_precondition, internal, invalid_argument, time_field};
 use proto::{
     dte::v1::{
-        self as pb, GetDocumentRequest, GetReceivedDocumentRequest, ListDocumentsRequest,
-        ListDocumentsResponse, ListOrderDocumentsRequest, ListReceivedDocumentsRequest,
-        ListReceivedDocumentsResponse, ReceiveEnvelopeRequest, UploadCafRequest, VerifyRequest,
-        VerifyResponse, dte_service_server::DteService,
+        self as pb, GetDocumentRequest, GetReceivedDocumentRequest, GetReceivedEnvelopeRequest,
+        ListDocumentsRequest, ListDocumentsResponse, ListOrderDocumentsRequest,
+        ListReceivedDocumentsRequest, ListReceivedDocumentsResponse, ReceiveEnvelopeRequest,
+        UploadCafRequest, VerifyRequest, VerifyResponse, dte_service_server::DteService,
     },
     google::api::HttpBody,
 };
@@ -440,7 +440,11 @@ impl DteService for DteGrpc {
     ) -> Result<Response<pb::ReceivedEnvelope>, Status> {
         Caller::of(&request).require_admin()?;
         let xml = body_of(request.into_inner().body)?;
-        let receipt = received::receive(&self.issuing.pool, &self.issuing.issuer.rut, "api", xml)
+        let receiver = received::Receiver {
+            rut: &self.issuing.issuer.rut,
+            identity: &self.issuing.identity,
+        };
+        let receipt = received::receive(&self.issuing.pool, receiver, "api", "", xml)
             .await
             .map_err(|e| match e {
                 received::ReceiveError::Invalid(problem) => invalid_argument("body", problem),
@@ -461,6 +465,8 @@ impl DteService for DteGrpc {
             }),
             received_at: timestamp(envelope.received_at),
             repeated: receipt.repeated,
+            cod_envio: envelope.cod_envio,
+            name: envelope.name.clone(),
             documents: receipt
                 .documents
                 .iter()
@@ -540,6 +546,25 @@ impl DteService for DteGrpc {
         Ok(Response::new(HttpBody {
             content_type: "application/xml; charset=utf-8".into(),
             data: xml.into_bytes(),
+            extensions: Vec::new(),
+        }))
+    }
+
+    async fn get_received_envelope_answer(
+        &self,
+        request: Request<GetReceivedEnvelopeRequest>,
+    ) -> Result<Response<HttpBody>, Status> {
+        Caller::of(&request).require_admin()?;
+        let id = request.into_inner().id;
+        let id = Uuid::parse_str(&id)
+            .map_err(|_| invalid_argument("id", "must be an envelope id (UUID)"))?;
+        let answer = received::envelope_answer(&self.issuing.pool, id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found("no such received envelope, or none answered"))?;
+        Ok(Response::new(HttpBody {
+            content_type: "application/xml; charset=ISO-8859-1".into(),
+            data: answer,
             extensions: Vec::new(),
         }))
     }

@@ -11,7 +11,18 @@ use sha2::Digest as _;
 use sqlx::{PgPool, types::Json};
 use uuid::Uuid;
 
-use crate::verify::{self, Check, Report};
+use crate::{
+    verify::{self, Check, Report},
+    xml::{respuesta, signature::SigningIdentity},
+};
+
+/// The company receiving: its RUT (`DTE_RUT_EMISOR`) and the certificate its answers are
+/// signed with.
+#[derive(Clone, Copy)]
+pub struct Receiver<'a> {
+    pub rut: &'a Rut,
+    pub identity: &'a SigningIdentity,
+}
 
 /// `EstadoRecepEnv`: the envelope was received as it should be.
 pub const ENV_OK: i32 = 0;
@@ -91,10 +102,13 @@ impl Checks {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EnvelopeRow {
     pub id: Uuid,
+    pub cod_envio: i64,
     pub source: String,
+    pub name: String,
     pub kind: String,
     pub rut_emisor: String,
     pub rut_receptor: String,
+    pub set_id: String,
     pub signature_ok: bool,
     pub signature_detail: String,
     pub estado_recep_env: i32,
@@ -121,8 +135,8 @@ pub struct DocumentRow {
     pub received_at: DateTime<Utc>,
 }
 
-const ENVELOPE_COLUMNS: &str = "id, source, kind, rut_emisor, rut_receptor, signature_ok, \
-    signature_detail, estado_recep_env, estado_detail, received_at";
+const ENVELOPE_COLUMNS: &str = "id, cod_envio, source, name, kind, rut_emisor, rut_receptor, \
+    set_id, signature_ok, signature_detail, estado_recep_env, estado_detail, received_at";
 const DOCUMENT_COLUMNS: &str = "id, envelope_id, rut_emisor, razon_social_emisor, tipo_dte, \
     folio, rut_receptor, fch_emis, mnt_total, checks, valid, estado_recep_dte, estado_detail, \
     received_at";
@@ -242,15 +256,19 @@ fn judge_envelope(report: &Report, company: &Rut) -> (i32, String) {
     (ENV_OK, "Envío recibido conforme".to_string())
 }
 
-/// Receives one file (an `EnvioDTE`, `EnvioBOLETA` or lone `DTE`) for `company` from
-/// `source` (`api`, `cli`, a mailbox message): verifies it, stores it and each new document
-/// in one transaction. The same bytes again answer the first receipt.
+/// Receives one file (an `EnvioDTE`, `EnvioBOLETA` or lone `DTE`) named `name` (empty: named
+/// after its kind and digest) for
+/// `receiver` from `source` (`api`, `cli`, a mailbox message): verifies it, stores it and
+/// each new document, with the signed `RespuestaDTE` answering it, in one transaction. The
+/// same bytes again answer the first receipt.
 pub async fn receive(
     pool: &PgPool,
-    company: &Rut,
+    receiver: Receiver<'_>,
     source: &str,
+    name: &str,
     bytes: Vec<u8>,
 ) -> Result<Receipt, ReceiveError> {
+    let company = receiver.rut;
     let sha256 = sha2::Sha256::digest(&bytes).to_vec();
     if let Some(receipt) = stored_receipt(pool, &sha256).await? {
         return Ok(receipt);
@@ -268,25 +286,39 @@ pub async fn receive(
             report.kind
         )));
     }
+    // A file with no name (the API's body) is named after its kind and digest.
+    let name = if name.is_empty() {
+        let digest: String = sha256[..8].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}-{digest}.xml", report.kind)
+    } else {
+        name.to_string()
+    };
     let (estado, estado_detail) = judge_envelope(&report, company);
     let sender = report.caratula.as_ref().map(|c| c.rut_emisor.as_str());
     let mut tx = pool.begin().await.map_err(anyhow::Error::from)?;
     let envelope: Option<EnvelopeRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO received_envelopes (id, source, kind, rut_emisor, rut_receptor, bytes, sha256, \
-         signature_ok, signature_detail, estado_recep_env, estado_detail) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+        "INSERT INTO received_envelopes (id, source, name, kind, rut_emisor, rut_receptor, set_id, \
+         bytes, sha256, signature_ok, signature_detail, estado_recep_env, estado_detail) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
          ON CONFLICT (sha256) DO NOTHING RETURNING {ENVELOPE_COLUMNS}"
     )))
     .bind(Uuid::now_v7())
     .bind(source)
+    .bind(&name)
     .bind(&report.kind)
-    .bind(report.caratula.as_ref().map_or("", |c| c.rut_emisor.as_str()))
+    .bind(
+        report
+            .caratula
+            .as_ref()
+            .map_or("", |c| c.rut_emisor.as_str()),
+    )
     .bind(
         report
             .caratula
             .as_ref()
             .map_or("", |c| c.rut_receptor.as_str()),
     )
+    .bind(report.caratula.as_ref().map_or("", |c| c.set_id.as_str()))
     .bind(&bytes)
     .bind(&sha256)
     .bind(report.envelope_signature.passed)
@@ -364,6 +396,14 @@ pub async fn receive(
         .increment(1);
         documents.push(document);
     }
+    if let Some(answer) = answer(receiver, &envelope, &documents)? {
+        sqlx::query("UPDATE received_envelopes SET respuesta = $2 WHERE id = $1")
+            .bind(envelope.id)
+            .bind(answer)
+            .execute(&mut *tx)
+            .await
+            .map_err(anyhow::Error::from)?;
+    }
     tx.commit().await.map_err(anyhow::Error::from)?;
     tracing::info!(
         envelope = %envelope.id,
@@ -378,6 +418,79 @@ pub async fn receive(
         documents,
         repeated: false,
     })
+}
+
+/// The signed `RespuestaDTE` (`RecepcionEnvio`) answering an envelope; none when the sender
+/// cannot be named (no valid RUT to address the answer to).
+fn answer(
+    receiver: Receiver<'_>,
+    envelope: &EnvelopeRow,
+    documents: &[ReceiptDocument],
+) -> anyhow::Result<Option<Vec<u8>>> {
+    let sender = Some(envelope.rut_emisor.as_str())
+        .filter(|r| !r.is_empty())
+        .or_else(|| documents.first().map(|d| d.row.rut_emisor.as_str()))
+        .and_then(|r| Rut::parse(r).ok());
+    let Some(sender) = sender else {
+        return Ok(None);
+    };
+    // An envelope that does not conform to its schema is answered as a whole: its
+    // documents' fields cannot be trusted to fit the answer's.
+    let lines = if envelope.estado_recep_env == ENV_SCHEMA_ERROR {
+        Vec::new()
+    } else {
+        documents
+            .iter()
+            .map(|d| respuesta::RecepcionDte {
+                tipo_dte: d.row.tipo_dte,
+                folio: d.row.folio,
+                fch_emis: d.row.fch_emis.clone(),
+                rut_emisor: d.row.rut_emisor.clone(),
+                rut_recep: d.row.rut_receptor.clone(),
+                mnt_total: d.row.mnt_total,
+                estado: if d.duplicate {
+                    DTE_REPEATED
+                } else {
+                    d.row.estado_recep_dte
+                },
+                glosa: if d.duplicate {
+                    "DTE No Recibido - DTE Repetido".to_string()
+                } else {
+                    d.row.estado_detail.clone()
+                },
+            })
+            .collect()
+    };
+    let local = |t: DateTime<Utc>| t.with_timezone(&chrono_tz::America::Santiago).naive_local();
+    let recepcion = respuesta::Recepcion {
+        rut_responde: receiver.rut.to_string(),
+        rut_recibe: sender.to_string(),
+        cod_envio: envelope.cod_envio,
+        nmb_envio: envelope.name.clone(),
+        fch_recep: local(envelope.received_at),
+        envio_dte_id: envelope.set_id.clone(),
+        rut_emisor: envelope.rut_emisor.clone(),
+        rut_receptor: envelope.rut_receptor.clone(),
+        estado: envelope.estado_recep_env,
+        glosa: envelope.estado_detail.clone(),
+        documents: lines,
+    };
+    Ok(Some(respuesta::build(
+        &recepcion,
+        local(Utc::now()),
+        receiver.identity,
+    )?))
+}
+
+/// The signed `RespuestaDTE` answering an envelope (ISO-8859-1), if one was made.
+pub async fn envelope_answer(pool: &PgPool, envelope: Uuid) -> anyhow::Result<Option<Vec<u8>>> {
+    Ok(sqlx::query_scalar::<_, Option<Vec<u8>>>(
+        "SELECT respuesta FROM received_envelopes WHERE id = $1",
+    )
+    .bind(envelope)
+    .fetch_optional(pool)
+    .await?
+    .flatten())
 }
 
 /// The receipt of a file stored before (by its SHA-256), marked repeated.

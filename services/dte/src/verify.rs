@@ -81,6 +81,8 @@ pub struct DocumentReport {
 pub struct Caratula {
     pub rut_emisor: String,
     pub rut_receptor: String,
+    /// The `SetDTE`'s `ID`.
+    pub set_id: String,
 }
 
 /// The report of one file.
@@ -212,12 +214,18 @@ pub fn verify(bytes: &[u8]) -> Result<Report, VerifyError> {
         .element(root)
         .map(|e| e.name.local_name.to_string())
         .unwrap_or_default();
-    let caratula = child(&doc, root, "SetDTE")
-        .and_then(|set| child(&doc, set, "Caratula"))
-        .map(|c| Caratula {
+    let caratula = child(&doc, root, "SetDTE").and_then(|set| {
+        let c = child(&doc, set, "Caratula")?;
+        Some(Caratula {
             rut_emisor: text_at(&doc, c, &["RutEmisor"]).unwrap_or_default(),
             rut_receptor: text_at(&doc, c, &["RutReceptor"]).unwrap_or_default(),
-        });
+            set_id: doc
+                .element(set)
+                .and_then(|e| e.get_attribute("ID"))
+                .unwrap_or_default()
+                .to_string(),
+        })
+    });
     let (schema, envelope_signature, dte_nodes) = match kind.as_str() {
         "EnvioDTE" | "EnvioBOLETA" => {
             let schema = if kind == "EnvioDTE" {

@@ -22,20 +22,9 @@ use dte::{
 };
 use platform::chile::Rut;
 
-/// `../shared/sii` beside the repository (or `ORDERFLOW_SII_REFERENCE`): the SII's schemas
-/// and official sample.
-fn sii_reference() -> PathBuf {
-    let dir = std::env::var_os("ORDERFLOW_SII_REFERENCE").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/sii"),
-        PathBuf::from,
-    );
-    assert!(
-        dir.join("schemas/EnvioDTE_v10.xsd").is_file(),
-        "the SII reference data is not at {} (set ORDERFLOW_SII_REFERENCE)",
-        dir.display()
-    );
-    dir
-}
+mod common;
+
+use common::sii_reference;
 
 fn issuer() -> Issuer {
     dte::development_issuer()

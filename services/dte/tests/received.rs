@@ -2,6 +2,8 @@
 //! checks and reception codes, each valid document once; what is wrong is named; a file
 //! that is not a DTE is refused and stores nothing.
 
+use std::{process::Command, sync::LazyLock};
+
 use chrono::NaiveDate;
 use dte::{
     caf::{self, Caf},
@@ -13,8 +15,72 @@ use dte::{
 use platform::chile::Rut;
 use sqlx::PgPool;
 
+mod common;
+
 fn company() -> Issuer {
     dte::development_issuer()
+}
+
+/// Our company's signing identity (a test certificate), and its PEM for xmlsec1.
+struct Ours {
+    identity: dte::xml::signature::SigningIdentity,
+    certificate_pem: String,
+}
+
+static OURS: LazyLock<Ours> = LazyLock::new(|| {
+    let (key, der) = certificate::self_signed(&company().rut_envia.to_string()).unwrap();
+    let identity = certificate::identity(&key, der).unwrap();
+    Ours {
+        certificate_pem: identity.certificate_pem(),
+        identity,
+    }
+});
+
+async fn receive(pool: &PgPool, bytes: Vec<u8>) -> Result<received::Receipt, ReceiveError> {
+    let rut = company().rut;
+    let receiver = received::Receiver {
+        rut: &rut,
+        identity: &OURS.identity,
+    };
+    received::receive(pool, receiver, "api", "", bytes).await
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?} ({e}); ./dev test installs it"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The envelope's signed RespuestaDTE, checked by tools that are not ours (xmllint against
+/// RespuestaEnvioDTE_v10.xsd, xmlsec1 with our certificate); its text.
+async fn answer(pool: &PgPool, envelope: uuid::Uuid) -> String {
+    let bytes = received::envelope_answer(pool, envelope)
+        .await
+        .unwrap()
+        .expect("an answer");
+    let dir = std::env::temp_dir().join(format!("respuesta-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (file, cert) = (dir.join("respuesta.xml"), dir.join("ours.pem"));
+    std::fs::write(&file, &bytes).unwrap();
+    std::fs::write(&cert, &OURS.certificate_pem).unwrap();
+    run(Command::new("xmllint")
+        .arg("--noout")
+        .arg("--schema")
+        .arg(common::sii_reference().join("schemas/RespuestaEnvioDTE_v10.xsd"))
+        .arg(&file));
+    run(Command::new("xmlsec1")
+        .args(["--verify", "--id-attr:ID", "Resultado", "--pubkey-cert-pem"])
+        .arg(&cert)
+        .args(["--node-xpath", "/*/*[local-name()='Signature']"])
+        .arg(&file));
+    std::fs::remove_dir_all(dir).ok();
+    encoding_rs::mem::decode_latin1(&bytes).into_owned()
 }
 
 /// Another company, selling to ours.
@@ -124,9 +190,7 @@ async fn a_suppliers_envelope_is_stored_as_sent_and_each_document_once() {
     let facturas = [s.factura(7, &us.to_string()), s.factura(8, &us.to_string())];
     let bytes = s.envelope(&facturas, &us.to_string(), 1);
 
-    let receipt = received::receive(&pool, &us, "api", bytes.clone())
-        .await
-        .unwrap();
+    let receipt = receive(&pool, bytes.clone()).await.unwrap();
     let envelope = &receipt.envelope;
     assert!(!receipt.repeated);
     assert_eq!(envelope.kind, "EnvioDTE");
@@ -163,10 +227,23 @@ async fn a_suppliers_envelope_is_stored_as_sent_and_each_document_once() {
     let alone = dte::verify::verify(xml.as_bytes()).unwrap();
     assert!(alone.documents[0].signature.passed, "{}", alone.render());
 
+    // Answered with a signed RespuestaDTE naming the envelope and each document.
+    let text = answer(&pool, envelope.id).await;
+    for part in [
+        format!("<RutResponde>{us}</RutResponde>"),
+        format!("<RutRecibe>{}</RutRecibe>", s.issuer.rut),
+        format!("<CodEnvio>{}</CodEnvio>", envelope.cod_envio),
+        "<EnvioDTEID>SetDoc</EnvioDTEID>".to_string(),
+        "<EstadoRecepEnv>0</EstadoRecepEnv>".to_string(),
+        "<NroDTE>2</NroDTE>".to_string(),
+        "<Folio>8</Folio><FchEmis>2026-11-30</FchEmis>".to_string(),
+        "<EstadoRecepDTE>0</EstadoRecepDTE>".to_string(),
+    ] {
+        assert!(text.contains(&part), "{part} not in {text}");
+    }
+
     // The same file again: the first receipt, nothing stored.
-    let again = received::receive(&pool, &us, "api", bytes.clone())
-        .await
-        .unwrap();
+    let again = receive(&pool, bytes.clone()).await.unwrap();
     assert!(again.repeated);
     assert_eq!(again.envelope.id, envelope.id);
     assert_eq!(count(&pool, "received_envelopes").await, 1);
@@ -178,20 +255,27 @@ async fn a_suppliers_envelope_is_stored_as_sent_and_each_document_once() {
         &us.to_string(),
         2,
     );
-    let receipt = received::receive(&pool, &us, "api", other).await.unwrap();
+    let receipt = receive(&pool, other).await.unwrap();
     assert!(!receipt.repeated);
     assert!(receipt.documents[0].duplicate);
     assert_eq!(receipt.documents[0].row.folio, 8);
     assert_eq!(receipt.documents[0].row.envelope_id, envelope.id);
     assert!(!receipt.documents[1].duplicate);
+    let text = answer(&pool, receipt.envelope.id).await;
+    assert!(
+        text.contains("<Folio>8</Folio>")
+            && text.contains("<EstadoRecepDTE>4</EstadoRecepDTE>")
+            && text.contains("<EstadoRecepDTE>0</EstadoRecepDTE>"),
+        "{text}"
+    );
     assert_eq!(count(&pool, "received_envelopes").await, 2);
     assert_eq!(count(&pool, "received_documents").await, 3);
 
     // The same new file twice at once is stored once.
     let concurrent = s.envelope(&[s.factura(10, &us.to_string())], &us.to_string(), 3);
     let (a, b) = tokio::join!(
-        received::receive(&pool, &us, "api", concurrent.clone()),
-        received::receive(&pool, &us, "api", concurrent),
+        receive(&pool, concurrent.clone()),
+        receive(&pool, concurrent),
     );
     assert_eq!(a.unwrap().envelope.id, b.unwrap().envelope.id);
     assert_eq!(count(&pool, "received_envelopes").await, 3);
@@ -220,14 +304,9 @@ async fn what_is_wrong_is_named_and_a_forgery_does_not_keep_the_genuine_document
 
     // Addressed to another company.
     let elsewhere = "97975000-5";
-    let receipt = received::receive(
-        &pool,
-        &us,
-        "api",
-        s.envelope(&[s.factura(20, elsewhere)], elsewhere, 1),
-    )
-    .await
-    .unwrap();
+    let receipt = receive(&pool, s.envelope(&[s.factura(20, elsewhere)], elsewhere, 1))
+        .await
+        .unwrap();
     assert_eq!(
         receipt.envelope.estado_recep_env,
         received::ENV_WRONG_RECEPTOR
@@ -240,6 +319,12 @@ async fn what_is_wrong_is_named_and_a_forgery_does_not_keep_the_genuine_document
     let d = &receipt.documents[0].row;
     assert_eq!(d.estado_recep_dte, received::DTE_RECEPTOR_ERROR);
     assert!(!d.valid);
+    let text = answer(&pool, receipt.envelope.id).await;
+    assert!(
+        text.contains("<EstadoRecepEnv>3</EstadoRecepEnv>")
+            && text.contains("<EstadoRecepDTE>3</EstadoRecepDTE>"),
+        "{text}"
+    );
 
     // A forged copy of folio 21 (the amount raised after signing) comes first: both
     // signatures fail and it is named; it holds nothing, so the genuine one is received.
@@ -248,9 +333,7 @@ async fn what_is_wrong_is_named_and_a_forgery_does_not_keep_the_genuine_document
     let forged = text.replace("<MntTotal>17850</MntTotal>", "<MntTotal>178500</MntTotal>");
     assert_ne!(forged, text);
     let (forged, _, _) = encoding_rs::WINDOWS_1252.encode(&forged);
-    let receipt = received::receive(&pool, &us, "api", forged.into_owned())
-        .await
-        .unwrap();
+    let receipt = receive(&pool, forged.into_owned()).await.unwrap();
     assert_eq!(
         receipt.envelope.estado_recep_env,
         received::ENV_SIGNATURE_ERROR
@@ -259,7 +342,13 @@ async fn what_is_wrong_is_named_and_a_forgery_does_not_keep_the_genuine_document
     assert_eq!(d.estado_recep_dte, received::DTE_SIGNATURE_ERROR);
     assert!(d.estado_detail.contains("digest"), "{}", d.estado_detail);
     assert!(!d.valid);
-    let receipt = received::receive(&pool, &us, "api", genuine).await.unwrap();
+    let text = answer(&pool, receipt.envelope.id).await;
+    assert!(
+        text.contains("<EstadoRecepEnv>2</EstadoRecepEnv>")
+            && text.contains("<EstadoRecepDTE>1</EstadoRecepDTE>"),
+        "{text}"
+    );
+    let receipt = receive(&pool, genuine).await.unwrap();
     assert!(!receipt.documents[0].duplicate);
     assert!(receipt.documents[0].row.valid);
 
@@ -270,7 +359,7 @@ async fn what_is_wrong_is_named_and_a_forgery_does_not_keep_the_genuine_document
             .join("tests/corpus/DTE--60910000-1--33--2336600.xml"),
     )
     .unwrap();
-    let receipt = received::receive(&pool, &us, "cli", real).await.unwrap();
+    let receipt = receive(&pool, real).await.unwrap();
     let d = &receipt.documents[0].row;
     assert_eq!(d.rut_emisor, "60910000-1");
     assert!(
@@ -289,7 +378,7 @@ async fn what_is_wrong_is_named_and_a_forgery_does_not_keep_the_genuine_document
             "holds no DTE",
         ),
     ] {
-        match received::receive(&pool, &us, "api", body).await {
+        match receive(&pool, body).await {
             Err(ReceiveError::Invalid(found)) => {
                 assert!(found.contains(problem), "{found}")
             }

@@ -438,6 +438,29 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/dte/received-envelopes/{id}/answer": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get received envelope answer
+         * @description The signed RespuestaDTE answering a received envelope (RecepcionEnvio: the envelope's
+         *     EstadoRecepEnv and each document's EstadoRecepDTE), ISO-8859-1, as the supplier gets it.
+         *
+         *     Requires the `admin` role.
+         */
+        get: operations["DteService_GetReceivedEnvelopeAnswer"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/dte/received/{id}": {
         parameters: {
             query?: never;
@@ -1085,6 +1108,11 @@ export interface components {
          */
         "orderflow.dte.v1.ReceivedEnvelope": {
             /**
+             * Format: int64
+             * @description The receiver's number for the envelope (CodEnvio of the answer).
+             */
+            codEnvio?: number;
+            /**
              * @description Its documents; one received before (same RUTEmisor, TipoDTE, Folio) is the stored one,
              *     with `duplicate` set.
              */
@@ -1098,6 +1126,8 @@ export interface components {
             id?: string;
             /** @description EnvioDTE, EnvioBOLETA or DTE. */
             kind?: string;
+            /** @description The file's name (NmbEnvio of the answer). */
+            name?: string;
             /** Format: date-time */
             receivedAt?: string;
             /** @description This very file had been received before: nothing new was stored. */
@@ -2230,6 +2260,41 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["orderflow.dte.v1.ReceivedEnvelope"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            429: components["responses"]["Problem"];
+            500: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
+            504: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    DteService_GetReceivedEnvelopeAnswer: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The document, in the content type the service chose */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "*/*": string;
                 };
             };
             400: components["responses"]["Problem"];

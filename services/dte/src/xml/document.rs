@@ -40,7 +40,7 @@ pub struct SignedDte {
 }
 
 /// Appends `<name>text</name>`, text escaped and cut to the SII's limit.
-fn el(out: &mut String, name: &str, text: &str, max: usize) {
+pub(crate) fn el(out: &mut String, name: &str, text: &str, max: usize) {
     out.push('<');
     out.push_str(name);
     out.push('>');
@@ -51,7 +51,7 @@ fn el(out: &mut String, name: &str, text: &str, max: usize) {
 }
 
 /// Appends `<name>n</name>`.
-fn num(out: &mut String, name: &str, n: impl std::fmt::Display) {
+pub(crate) fn num(out: &mut String, name: &str, n: impl std::fmt::Display) {
     out.push_str(&format!("<{name}>{n}</{name}>"));
 }
 
@@ -59,7 +59,7 @@ fn date(d: NaiveDate) -> String {
     d.format("%Y-%m-%d").to_string()
 }
 
-fn timestamp(t: NaiveDateTime) -> String {
+pub(crate) fn timestamp(t: NaiveDateTime) -> String {
     t.format("%Y-%m-%dT%H:%M:%S").to_string()
 }
 

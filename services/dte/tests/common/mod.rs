@@ -3,7 +3,10 @@
 // Each test binary uses part of this module.
 #![allow(dead_code)]
 
-use std::sync::Arc;
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use dte::{domain::Issuer, issuing::Issuing};
 use platform::clock::Clock;
@@ -63,4 +66,19 @@ pub async fn pay(issuing: &Issuing, n: usize) -> dte::issuing::Outcome {
         .unwrap();
     tx.commit().await.unwrap();
     outcome
+}
+
+/// `../shared/sii` beside the repository (or `ORDERFLOW_SII_REFERENCE`): the SII's schemas
+/// and official sample.
+pub fn sii_reference() -> PathBuf {
+    let dir = std::env::var_os("ORDERFLOW_SII_REFERENCE").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/sii"),
+        PathBuf::from,
+    );
+    assert!(
+        dir.join("schemas/EnvioDTE_v10.xsd").is_file(),
+        "the SII reference data is not at {} (set ORDERFLOW_SII_REFERENCE)",
+        dir.display()
+    );
+    dir
 }
