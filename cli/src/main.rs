@@ -511,7 +511,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            match dte::received::receive(&pool, receiver, "cli", &name, bytes).await {
+            match dte::received::receive(&pool, receiver, "cli", &name, "", bytes).await {
                 Ok(receipt) => {
                     let envelope = &receipt.envelope;
                     println!(

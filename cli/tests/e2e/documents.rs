@@ -689,6 +689,21 @@ async fn suppliers_documents_are_received_listed_and_downloaded_by_admins_only()
     // A customer cannot; a body that is not a DTE is named and nothing is stored.
     let ana = s.customer("ana@example.cl").await;
     assert_eq!(post(&ana, bytes).await.status, StatusCode::FORBIDDEN);
+    let bad_address = s
+        .raw(
+            s.http
+                .post(format!("{}/v1/dte/received?replyTo=no-es-correo", s.base))
+                .bearer_auth(&admin)
+                .header("content-type", "application/xml")
+                .body(b"<Factura/>".to_vec()),
+        )
+        .await;
+    assert_eq!(bad_address.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        bad_address.body["errors"][0]["field"], "replyTo",
+        "{}",
+        bad_address.body
+    );
     for body in [b"no es XML".to_vec(), b"<Factura/>".to_vec()] {
         let refused = post(&admin, body).await;
         assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);

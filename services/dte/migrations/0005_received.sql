@@ -26,6 +26,14 @@ CREATE TABLE received_envelopes (
     estado_detail  text NOT NULL,
     -- The signed RespuestaDTE (RecepcionEnvio) answering it, ISO-8859-1.
     respuesta      bytea,
+    -- Where the answer is mailed (the supplier's exchange address: the message's sender,
+    -- else the documents' CorreoEmisor; empty: nowhere known), and how that went. The
+    -- mailer sends each answer once it is stored; a failure is retried with back-off.
+    answer_to      text NOT NULL DEFAULT '',
+    answer_sent_at timestamptz,
+    answer_attempts integer NOT NULL DEFAULT 0,
+    answer_next_at timestamptz NOT NULL DEFAULT now(),
+    answer_error   text NOT NULL DEFAULT '',
     received_at    timestamptz NOT NULL DEFAULT now()
 );
 
@@ -55,3 +63,5 @@ CREATE TABLE received_documents (
 CREATE UNIQUE INDEX received_documents_once ON received_documents (rut_emisor, tipo_dte, folio) WHERE valid;
 CREATE INDEX received_documents_by_time ON received_documents (received_at DESC, id DESC);
 CREATE INDEX received_documents_by_envelope ON received_documents (envelope_id);
+CREATE INDEX received_envelopes_to_answer ON received_envelopes (answer_next_at)
+    WHERE answer_sent_at IS NULL AND answer_to <> '' AND respuesta IS NOT NULL;

@@ -439,12 +439,17 @@ impl DteService for DteGrpc {
         request: Request<ReceiveEnvelopeRequest>,
     ) -> Result<Response<pb::ReceivedEnvelope>, Status> {
         Caller::of(&request).require_admin()?;
-        let xml = body_of(request.into_inner().body)?;
+        let request = request.into_inner();
+        let reply_to = request.reply_to.trim().to_string();
+        if !reply_to.is_empty() && reply_to.parse::<lettre::Address>().is_err() {
+            return Err(invalid_argument("reply_to", "must be an email address"));
+        }
+        let xml = body_of(request.body)?;
         let receiver = received::Receiver {
             rut: &self.issuing.issuer.rut,
             identity: &self.issuing.identity,
         };
-        let receipt = received::receive(&self.issuing.pool, receiver, "api", "", xml)
+        let receipt = received::receive(&self.issuing.pool, receiver, "api", "", &reply_to, xml)
             .await
             .map_err(|e| match e {
                 received::ReceiveError::Invalid(problem) => invalid_argument("body", problem),
@@ -467,6 +472,9 @@ impl DteService for DteGrpc {
             repeated: receipt.repeated,
             cod_envio: envelope.cod_envio,
             name: envelope.name.clone(),
+            answer_to: envelope.answer_to.clone(),
+            answer_sent_at: envelope.answer_sent_at.and_then(timestamp),
+            answer_error: envelope.answer_error.clone(),
             documents: receipt
                 .documents
                 .iter()

@@ -20,6 +20,7 @@ pub mod domain;
 pub mod events;
 pub mod grpc;
 pub mod issuing;
+pub mod mail;
 pub mod pdf;
 pub mod received;
 pub mod sii;
@@ -96,6 +97,9 @@ pub struct DteSettings {
     /// `DTE_FOLIOS_LOW`: below this many folios left of a type, the back-office warns
     /// (default 200: days of boletas for a small shop, while the SII takes a day or two).
     pub folios_low: i64,
+    /// Mailing the answers to suppliers: `DTE_SMTP_URL` (unset: answers are only kept and
+    /// downloadable), `DTE_EXCHANGE_EMAIL`, `DTE_SMTP_POLL_INTERVAL`, `DTE_SMTP_MAX_BACKOFF`.
+    pub mail: Option<mail::MailSettings>,
 }
 
 impl DteSettings {
@@ -188,6 +192,22 @@ impl DteSettings {
             },
             sii_timeout: r.duration("DTE_SII_TIMEOUT", std::time::Duration::from_secs(30))?,
             folios_low: r.parse("DTE_FOLIOS_LOW", 200)?,
+            mail: match r.optional("DTE_SMTP_URL") {
+                None => None,
+                Some(_) => Some(mail::MailSettings {
+                    smtp_url: r.secret("DTE_SMTP_URL", "").expose().to_string(),
+                    from: r
+                        .optional("DTE_EXCHANGE_EMAIL")
+                        .ok_or_else(|| ConfigError {
+                            key: "DTE_EXCHANGE_EMAIL".into(),
+                            problem: "must be set with DTE_SMTP_URL: the company's exchange address the answers come from".into(),
+                        })?,
+                    poll_interval: r
+                        .duration("DTE_SMTP_POLL_INTERVAL", std::time::Duration::from_secs(1))?,
+                    max_backoff: r
+                        .duration("DTE_SMTP_MAX_BACKOFF", std::time::Duration::from_secs(300))?,
+                }),
+            },
             grpc_addr: r.parse("DTE_GRPC_ADDR", SocketAddr::from(([0, 0, 0, 0], 50055)))?,
             admin_addr: r.parse("DTE_ADMIN_ADDR", SocketAddr::from(([0, 0, 0, 0], 9106)))?,
             issuer: Issuer {
@@ -331,6 +351,7 @@ pub struct DteApp {
     grpc_tls: Option<platform::tls::GrpcTls>,
     retention: platform::amqp::retention::Retention,
     folios_low: i64,
+    mailer: Option<mail::Mailer>,
 }
 
 impl DteApp {
@@ -357,6 +378,11 @@ impl DteApp {
             Subscription::for_role(&common.amqp_queue_prefix, "dte", events::SUBSCRIBED);
         subscription.expires = common.amqp_queue_expires;
         subscription.quorum = common.amqp_quorum_queues;
+        let mailer = settings
+            .mail
+            .clone()
+            .map(|m| mail::Mailer::new(pool.clone(), m))
+            .transpose()?;
         let grpc_listener = platform::config::bind(settings.grpc_addr, "DTE_GRPC_ADDR").await?;
         let admin_listener = platform::config::bind(settings.admin_addr, "DTE_ADMIN_ADDR").await?;
         Ok(Self {
@@ -371,6 +397,7 @@ impl DteApp {
             grpc_tls: common.grpc_tls.clone(),
             retention: common.retention,
             folios_low: settings.folios_low,
+            mailer,
         })
     }
 
@@ -428,6 +455,10 @@ impl DteApp {
         let relay = tokio::spawn(
             outbox::OutboxRelay::for_role("dte", pool, self.broker).run(shutdown.clone()),
         );
+        // Stops by itself on shutdown.
+        if let Some(mailer) = self.mailer {
+            tokio::spawn(mailer.run(shutdown.clone()));
+        }
         let server = GrpcServer {
             readiness,
             grpc: self.grpc_listener,

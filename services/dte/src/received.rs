@@ -113,6 +113,9 @@ pub struct EnvelopeRow {
     pub signature_detail: String,
     pub estado_recep_env: i32,
     pub estado_detail: String,
+    pub answer_to: String,
+    pub answer_sent_at: Option<DateTime<Utc>>,
+    pub answer_error: String,
     pub received_at: DateTime<Utc>,
 }
 
@@ -136,7 +139,8 @@ pub struct DocumentRow {
 }
 
 const ENVELOPE_COLUMNS: &str = "id, cod_envio, source, name, kind, rut_emisor, rut_receptor, \
-    set_id, signature_ok, signature_detail, estado_recep_env, estado_detail, received_at";
+    set_id, signature_ok, signature_detail, estado_recep_env, estado_detail, answer_to, \
+    answer_sent_at, answer_error, received_at";
 const DOCUMENT_COLUMNS: &str = "id, envelope_id, rut_emisor, razon_social_emisor, tipo_dte, \
     folio, rut_receptor, fch_emis, mnt_total, checks, valid, estado_recep_dte, estado_detail, \
     received_at";
@@ -257,7 +261,8 @@ fn judge_envelope(report: &Report, company: &Rut) -> (i32, String) {
 }
 
 /// Receives one file (an `EnvioDTE`, `EnvioBOLETA` or lone `DTE`) named `name` (empty: named
-/// after its kind and digest) for
+/// after its kind and digest), whose answer goes to `reply_to` (empty: the documents'
+/// `CorreoEmisor`, if any), for
 /// `receiver` from `source` (`api`, `cli`, a mailbox message): verifies it, stores it and
 /// each new document, with the signed `RespuestaDTE` answering it, in one transaction. The
 /// same bytes again answer the first receipt.
@@ -266,6 +271,7 @@ pub async fn receive(
     receiver: Receiver<'_>,
     source: &str,
     name: &str,
+    reply_to: &str,
     bytes: Vec<u8>,
 ) -> Result<Receipt, ReceiveError> {
     let company = receiver.rut;
@@ -293,13 +299,24 @@ pub async fn receive(
     } else {
         name.to_string()
     };
+    let answer_to = Some(reply_to.trim())
+        .filter(|a| !a.is_empty())
+        .or_else(|| {
+            report
+                .documents
+                .iter()
+                .map(|d| d.correo_emisor.trim())
+                .find(|a| !a.is_empty())
+        })
+        .unwrap_or_default()
+        .to_string();
     let (estado, estado_detail) = judge_envelope(&report, company);
     let sender = report.caratula.as_ref().map(|c| c.rut_emisor.as_str());
     let mut tx = pool.begin().await.map_err(anyhow::Error::from)?;
     let envelope: Option<EnvelopeRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO received_envelopes (id, source, name, kind, rut_emisor, rut_receptor, set_id, \
-         bytes, sha256, signature_ok, signature_detail, estado_recep_env, estado_detail) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         bytes, sha256, signature_ok, signature_detail, estado_recep_env, estado_detail, answer_to) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
          ON CONFLICT (sha256) DO NOTHING RETURNING {ENVELOPE_COLUMNS}"
     )))
     .bind(Uuid::now_v7())
@@ -325,6 +342,7 @@ pub async fn receive(
     .bind(&report.envelope_signature.detail)
     .bind(estado)
     .bind(&estado_detail)
+    .bind(&answer_to)
     .fetch_optional(&mut *tx)
     .await
     .map_err(anyhow::Error::from)?;

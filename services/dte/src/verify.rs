@@ -68,6 +68,8 @@ pub struct DocumentReport {
     pub fch_emis: String,
     /// `MntTotal` (0 when absent or not a number).
     pub mnt_total: i64,
+    /// The issuer's `CorreoEmisor` (may be empty).
+    pub correo_emisor: String,
     /// The `DTE` element as received (its characters, decoded from the declared encoding).
     pub xml: String,
     pub schema: Check,
@@ -346,6 +348,7 @@ fn document_report(doc: &Doc<'_>, dte: Node, schema: &Check) -> DocumentReport {
         mnt_total: field(&["Encabezado", "Totales", "MntTotal"])
             .parse()
             .unwrap_or(0),
+        correo_emisor: field(&["Encabezado", "Emisor", "CorreoEmisor"]),
         xml: doc.node_source(dte).unwrap_or_default().to_string(),
         schema: schema.clone(),
         signature,

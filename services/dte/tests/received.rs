@@ -42,7 +42,7 @@ async fn receive(pool: &PgPool, bytes: Vec<u8>) -> Result<received::Receipt, Rec
         rut: &rut,
         identity: &OURS.identity,
     };
-    received::receive(pool, receiver, "api", "", bytes).await
+    received::receive(pool, receiver, "api", "", "", bytes).await
 }
 
 fn run(cmd: &mut Command) {
@@ -386,4 +386,141 @@ async fn what_is_wrong_is_named_and_a_forgery_does_not_keep_the_genuine_document
         }
     }
     assert_eq!(count(&pool, "received_envelopes").await, stored);
+}
+
+/// What a real SMTP server (aiosmtpd from PyPI, storing to a Maildir) received, read with
+/// Python's own email parser: per message its From, To, Subject and attachments.
+fn mailbox(python: &std::path::Path, maildir: &std::path::Path) -> Vec<serde_json::Value> {
+    let script = r#"
+import base64, email, email.policy, json, pathlib, sys
+out = []
+for folder in ("new", "cur"):
+    for path in sorted(pathlib.Path(sys.argv[1], folder).glob("*")):
+        msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        files = {p.get_filename(): base64.b64encode(p.get_payload(decode=True)).decode()
+                 for p in msg.walk() if p.get_filename()}
+        out.append({"from": str(msg["From"]), "to": str(msg["To"]),
+                    "subject": str(msg["Subject"]), "files": files})
+print(json.dumps(out))
+"#;
+    let out = Command::new(python)
+        .args(["-c", script])
+        .arg(maildir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn answers_are_mailed_to_the_supplier_once_the_smtp_server_takes_them() {
+    let pool = database().await;
+    let us = company().rut;
+    let s = supplier_with_caf();
+    let receiver = received::Receiver {
+        rut: &us,
+        identity: &OURS.identity,
+    };
+    let bytes = s.envelope(&[s.factura(30, &us.to_string())], &us.to_string(), 1);
+    let receipt = received::receive(
+        &pool,
+        receiver,
+        "api",
+        "envio-30.xml",
+        "intercambio@proveedora.cl",
+        bytes,
+    )
+    .await
+    .unwrap();
+    let envelope = receipt.envelope.id;
+
+    // The SMTP server is not up yet: the answer waits, the failure is recorded.
+    let addr = platform::testing::free_listen_addr();
+    let mailer = dte::mail::Mailer::new(
+        pool.clone(),
+        dte::mail::MailSettings {
+            smtp_url: format!("smtp://{addr}"),
+            from: "Intercambio Orderflow <dte@orderflow.example>".into(),
+            poll_interval: std::time::Duration::from_millis(50),
+            max_backoff: std::time::Duration::from_secs(1),
+        },
+    )
+    .unwrap();
+    assert_eq!(mailer.send_due().await.unwrap(), 1);
+    let (sent, attempts, error): (Option<chrono::DateTime<chrono::Utc>>, i32, String) =
+        sqlx::query_as(
+            "SELECT answer_sent_at, answer_attempts, answer_error FROM received_envelopes WHERE id = $1",
+        )
+        .bind(envelope)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(sent.is_none());
+    assert_eq!(attempts, 1);
+    assert!(!error.is_empty());
+
+    // A real SMTP server comes up; the answer goes out once, as sent.
+    let python = platform::testing::python_venv(
+        &std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("smtp-venv"),
+        9,
+        &["aiosmtpd==1.4.6"],
+    );
+    let maildir = std::env::temp_dir().join(format!("maildir-{}", uuid::Uuid::new_v4()));
+    let mut server = Command::new(&python)
+        .args(["-m", "aiosmtpd", "-n", "-l", &addr.to_string()])
+        .args(["-c", "aiosmtpd.handlers.Mailbox"])
+        .arg(&maildir)
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        mailer.send_due().await.unwrap();
+        let sent: Option<chrono::DateTime<chrono::Utc>> =
+            sqlx::query_scalar("SELECT answer_sent_at FROM received_envelopes WHERE id = $1")
+                .bind(envelope)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        if sent.is_some() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the answer was never sent"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(mailer.send_due().await.unwrap(), 0, "sent once");
+    let messages = mailbox(&python, &maildir);
+    server.kill().ok();
+    server.wait().ok();
+    std::fs::remove_dir_all(&maildir).ok();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let message = &messages[0];
+    assert_eq!(message["to"], "intercambio@proveedora.cl");
+    assert!(
+        message["from"]
+            .as_str()
+            .unwrap()
+            .contains("dte@orderflow.example")
+    );
+    assert_eq!(message["subject"], "Respuesta de recepción: envio-30.xml");
+    let code = receipt.envelope.cod_envio;
+    let attached = message["files"][format!("RespuestaDTE-{code}.xml")]
+        .as_str()
+        .expect("the answer attached");
+    use base64::Engine as _;
+    let attached = base64::engine::general_purpose::STANDARD
+        .decode(attached)
+        .unwrap();
+    let stored = received::envelope_answer(&pool, envelope)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(attached, stored, "the answer as stored and signed");
+    answer(&pool, envelope).await;
 }

@@ -1107,6 +1107,15 @@ export interface components {
          *     to the supplier carries (EstadoRecepEnv of RespuestaEnvioDTE_v10.xsd).
          */
         "orderflow.dte.v1.ReceivedEnvelope": {
+            /** @description Why the last attempt to mail it failed (it is retried). */
+            answerError?: string;
+            /**
+             * Format: date-time
+             * @description When the SMTP server took the answer; absent while it is still to be sent.
+             */
+            answerSentAt?: string;
+            /** @description Where the signed answer is mailed (empty: nowhere known; it can still be downloaded). */
+            answerTo?: string;
             /**
              * Format: int64
              * @description The receiver's number for the envelope (CodEnvio of the answer).
@@ -2239,7 +2248,13 @@ export interface operations {
     };
     DteService_ReceiveEnvelope: {
         parameters: {
-            query?: never;
+            query?: {
+                /**
+                 * @description Where the signed answer is mailed (the supplier's exchange address); empty: the
+                 *     documents' CorreoEmisor, if any.
+                 */
+                replyTo?: string;
+            };
             header?: {
                 /** @description Makes a retried POST safe: the first final answer for this key is replayed for 24 h (`Idempotent-Replayed: true`); the same key with a different request is 422, while the first is in flight 409. */
                 "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
