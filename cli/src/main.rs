@@ -502,6 +502,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         let receiver = dte::received::Receiver {
             rut: &settings.issuer.rut,
             identity: &identity,
+            signer: &settings.issuer.rut_envia,
         };
         let mut all_valid = true;
         for file in files {

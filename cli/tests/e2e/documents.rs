@@ -640,16 +640,13 @@ async fn suppliers_documents_are_received_listed_and_downloaded_by_admins_only()
     assert!(xml.starts_with("<DTE"), "{}", &xml[..80.min(xml.len())]);
     assert!(xml.contains("<Folio>2336600</Folio>"));
 
-    // The signed answer to the supplier, downloadable.
-    let answer = download(
-        &s,
-        &admin,
-        &format!(
-            "/v1/dte/received-envelopes/{}/answer",
-            envelope["id"].as_str().unwrap()
-        ),
-    )
-    .await;
+    // The signed answer to the supplier, listed with the envelope and the document, and
+    // downloadable.
+    let answer_id = envelope["answers"][0]["id"].as_str().unwrap();
+    assert_eq!(envelope["answers"][0]["kind"], "recepcion");
+    assert_eq!(one.body["answers"][0]["id"], answer_id);
+    assert!(one.body["deadline"].is_string(), "{}", one.body);
+    let answer = download(&s, &admin, &format!("/v1/dte/received-answers/{answer_id}")).await;
     assert_eq!(answer.status(), StatusCode::OK);
     let answer = answer.bytes().await.unwrap();
     let answer = String::from_utf8_lossy(&answer);
@@ -666,6 +663,32 @@ async fn suppliers_documents_are_received_listed_and_downloaded_by_admins_only()
         answer.contains("<RutRecibe>60910000-1</RutRecibe>"),
         "{answer}"
     );
+
+    // Not received as valid: there is nothing to accept; a claim needs its reason.
+    let accept = s
+        .call(
+            Method::POST,
+            &format!("/v1/dte/received/{id}:accept"),
+            Some(&admin),
+            Some(json!({"goodsReceived": false})),
+        )
+        .await;
+    assert_eq!(accept.status, StatusCode::BAD_REQUEST, "{}", accept.body);
+    assert!(
+        accept.body.to_string().contains("not received"),
+        "{}",
+        accept.body
+    );
+    let claim = s
+        .call(
+            Method::POST,
+            &format!("/v1/dte/received/{id}:claim"),
+            Some(&admin),
+            Some(json!({"reason": ""})),
+        )
+        .await;
+    assert_eq!(claim.status, StatusCode::BAD_REQUEST, "{}", claim.body);
+    assert_eq!(claim.body["errors"][0]["field"], "reason", "{}", claim.body);
 
     // The same file again, by the API and by the command: received before, stored once.
     let again = post(&admin, bytes.clone()).await;

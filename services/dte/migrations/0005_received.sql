@@ -24,16 +24,9 @@ CREATE TABLE received_envelopes (
     -- error, 3 the receptor is not us, 99 other.
     estado_recep_env integer NOT NULL,
     estado_detail  text NOT NULL,
-    -- The signed RespuestaDTE (RecepcionEnvio) answering it, ISO-8859-1.
-    respuesta      bytea,
-    -- Where the answer is mailed (the supplier's exchange address: the message's sender,
-    -- else the documents' CorreoEmisor; empty: nowhere known), and how that went. The
-    -- mailer sends each answer once it is stored; a failure is retried with back-off.
+    -- Where the answers are mailed (the supplier's exchange address: the message's sender,
+    -- else the documents' CorreoEmisor; empty: nowhere known).
     answer_to      text NOT NULL DEFAULT '',
-    answer_sent_at timestamptz,
-    answer_attempts integer NOT NULL DEFAULT 0,
-    answer_next_at timestamptz NOT NULL DEFAULT now(),
-    answer_error   text NOT NULL DEFAULT '',
     received_at    timestamptz NOT NULL DEFAULT now()
 );
 
@@ -56,6 +49,11 @@ CREATE TABLE received_documents (
     -- us, 99 other (a repeated valid document is not stored again: it is answered 4).
     estado_recep_dte integer NOT NULL,
     estado_detail   text NOT NULL,
+    -- The buyer's verdict within the law's 8 days (Ley 19.983): accepted,
+    -- accepted_with_discrepancies or claimed; empty while none was given.
+    decision        text NOT NULL DEFAULT '' CHECK (decision IN ('', 'accepted', 'accepted_with_discrepancies', 'claimed')),
+    decision_reason text NOT NULL DEFAULT '',
+    decided_at      timestamptz,
     received_at     timestamptz NOT NULL DEFAULT now()
 );
 -- A valid document is kept once; invalid copies (a forgery, a broken file) are kept each
@@ -63,5 +61,27 @@ CREATE TABLE received_documents (
 CREATE UNIQUE INDEX received_documents_once ON received_documents (rut_emisor, tipo_dte, folio) WHERE valid;
 CREATE INDEX received_documents_by_time ON received_documents (received_at DESC, id DESC);
 CREATE INDEX received_documents_by_envelope ON received_documents (envelope_id);
-CREATE INDEX received_envelopes_to_answer ON received_envelopes (answer_next_at)
-    WHERE answer_sent_at IS NULL AND answer_to <> '' AND respuesta IS NOT NULL;
+
+-- Every signed answer to a supplier: the envelope's reception (RespuestaDTE with
+-- RecepcionEnvio), a document's commercial verdict (RespuestaDTE with ResultadoDTE), the
+-- receipt of its goods or services (EnvioRecibos). Each is stored before it is mailed, so
+-- none is lost; the mailer sends it, retrying with back-off, and marks it sent.
+-- IdRespuesta: the receiver's number for each answer (taken before the answer is signed).
+CREATE SEQUENCE received_answer_numbers;
+CREATE TABLE received_answers (
+    id           uuid PRIMARY KEY,
+    answer_no    bigint NOT NULL UNIQUE,
+    envelope_id  uuid NOT NULL REFERENCES received_envelopes (id),
+    document_id  uuid REFERENCES received_documents (id),
+    kind         text NOT NULL CHECK (kind IN ('recepcion', 'resultado', 'recibos')),
+    xml          bytea NOT NULL,
+    answer_to    text NOT NULL DEFAULT '',
+    sent_at      timestamptz,
+    attempts     integer NOT NULL DEFAULT 0,
+    next_at      timestamptz NOT NULL DEFAULT now(),
+    error        text NOT NULL DEFAULT '',
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX received_answers_to_send ON received_answers (next_at)
+    WHERE sent_at IS NULL AND answer_to <> '';
+CREATE INDEX received_answers_by_envelope ON received_answers (envelope_id);

@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use platform::grpc::{Caller, failed_precondition, internal, invalid_argument, time_field};
 use proto::{
     dte::v1::{
-        self as pb, GetDocumentRequest, GetReceivedDocumentRequest, GetReceivedEnvelopeRequest,
+        self as pb, AcceptReceivedDocumentRequest, ClaimReceivedDocumentRequest,
+        GetDocumentRequest, GetReceivedAnswerRequest, GetReceivedDocumentRequest,
         ListDocumentsRequest, ListDocumentsResponse, ListOrderDocumentsRequest,
         ListReceivedDocumentsRequest, ListReceivedDocumentsResponse, ReceiveEnvelopeRequest,
         UploadCafRequest, VerifyRequest, VerifyResponse, dte_service_server::DteService,
@@ -137,6 +138,22 @@ fn received_proto(d: &received::DocumentRow, duplicate: bool) -> pb::ReceivedDoc
         receptor: stored_check_proto(&checks.receptor),
         received_at: timestamp(d.received_at),
         duplicate,
+        decision: d.decision.clone(),
+        decision_reason: d.decision_reason.clone(),
+        decided_at: d.decided_at.and_then(timestamp),
+        deadline: timestamp(d.deadline()),
+        answers: Vec::new(),
+    }
+}
+
+fn answer_proto(a: &received::AnswerRow) -> pb::ReceivedAnswer {
+    pb::ReceivedAnswer {
+        id: a.id.to_string(),
+        kind: a.kind.clone(),
+        answer_to: a.answer_to.clone(),
+        sent_at: a.sent_at.and_then(timestamp),
+        error: a.error.clone(),
+        created_at: timestamp(a.created_at),
     }
 }
 
@@ -445,10 +462,7 @@ impl DteService for DteGrpc {
             return Err(invalid_argument("reply_to", "must be an email address"));
         }
         let xml = body_of(request.body)?;
-        let receiver = received::Receiver {
-            rut: &self.issuing.issuer.rut,
-            identity: &self.issuing.identity,
-        };
+        let receiver = self.receiver();
         let receipt = received::receive(&self.issuing.pool, receiver, "api", "", &reply_to, xml)
             .await
             .map_err(|e| match e {
@@ -473,8 +487,12 @@ impl DteService for DteGrpc {
             cod_envio: envelope.cod_envio,
             name: envelope.name.clone(),
             answer_to: envelope.answer_to.clone(),
-            answer_sent_at: envelope.answer_sent_at.and_then(timestamp),
-            answer_error: envelope.answer_error.clone(),
+            answers: received::envelope_answers(&self.issuing.pool, envelope.id)
+                .await
+                .map_err(internal)?
+                .iter()
+                .map(answer_proto)
+                .collect(),
             documents: receipt
                 .documents
                 .iter()
@@ -539,7 +557,7 @@ impl DteService for DteGrpc {
         request: Request<GetReceivedDocumentRequest>,
     ) -> Result<Response<pb::ReceivedDocument>, Status> {
         let document = self.received_document(request).await?;
-        Ok(Response::new(received_proto(&document, false)))
+        Ok(Response::new(self.received_with_answers(&document).await?))
     }
 
     async fn get_received_document_xml(
@@ -558,23 +576,60 @@ impl DteService for DteGrpc {
         }))
     }
 
-    async fn get_received_envelope_answer(
+    async fn get_received_answer(
         &self,
-        request: Request<GetReceivedEnvelopeRequest>,
+        request: Request<GetReceivedAnswerRequest>,
     ) -> Result<Response<HttpBody>, Status> {
         Caller::of(&request).require_admin()?;
-        let id = request.into_inner().id;
-        let id = Uuid::parse_str(&id)
-            .map_err(|_| invalid_argument("id", "must be an envelope id (UUID)"))?;
-        let answer = received::envelope_answer(&self.issuing.pool, id)
+        let id = Uuid::parse_str(&request.into_inner().id)
+            .map_err(|_| invalid_argument("id", "must be an answer id (UUID)"))?;
+        let (_, xml) = received::answer_xml(&self.issuing.pool, id)
             .await
             .map_err(internal)?
-            .ok_or_else(|| Status::not_found("no such received envelope, or none answered"))?;
+            .ok_or_else(|| Status::not_found("no such answer"))?;
         Ok(Response::new(HttpBody {
             content_type: "application/xml; charset=ISO-8859-1".into(),
-            data: answer,
+            data: xml,
             extensions: Vec::new(),
         }))
+    }
+
+    async fn accept_received_document(
+        &self,
+        request: Request<AcceptReceivedDocumentRequest>,
+    ) -> Result<Response<pb::ReceivedDocument>, Status> {
+        Caller::of(&request).require_admin()?;
+        let req = request.into_inner();
+        let id = parse_id(&req.id)?;
+        let recinto = req.recinto.trim().to_string();
+        if req.goods_received && recinto.is_empty() {
+            return Err(invalid_argument(
+                "recinto",
+                "is required when the goods were received: where they arrived",
+            ));
+        }
+        let decision = received::Decision::Accept {
+            discrepancies: req.discrepancies,
+            goods_received_at: req.goods_received.then_some(recinto),
+        };
+        self.decide(id, decision).await
+    }
+
+    async fn claim_received_document(
+        &self,
+        request: Request<ClaimReceivedDocumentRequest>,
+    ) -> Result<Response<pb::ReceivedDocument>, Status> {
+        Caller::of(&request).require_admin()?;
+        let req = request.into_inner();
+        let id = parse_id(&req.id)?;
+        if req.reason.trim().is_empty() {
+            return Err(invalid_argument(
+                "reason",
+                "must say why the document is claimed",
+            ));
+        }
+        self.decide(id, received::Decision::Claim { reason: req.reason })
+            .await
     }
 
     async fn verify(
@@ -608,6 +663,29 @@ impl DteService for DteGrpc {
 }
 
 impl DteGrpc {
+    /// The company as the receiver of suppliers' documents.
+    fn receiver(&self) -> received::Receiver<'_> {
+        received::Receiver {
+            rut: &self.issuing.issuer.rut,
+            identity: &self.issuing.identity,
+            signer: &self.issuing.issuer.rut_envia,
+        }
+    }
+
+    /// A received document with its answers, as the API shows it.
+    async fn received_with_answers(
+        &self,
+        document: &received::DocumentRow,
+    ) -> Result<pb::ReceivedDocument, Status> {
+        let answers = received::document_answers(&self.issuing.pool, document)
+            .await
+            .map_err(internal)?;
+        Ok(pb::ReceivedDocument {
+            answers: answers.iter().map(answer_proto).collect(),
+            ..received_proto(document, false)
+        })
+    }
+
     /// A received document by id, for an admin.
     async fn received_document(
         &self,
@@ -619,6 +697,30 @@ impl DteGrpc {
             .await
             .map_err(internal)?
             .ok_or_else(|| Status::not_found("no such received document"))
+    }
+}
+
+impl DteGrpc {
+    /// Gives a verdict on a received document, now.
+    async fn decide(
+        &self,
+        id: Uuid,
+        decision: received::Decision,
+    ) -> Result<Response<pb::ReceivedDocument>, Status> {
+        let document = received::decide(
+            &self.issuing.pool,
+            self.receiver(),
+            id,
+            &decision,
+            Utc::now(),
+        )
+        .await
+        .map_err(|e| match e {
+            received::DecideError::NotFound => Status::not_found("no such received document"),
+            received::DecideError::Refused(problem) => failed_precondition("id", problem),
+            received::DecideError::Store(e) => internal(e),
+        })?;
+        Ok(Response::new(self.received_with_answers(&document).await?))
     }
 }
 

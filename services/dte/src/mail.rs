@@ -1,8 +1,8 @@
-//! Mails each received envelope's signed answer (`RespuestaDTE`) to the supplier's exchange
-//! address, from the company's (`DTE_EXCHANGE_EMAIL`), through `DTE_SMTP_URL`. The answer
-//! is stored before it is mailed (`received`), so nothing is lost when the SMTP server or
-//! this process is down: each is sent once it can be, retried with back-off, and marked
-//! sent after the server took it.
+//! Mails each signed answer to a supplier (`RespuestaDTE`, `EnvioRecibos`) to the supplier's
+//! exchange address, from the company's (`DTE_EXCHANGE_EMAIL`), through `DTE_SMTP_URL`. An
+//! answer is stored before it is mailed (`received`), so nothing is lost when the SMTP
+//! server or this process is down: each is sent once it can be, retried with back-off, and
+//! marked sent after the server took it.
 
 use std::time::Duration;
 
@@ -31,11 +31,13 @@ pub struct MailSettings {
 #[derive(sqlx::FromRow)]
 struct Due {
     id: Uuid,
-    cod_envio: i64,
+    answer_no: i64,
+    kind: String,
+    /// The received file it answers.
     name: String,
     answer_to: String,
-    answer_attempts: i32,
-    respuesta: Vec<u8>,
+    attempts: i32,
+    xml: Vec<u8>,
 }
 
 /// The mailer of one DTE role.
@@ -84,12 +86,14 @@ impl Mailer {
     /// once), mails each, records how it went. How many were tried.
     pub async fn send_due(&self) -> anyhow::Result<usize> {
         let due: Vec<Due> = sqlx::query_as(
-            "UPDATE received_envelopes SET answer_next_at = now() + interval '5 minutes' \
-             WHERE id IN (SELECT id FROM received_envelopes \
-                WHERE answer_sent_at IS NULL AND answer_to <> '' AND respuesta IS NOT NULL \
-                  AND answer_next_at <= now() \
-                ORDER BY answer_next_at LIMIT 10 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, cod_envio, name, answer_to, answer_attempts, respuesta",
+            "WITH due AS ( \
+                UPDATE received_answers SET next_at = now() + interval '5 minutes' \
+                WHERE id IN (SELECT id FROM received_answers \
+                    WHERE sent_at IS NULL AND answer_to <> '' AND next_at <= now() \
+                    ORDER BY next_at LIMIT 10 FOR UPDATE SKIP LOCKED) \
+                RETURNING id, answer_no, kind, envelope_id, answer_to, attempts, xml) \
+             SELECT due.id, due.answer_no, due.kind, e.name, due.answer_to, due.attempts, due.xml \
+             FROM due JOIN received_envelopes e ON e.id = due.envelope_id ORDER BY due.answer_no",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -97,20 +101,20 @@ impl Mailer {
             match self.send(answer).await {
                 Ok(()) => {
                     sqlx::query(
-                        "UPDATE received_envelopes SET answer_sent_at = now(), answer_error = '', \
-                         answer_attempts = answer_attempts + 1 WHERE id = $1",
+                        "UPDATE received_answers SET sent_at = now(), error = '', \
+                         attempts = attempts + 1 WHERE id = $1",
                     )
                     .bind(answer.id)
                     .execute(&self.pool)
                     .await?;
                     metrics::counter!("dte_answers_mailed_total", "outcome" => "sent").increment(1);
-                    tracing::info!(envelope = %answer.id, to = %answer.answer_to, "answer mailed");
+                    tracing::info!(answer = %answer.id, kind = %answer.kind, to = %answer.answer_to, "answer mailed");
                 }
                 Err(e) => {
-                    let wait = backoff(answer.answer_attempts, self.settings.max_backoff);
+                    let wait = backoff(answer.attempts, self.settings.max_backoff);
                     sqlx::query(
-                        "UPDATE received_envelopes SET answer_attempts = answer_attempts + 1, \
-                         answer_error = $2, answer_next_at = now() + $3 WHERE id = $1",
+                        "UPDATE received_answers SET attempts = attempts + 1, \
+                         error = $2, next_at = now() + $3 WHERE id = $1",
                     )
                     .bind(answer.id)
                     .bind(format!("{e:#}"))
@@ -119,7 +123,7 @@ impl Mailer {
                     .await?;
                     metrics::counter!("dte_answers_mailed_total", "outcome" => "failed")
                         .increment(1);
-                    tracing::warn!(envelope = %answer.id, to = %answer.answer_to, error = format!("{e:#}"), "mailing an answer failed; retrying");
+                    tracing::warn!(answer = %answer.id, to = %answer.answer_to, error = format!("{e:#}"), "mailing an answer failed; retrying");
                 }
             }
         }
@@ -131,23 +135,47 @@ impl Mailer {
             .answer_to
             .parse()
             .map_err(|e| anyhow::anyhow!("{:?} is not an address: {e}", answer.answer_to))?;
-        let text = format!(
-            "Adjuntamos la respuesta de recepción (RespuestaDTE) del envío {} (código de envío {}).\n",
-            answer.name, answer.cod_envio
-        );
+        // What the supplier reads, in Spanish; the attachment is what counts.
+        let (subject, text, file) = match answer.kind.as_str() {
+            "recepcion" => (
+                format!("Respuesta de recepción: {}", answer.name),
+                format!(
+                    "Adjuntamos la respuesta de recepción (RespuestaDTE) del envío {}.\n",
+                    answer.name
+                ),
+                format!("RespuestaDTE-{}.xml", answer.answer_no),
+            ),
+            "resultado" => (
+                format!("Resultado comercial de documentos de {}", answer.name),
+                format!(
+                    "Adjuntamos la aceptación o el reclamo (RespuestaDTE) de un documento del envío {}.\n",
+                    answer.name
+                ),
+                format!("RespuestaDTE-{}.xml", answer.answer_no),
+            ),
+            _ => (
+                format!(
+                    "Acuse de recibo de mercaderías o servicios: {}",
+                    answer.name
+                ),
+                format!(
+                    "Adjuntamos el acuse de recibo (EnvioRecibos, Ley 19.983) de un documento del envío {}.\n",
+                    answer.name
+                ),
+                format!("EnvioRecibos-{}.xml", answer.answer_no),
+            ),
+        };
         let message = Message::builder()
             .from(self.from.clone())
             .to(to)
-            .subject(format!("Respuesta de recepción: {}", answer.name))
+            .subject(subject)
             .multipart(
                 MultiPart::mixed()
                     .singlepart(SinglePart::plain(text))
-                    .singlepart(
-                        Attachment::new(format!("RespuestaDTE-{}.xml", answer.cod_envio)).body(
-                            answer.respuesta.clone(),
-                            ContentType::parse("application/xml; charset=ISO-8859-1")?,
-                        ),
-                    ),
+                    .singlepart(Attachment::new(file).body(
+                        answer.xml.clone(),
+                        ContentType::parse("application/xml; charset=ISO-8859-1")?,
+                    )),
             )?;
         self.transport.send(message).await?;
         Ok(())

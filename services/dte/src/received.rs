@@ -16,12 +16,13 @@ use crate::{
     xml::{respuesta, signature::SigningIdentity},
 };
 
-/// The company receiving: its RUT (`DTE_RUT_EMISOR`) and the certificate its answers are
-/// signed with.
+/// The company receiving: its RUT (`DTE_RUT_EMISOR`), the certificate its answers are
+/// signed with, and whose that certificate is (`DTE_RUT_ENVIA`: `RutFirma` of a receipt).
 #[derive(Clone, Copy)]
 pub struct Receiver<'a> {
     pub rut: &'a Rut,
     pub identity: &'a SigningIdentity,
+    pub signer: &'a Rut,
 }
 
 /// `EstadoRecepEnv`: the envelope was received as it should be.
@@ -114,8 +115,6 @@ pub struct EnvelopeRow {
     pub estado_recep_env: i32,
     pub estado_detail: String,
     pub answer_to: String,
-    pub answer_sent_at: Option<DateTime<Utc>>,
-    pub answer_error: String,
     pub received_at: DateTime<Utc>,
 }
 
@@ -135,15 +134,29 @@ pub struct DocumentRow {
     pub valid: bool,
     pub estado_recep_dte: i32,
     pub estado_detail: String,
+    /// `accepted`, `accepted_with_discrepancies`, `claimed`; empty while undecided.
+    pub decision: String,
+    pub decision_reason: String,
+    pub decided_at: Option<DateTime<Utc>>,
     pub received_at: DateTime<Utc>,
 }
 
+impl DocumentRow {
+    /// The end of the law's 8 days to accept or claim it (Ley 19.983), from its reception.
+    pub fn deadline(&self) -> DateTime<Utc> {
+        self.received_at + chrono::Duration::days(DEADLINE_DAYS)
+    }
+}
+
+/// Days a buyer has to accept or claim a document; after them it counts as accepted.
+pub const DEADLINE_DAYS: i64 = 8;
+
 const ENVELOPE_COLUMNS: &str = "id, cod_envio, source, name, kind, rut_emisor, rut_receptor, \
     set_id, signature_ok, signature_detail, estado_recep_env, estado_detail, answer_to, \
-    answer_sent_at, answer_error, received_at";
+    received_at";
 const DOCUMENT_COLUMNS: &str = "id, envelope_id, rut_emisor, razon_social_emisor, tipo_dte, \
     folio, rut_receptor, fch_emis, mnt_total, checks, valid, estado_recep_dte, estado_detail, \
-    received_at";
+    decision, decision_reason, decided_at, received_at";
 
 /// A document as one receipt saw it.
 #[derive(Debug, Clone)]
@@ -414,13 +427,10 @@ pub async fn receive(
         .increment(1);
         documents.push(document);
     }
-    if let Some(answer) = answer(receiver, &envelope, &documents)? {
-        sqlx::query("UPDATE received_envelopes SET respuesta = $2 WHERE id = $1")
-            .bind(envelope.id)
-            .bind(answer)
-            .execute(&mut *tx)
-            .await
-            .map_err(anyhow::Error::from)?;
+    if let Some(sender) = supplier(&envelope, &documents) {
+        let no = answer_number(&mut tx).await?;
+        let xml = recepcion(receiver, &sender, no, &envelope, &documents)?;
+        store_answer(&mut tx, no, &envelope, None, "recepcion", xml).await?;
     }
     tx.commit().await.map_err(anyhow::Error::from)?;
     tracing::info!(
@@ -438,20 +448,72 @@ pub async fn receive(
     })
 }
 
-/// The signed `RespuestaDTE` (`RecepcionEnvio`) answering an envelope; none when the sender
-/// cannot be named (no valid RUT to address the answer to).
-fn answer(
-    receiver: Receiver<'_>,
-    envelope: &EnvelopeRow,
-    documents: &[ReceiptDocument],
-) -> anyhow::Result<Option<Vec<u8>>> {
-    let sender = Some(envelope.rut_emisor.as_str())
+/// The supplier the answers go to: the envelope's sender, else its first document's issuer;
+/// none when neither is a valid RUT (there is no one to address an answer to).
+fn supplier(envelope: &EnvelopeRow, documents: &[ReceiptDocument]) -> Option<Rut> {
+    Some(envelope.rut_emisor.as_str())
         .filter(|r| !r.is_empty())
         .or_else(|| documents.first().map(|d| d.row.rut_emisor.as_str()))
-        .and_then(|r| Rut::parse(r).ok());
-    let Some(sender) = sender else {
-        return Ok(None);
-    };
+        .and_then(|r| Rut::parse(r).ok())
+}
+
+/// The next `IdRespuesta`.
+async fn answer_number(tx: &mut sqlx::PgConnection) -> anyhow::Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT nextval('received_answer_numbers')")
+            .fetch_one(tx)
+            .await?,
+    )
+}
+
+/// Keeps a signed answer, to be mailed to the envelope's `answer_to`.
+async fn store_answer(
+    tx: &mut sqlx::PgConnection,
+    no: i64,
+    envelope: &EnvelopeRow,
+    document: Option<Uuid>,
+    kind: &str,
+    xml: Vec<u8>,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO received_answers (id, answer_no, envelope_id, document_id, kind, xml, answer_to) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(no)
+    .bind(envelope.id)
+    .bind(document)
+    .bind(kind)
+    .bind(xml)
+    .bind(&envelope.answer_to)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+fn local(t: DateTime<Utc>) -> chrono::NaiveDateTime {
+    t.with_timezone(&chrono_tz::America::Santiago).naive_local()
+}
+
+fn document_ref(d: &DocumentRow) -> respuesta::DocumentRef {
+    respuesta::DocumentRef {
+        tipo_dte: d.tipo_dte,
+        folio: d.folio,
+        fch_emis: d.fch_emis.clone(),
+        rut_emisor: d.rut_emisor.clone(),
+        rut_recep: d.rut_receptor.clone(),
+        mnt_total: d.mnt_total,
+    }
+}
+
+/// The signed `RespuestaDTE` (`RecepcionEnvio`) answering an envelope.
+fn recepcion(
+    receiver: Receiver<'_>,
+    sender: &Rut,
+    no: i64,
+    envelope: &EnvelopeRow,
+    documents: &[ReceiptDocument],
+) -> anyhow::Result<Vec<u8>> {
     // An envelope that does not conform to its schema is answered as a whole: its
     // documents' fields cannot be trusted to fit the answer's.
     let lines = if envelope.estado_recep_env == ENV_SCHEMA_ERROR {
@@ -460,12 +522,7 @@ fn answer(
         documents
             .iter()
             .map(|d| respuesta::RecepcionDte {
-                tipo_dte: d.row.tipo_dte,
-                folio: d.row.folio,
-                fch_emis: d.row.fch_emis.clone(),
-                rut_emisor: d.row.rut_emisor.clone(),
-                rut_recep: d.row.rut_receptor.clone(),
-                mnt_total: d.row.mnt_total,
+                document: document_ref(&d.row),
                 estado: if d.duplicate {
                     DTE_REPEATED
                 } else {
@@ -479,10 +536,12 @@ fn answer(
             })
             .collect()
     };
-    let local = |t: DateTime<Utc>| t.with_timezone(&chrono_tz::America::Santiago).naive_local();
-    let recepcion = respuesta::Recepcion {
+    let parties = respuesta::Parties {
         rut_responde: receiver.rut.to_string(),
         rut_recibe: sender.to_string(),
+        id_respuesta: no,
+    };
+    let recepcion = respuesta::Recepcion {
         cod_envio: envelope.cod_envio,
         nmb_envio: envelope.name.clone(),
         fch_recep: local(envelope.received_at),
@@ -493,22 +552,247 @@ fn answer(
         glosa: envelope.estado_detail.clone(),
         documents: lines,
     };
-    Ok(Some(respuesta::build(
+    Ok(respuesta::build(
+        &parties,
         &recepcion,
         local(Utc::now()),
         receiver.identity,
-    )?))
+    )?)
 }
 
-/// The signed `RespuestaDTE` answering an envelope (ISO-8859-1), if one was made.
+/// A stored answer, without its XML.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AnswerRow {
+    pub id: Uuid,
+    pub answer_no: i64,
+    pub envelope_id: Uuid,
+    pub document_id: Option<Uuid>,
+    /// `recepcion`, `resultado` or `recibos`.
+    pub kind: String,
+    pub answer_to: String,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub error: String,
+    pub created_at: DateTime<Utc>,
+}
+
+const ANSWER_COLUMNS: &str =
+    "id, answer_no, envelope_id, document_id, kind, answer_to, sent_at, error, created_at";
+
+/// The answers about one document: its envelope's reception, and its own.
+pub async fn document_answers(
+    pool: &PgPool,
+    document: &DocumentRow,
+) -> anyhow::Result<Vec<AnswerRow>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ANSWER_COLUMNS} FROM received_answers \
+         WHERE (envelope_id = $1 AND kind = 'recepcion') OR document_id = $2 ORDER BY answer_no"
+    )))
+    .bind(document.envelope_id)
+    .bind(document.id)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The answers to one envelope (its reception).
+pub async fn envelope_answers(pool: &PgPool, envelope: Uuid) -> anyhow::Result<Vec<AnswerRow>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ANSWER_COLUMNS} FROM received_answers \
+         WHERE envelope_id = $1 AND kind = 'recepcion' ORDER BY answer_no"
+    )))
+    .bind(envelope)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// One answer's signed XML (ISO-8859-1) and kind.
+pub async fn answer_xml(pool: &PgPool, id: Uuid) -> anyhow::Result<Option<(String, Vec<u8>)>> {
+    Ok(
+        sqlx::query_as("SELECT kind, xml FROM received_answers WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?,
+    )
+}
+
+/// The signed `RespuestaDTE` answering an envelope's reception (ISO-8859-1), if one was made.
 pub async fn envelope_answer(pool: &PgPool, envelope: Uuid) -> anyhow::Result<Option<Vec<u8>>> {
-    Ok(sqlx::query_scalar::<_, Option<Vec<u8>>>(
-        "SELECT respuesta FROM received_envelopes WHERE id = $1",
+    Ok(sqlx::query_scalar(
+        "SELECT xml FROM received_answers WHERE envelope_id = $1 AND kind = 'recepcion'",
     )
     .bind(envelope)
     .fetch_optional(pool)
+    .await?)
+}
+
+/// The buyer's verdict on a received document.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    /// Accepted; with `discrepancies` (non-empty), accepted with discrepancies. With
+    /// `goods_received_at` (the place, `Recinto`), also a receipt of the goods or services.
+    Accept {
+        discrepancies: String,
+        goods_received_at: Option<String>,
+    },
+    /// Rejected, for `reason`.
+    Claim { reason: String },
+}
+
+/// Why a verdict was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    #[error("no such received document")]
+    NotFound,
+    /// The document's state forbids it: the problem.
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Store(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for DecideError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Store(e.into())
+    }
+}
+
+/// Gives the verdict on document `id` at `now`: the signed `ResultadoDTE` (and, for goods
+/// received, `EnvioRecibos`) are stored to be mailed, with the decision, in one
+/// transaction. Refused for a document that was not received as valid, one already
+/// decided, or after the law's 8 days.
+pub async fn decide(
+    pool: &PgPool,
+    receiver: Receiver<'_>,
+    id: Uuid,
+    decision: &Decision,
+    now: DateTime<Utc>,
+) -> Result<DocumentRow, DecideError> {
+    let mut tx = pool.begin().await?;
+    let document: DocumentRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {DOCUMENT_COLUMNS} FROM received_documents WHERE id = $1 FOR UPDATE"
+    )))
+    .bind(id)
+    .fetch_optional(&mut *tx)
     .await?
-    .flatten())
+    .ok_or(DecideError::NotFound)?;
+    if !document.valid {
+        return Err(DecideError::Refused(format!(
+            "the document was not received (EstadoRecepDTE {}: {}): there is nothing to accept or claim",
+            document.estado_recep_dte, document.estado_detail
+        )));
+    }
+    if !document.decision.is_empty() {
+        return Err(DecideError::Refused(format!(
+            "the document was already {} on {}",
+            document.decision.replace('_', " "),
+            document
+                .decided_at
+                .map(|t| local(t).format("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_default()
+        )));
+    }
+    if now > document.deadline() {
+        return Err(DecideError::Refused(format!(
+            "the {DEADLINE_DAYS} days to accept or claim it ended on {}: it counts as accepted (Ley 19.983)",
+            local(document.deadline()).format("%Y-%m-%d %H:%M")
+        )));
+    }
+    let envelope: EnvelopeRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ENVELOPE_COLUMNS} FROM received_envelopes WHERE id = $1"
+    )))
+    .bind(document.envelope_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let sender = Rut::parse(&document.rut_emisor)
+        .map_err(|e| DecideError::Refused(format!("RUTEmisor: {e}")))?;
+    let (verdict, stored, reason, glosa) = match decision {
+        Decision::Accept { discrepancies, .. } if discrepancies.trim().is_empty() => (
+            respuesta::Verdict::Accepted,
+            "accepted",
+            String::new(),
+            "DTE aceptado".to_string(),
+        ),
+        Decision::Accept { discrepancies, .. } => (
+            respuesta::Verdict::AcceptedWithDiscrepancies,
+            "accepted_with_discrepancies",
+            discrepancies.trim().to_string(),
+            format!("DTE aceptado con discrepancias: {}", discrepancies.trim()),
+        ),
+        Decision::Claim { reason } => (
+            respuesta::Verdict::Rejected,
+            "claimed",
+            reason.trim().to_string(),
+            format!("DTE rechazado: {}", reason.trim()),
+        ),
+    };
+    let signed_at = local(now);
+    let no = answer_number(&mut tx).await?;
+    let parties = respuesta::Parties {
+        rut_responde: receiver.rut.to_string(),
+        rut_recibe: sender.to_string(),
+        id_respuesta: no,
+    };
+    let resultado = respuesta::build_resultado(
+        &parties,
+        &respuesta::Resultado {
+            document: document_ref(&document),
+            cod_envio: envelope.cod_envio,
+            verdict,
+            glosa,
+        },
+        signed_at,
+        receiver.identity,
+    )
+    .map_err(anyhow::Error::from)?;
+    store_answer(
+        &mut tx,
+        no,
+        &envelope,
+        Some(document.id),
+        "resultado",
+        resultado,
+    )
+    .await?;
+    if let Decision::Accept {
+        goods_received_at: Some(recinto),
+        ..
+    } = decision
+    {
+        let no = answer_number(&mut tx).await?;
+        let recibos = respuesta::build_recibos(
+            &respuesta::Parties {
+                id_respuesta: no,
+                ..parties
+            },
+            &document_ref(&document),
+            recinto,
+            &receiver.signer.to_string(),
+            signed_at,
+            receiver.identity,
+        )
+        .map_err(anyhow::Error::from)?;
+        store_answer(
+            &mut tx,
+            no,
+            &envelope,
+            Some(document.id),
+            "recibos",
+            recibos,
+        )
+        .await?;
+    }
+    let document: DocumentRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE received_documents SET decision = $2, decision_reason = $3, decided_at = $4 \
+         WHERE id = $1 RETURNING {DOCUMENT_COLUMNS}"
+    )))
+    .bind(document.id)
+    .bind(stored)
+    .bind(&reason)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    metrics::counter!("dte_received_decisions_total", "decision" => stored).increment(1);
+    Ok(document)
 }
 
 /// The receipt of a file stored before (by its SHA-256), marked repeated.

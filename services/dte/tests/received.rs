@@ -36,13 +36,18 @@ static OURS: LazyLock<Ours> = LazyLock::new(|| {
     }
 });
 
-async fn receive(pool: &PgPool, bytes: Vec<u8>) -> Result<received::Receipt, ReceiveError> {
-    let rut = company().rut;
-    let receiver = received::Receiver {
-        rut: &rut,
+static US: LazyLock<Issuer> = LazyLock::new(company);
+
+fn receiver() -> received::Receiver<'static> {
+    received::Receiver {
+        rut: &US.rut,
         identity: &OURS.identity,
-    };
-    received::receive(pool, receiver, "api", "", "", bytes).await
+        signer: &US.rut_envia,
+    }
+}
+
+async fn receive(pool: &PgPool, bytes: Vec<u8>) -> Result<received::Receipt, ReceiveError> {
+    received::receive(pool, receiver(), "api", "", "", bytes).await
 }
 
 fn run(cmd: &mut Command) {
@@ -57,30 +62,47 @@ fn run(cmd: &mut Command) {
     );
 }
 
-/// The envelope's signed RespuestaDTE, checked by tools that are not ours (xmllint against
-/// RespuestaEnvioDTE_v10.xsd, xmlsec1 with our certificate); its text.
+/// Checks a signed answer with tools that are not ours: xmllint against its schema, xmlsec1
+/// with our certificate on the signature at `xpath` (IDs in `id_attrs`); its text.
+fn checked(bytes: &[u8], schema: &str, id_attrs: &[&str], xpath: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("respuesta-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (file, cert) = (dir.join("respuesta.xml"), dir.join("ours.pem"));
+    std::fs::write(&file, bytes).unwrap();
+    std::fs::write(&cert, &OURS.certificate_pem).unwrap();
+    run(Command::new("xmllint")
+        .arg("--noout")
+        .arg("--schema")
+        .arg(common::sii_reference().join("schemas").join(schema))
+        .arg(&file));
+    let mut verify = Command::new("xmlsec1");
+    verify.arg("--verify");
+    for id in id_attrs {
+        verify.args(["--id-attr:ID", id]);
+    }
+    run(verify
+        .arg("--pubkey-cert-pem")
+        .arg(&cert)
+        .args(["--node-xpath", xpath])
+        .arg(&file));
+    std::fs::remove_dir_all(dir).ok();
+    encoding_rs::mem::decode_latin1(bytes).into_owned()
+}
+
+const ROOT_SIGNATURE: &str = "/*/*[local-name()='Signature']";
+
+/// The envelope's signed RespuestaDTE (RecepcionEnvio), checked; its text.
 async fn answer(pool: &PgPool, envelope: uuid::Uuid) -> String {
     let bytes = received::envelope_answer(pool, envelope)
         .await
         .unwrap()
         .expect("an answer");
-    let dir = std::env::temp_dir().join(format!("respuesta-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (file, cert) = (dir.join("respuesta.xml"), dir.join("ours.pem"));
-    std::fs::write(&file, &bytes).unwrap();
-    std::fs::write(&cert, &OURS.certificate_pem).unwrap();
-    run(Command::new("xmllint")
-        .arg("--noout")
-        .arg("--schema")
-        .arg(common::sii_reference().join("schemas/RespuestaEnvioDTE_v10.xsd"))
-        .arg(&file));
-    run(Command::new("xmlsec1")
-        .args(["--verify", "--id-attr:ID", "Resultado", "--pubkey-cert-pem"])
-        .arg(&cert)
-        .args(["--node-xpath", "/*/*[local-name()='Signature']"])
-        .arg(&file));
-    std::fs::remove_dir_all(dir).ok();
-    encoding_rs::mem::decode_latin1(&bytes).into_owned()
+    checked(
+        &bytes,
+        "RespuestaEnvioDTE_v10.xsd",
+        &["Resultado"],
+        ROOT_SIGNATURE,
+    )
 }
 
 /// Another company, selling to ours.
@@ -421,14 +443,10 @@ async fn answers_are_mailed_to_the_supplier_once_the_smtp_server_takes_them() {
     let pool = database().await;
     let us = company().rut;
     let s = supplier_with_caf();
-    let receiver = received::Receiver {
-        rut: &us,
-        identity: &OURS.identity,
-    };
     let bytes = s.envelope(&[s.factura(30, &us.to_string())], &us.to_string(), 1);
     let receipt = received::receive(
         &pool,
-        receiver,
+        receiver(),
         "api",
         "envio-30.xml",
         "intercambio@proveedora.cl",
@@ -437,6 +455,9 @@ async fn answers_are_mailed_to_the_supplier_once_the_smtp_server_takes_them() {
     .await
     .unwrap();
     let envelope = receipt.envelope.id;
+    let sent = received::envelope_answers(&pool, envelope).await.unwrap();
+    let (answer_id, answer_no) = (sent[0].id, sent[0].answer_no);
+    assert_eq!(sent[0].answer_to, "intercambio@proveedora.cl");
 
     // The SMTP server is not up yet: the answer waits, the failure is recorded.
     let addr = platform::testing::free_listen_addr();
@@ -452,13 +473,11 @@ async fn answers_are_mailed_to_the_supplier_once_the_smtp_server_takes_them() {
     .unwrap();
     assert_eq!(mailer.send_due().await.unwrap(), 1);
     let (sent, attempts, error): (Option<chrono::DateTime<chrono::Utc>>, i32, String) =
-        sqlx::query_as(
-            "SELECT answer_sent_at, answer_attempts, answer_error FROM received_envelopes WHERE id = $1",
-        )
-        .bind(envelope)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+        sqlx::query_as("SELECT sent_at, attempts, error FROM received_answers WHERE id = $1")
+            .bind(answer_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert!(sent.is_none());
     assert_eq!(attempts, 1);
     assert!(!error.is_empty());
@@ -480,8 +499,8 @@ async fn answers_are_mailed_to_the_supplier_once_the_smtp_server_takes_them() {
     loop {
         mailer.send_due().await.unwrap();
         let sent: Option<chrono::DateTime<chrono::Utc>> =
-            sqlx::query_scalar("SELECT answer_sent_at FROM received_envelopes WHERE id = $1")
-                .bind(envelope)
+            sqlx::query_scalar("SELECT sent_at FROM received_answers WHERE id = $1")
+                .bind(answer_id)
                 .fetch_one(&pool)
                 .await
                 .unwrap();
@@ -509,8 +528,7 @@ async fn answers_are_mailed_to_the_supplier_once_the_smtp_server_takes_them() {
             .contains("dte@orderflow.example")
     );
     assert_eq!(message["subject"], "Respuesta de recepción: envio-30.xml");
-    let code = receipt.envelope.cod_envio;
-    let attached = message["files"][format!("RespuestaDTE-{code}.xml")]
+    let attached = message["files"][format!("RespuestaDTE-{answer_no}.xml")]
         .as_str()
         .expect("the answer attached");
     use base64::Engine as _;
@@ -523,4 +541,199 @@ async fn answers_are_mailed_to_the_supplier_once_the_smtp_server_takes_them() {
         .unwrap();
     assert_eq!(attached, stored, "the answer as stored and signed");
     answer(&pool, envelope).await;
+}
+
+/// The `Recibo` element of an EnvioRecibos, taken out as it was signed.
+fn recibo_of(text: &str) -> String {
+    let start = text.find("<Recibo ").unwrap();
+    let end = text.find("</Recibo>").unwrap() + "</Recibo>".len();
+    text[start..end].to_string()
+}
+
+#[tokio::test]
+async fn a_valid_document_is_accepted_or_claimed_once_within_eight_days_with_signed_answers() {
+    let pool = database().await;
+    let us = company().rut.to_string();
+    let s = supplier_with_caf();
+    let receipt = receive(
+        &pool,
+        s.envelope(
+            &[s.factura(40, &us), s.factura(41, &us), s.factura(42, &us)],
+            &us,
+            1,
+        ),
+    )
+    .await
+    .unwrap();
+    let ids: Vec<uuid::Uuid> = receipt.documents.iter().map(|d| d.row.id).collect();
+    let now = chrono::Utc::now();
+
+    // Accepted, the goods received: a ResultadoDTE (EstadoDTE 0) and an EnvioRecibos with
+    // the law's declaration, each signed and valid.
+    let accepted = received::decide(
+        &pool,
+        receiver(),
+        ids[0],
+        &received::Decision::Accept {
+            discrepancies: String::new(),
+            goods_received_at: Some("Bodega Quilicura".into()),
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(accepted.decision, "accepted");
+    let answers = received::document_answers(&pool, &accepted).await.unwrap();
+    let kinds: Vec<&str> = answers.iter().map(|a| a.kind.as_str()).collect();
+    assert_eq!(kinds, ["recepcion", "resultado", "recibos"]);
+    let xml = |i: usize| {
+        let pool = pool.clone();
+        let id = answers[i].id;
+        async move { received::answer_xml(&pool, id).await.unwrap().unwrap().1 }
+    };
+    let resultado = checked(
+        &xml(1).await,
+        "RespuestaEnvioDTE_v10.xsd",
+        &["Resultado"],
+        ROOT_SIGNATURE,
+    );
+    assert!(
+        resultado.contains("<ResultadoDTE><TipoDTE>33</TipoDTE><Folio>40</Folio>")
+            && resultado.contains("<EstadoDTE>0</EstadoDTE>")
+            && resultado.contains(&format!(
+                "<CodEnvio>{}</CodEnvio>",
+                receipt.envelope.cod_envio
+            )),
+        "{resultado}"
+    );
+    let recibos = checked(
+        &xml(2).await,
+        "EnvioRecibos_v10.xsd",
+        &["SetRecibos"],
+        ROOT_SIGNATURE,
+    );
+    assert!(
+        recibos.contains("<Recinto>Bodega Quilicura</Recinto>"),
+        "{recibos}"
+    );
+    assert!(
+        recibos.contains(dte::xml::respuesta::DECLARACION),
+        "{recibos}"
+    );
+    assert!(
+        recibos.contains(&format!("<RutFirma>{}</RutFirma>", company().rut_envia)),
+        "{recibos}"
+    );
+    // The Recibo's own signature, on the Recibo as it was signed.
+    let recibo = recibo_of(&recibos);
+    let (recibo, _, _) = encoding_rs::WINDOWS_1252.encode(&recibo);
+    checked(
+        &recibo,
+        "Recibos_v10.xsd",
+        &["DocumentoRecibo"],
+        ROOT_SIGNATURE,
+    );
+
+    // Once only.
+    let again = received::decide(
+        &pool,
+        receiver(),
+        ids[0],
+        &received::Decision::Claim {
+            reason: "tarde".into(),
+        },
+        now,
+    )
+    .await;
+    assert!(
+        matches!(&again, Err(received::DecideError::Refused(p)) if p.contains("already accepted")),
+        "{again:?}"
+    );
+
+    // With discrepancies (EstadoDTE 1), and claimed (EstadoDTE 2 with the reason).
+    let with = received::decide(
+        &pool,
+        receiver(),
+        ids[1],
+        &received::Decision::Accept {
+            discrepancies: "Faltaron 2 cajas".into(),
+            goods_received_at: None,
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(with.decision, "accepted_with_discrepancies");
+    assert_eq!(with.decision_reason, "Faltaron 2 cajas");
+    let claimed = received::decide(
+        &pool,
+        receiver(),
+        ids[2],
+        &received::Decision::Claim {
+            reason: "Precio distinto al convenido".into(),
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    let answers = received::document_answers(&pool, &claimed).await.unwrap();
+    let text = checked(
+        &received::answer_xml(&pool, answers[1].id)
+            .await
+            .unwrap()
+            .unwrap()
+            .1,
+        "RespuestaEnvioDTE_v10.xsd",
+        &["Resultado"],
+        ROOT_SIGNATURE,
+    );
+    assert!(
+        text.contains("<EstadoDTE>2</EstadoDTE>")
+            && text.contains("Precio distinto al convenido")
+            && text.contains("<CodRchDsc>-1</CodRchDsc>"),
+        "{text}"
+    );
+
+    // After the law's 8 days it counts as accepted: no verdict any more.
+    let late = receive(&pool, s.envelope(&[s.factura(43, &us)], &us, 2))
+        .await
+        .unwrap();
+    let document = &late.documents[0].row;
+    let refused = received::decide(
+        &pool,
+        receiver(),
+        document.id,
+        &received::Decision::Claim {
+            reason: "tarde".into(),
+        },
+        document.received_at + chrono::Duration::days(8) + chrono::Duration::minutes(1),
+    )
+    .await;
+    assert!(
+        matches!(&refused, Err(received::DecideError::Refused(p)) if p.contains("counts as accepted")),
+        "{refused:?}"
+    );
+
+    // A document that was not received as valid cannot be accepted.
+    let elsewhere = receive(
+        &pool,
+        s.envelope(&[s.factura(44, "97975000-5")], "97975000-5", 3),
+    )
+    .await
+    .unwrap();
+    let refused = received::decide(
+        &pool,
+        receiver(),
+        elsewhere.documents[0].row.id,
+        &received::Decision::Accept {
+            discrepancies: String::new(),
+            goods_received_at: None,
+        },
+        now,
+    )
+    .await;
+    assert!(
+        matches!(&refused, Err(received::DecideError::Refused(p)) if p.contains("not received")),
+        "{refused:?}"
+    );
 }

@@ -438,7 +438,7 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/v1/dte/received-envelopes/{id}/answer": {
+    "/v1/dte/received-answers/{id}": {
         parameters: {
             query?: never;
             header?: never;
@@ -446,13 +446,13 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Get received envelope answer
-         * @description The signed RespuestaDTE answering a received envelope (RecepcionEnvio: the envelope's
-         *     EstadoRecepEnv and each document's EstadoRecepDTE), ISO-8859-1, as the supplier gets it.
+         * Get received answer
+         * @description One signed answer to a supplier, ISO-8859-1, as the supplier gets it: RespuestaDTE
+         *     (RecepcionEnvio for an envelope, ResultadoDTE for a verdict) or EnvioRecibos.
          *
          *     Requires the `admin` role.
          */
-        get: operations["DteService_GetReceivedEnvelopeAnswer"];
+        get: operations["DteService_GetReceivedAnswer"];
         put?: never;
         post?: never;
         delete?: never;
@@ -497,6 +497,53 @@ export interface paths {
         get: operations["DteService_GetReceivedDocumentXml"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/dte/received/{id}:accept": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Accept received document
+         * @description Accepts a received document within the law's 8 days (Ley 19.983): a signed
+         *     ResultadoDTE (accepted, or accepted with discrepancies) and, when the goods or services
+         *     arrived, an EnvioRecibos, both mailed to the supplier.
+         *
+         *     Requires the `admin` role.
+         */
+        post: operations["DteService_AcceptReceivedDocument"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/dte/received/{id}:claim": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Claim received document
+         * @description Claims (rejects) a received document within the law's 8 days: a signed ResultadoDTE
+         *     with the reason, mailed to the supplier.
+         *
+         *     Requires the `admin` role.
+         */
+        post: operations["DteService_ClaimReceivedDocument"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1071,7 +1118,38 @@ export interface components {
             documents?: components["schemas"]["orderflow.dte.v1.ReceivedDocument"][];
             nextPageToken?: string;
         };
+        /** @description A signed answer to a supplier, and its mailing. */
+        "orderflow.dte.v1.ReceivedAnswer": {
+            answerTo?: string;
+            /** Format: date-time */
+            createdAt?: string;
+            /** @description Why the last attempt to mail it failed (it is retried). */
+            error?: string;
+            id?: string;
+            /**
+             * @description recepcion (RespuestaDTE, RecepcionEnvio), resultado (RespuestaDTE, ResultadoDTE) or
+             *     recibos (EnvioRecibos).
+             */
+            kind?: string;
+            /**
+             * Format: date-time
+             * @description When the SMTP server took it; absent while it is still to be sent.
+             */
+            sentAt?: string;
+        };
         "orderflow.dte.v1.ReceivedDocument": {
+            /** @description The signed answers about it (its envelope's reception, its verdict, its receipt). */
+            answers?: components["schemas"]["orderflow.dte.v1.ReceivedAnswer"][];
+            /**
+             * Format: date-time
+             * @description The end of the 8 days to accept or claim it; after it, it counts as accepted.
+             */
+            deadline?: string;
+            /** Format: date-time */
+            decidedAt?: string;
+            /** @description accepted, accepted_with_discrepancies, claimed; empty while undecided. */
+            decision?: string;
+            decisionReason?: string;
             /** @description In a ReceivedEnvelope: this document had been received before, in another envelope. */
             duplicate?: boolean;
             envelopeId?: string;
@@ -1107,15 +1185,13 @@ export interface components {
          *     to the supplier carries (EstadoRecepEnv of RespuestaEnvioDTE_v10.xsd).
          */
         "orderflow.dte.v1.ReceivedEnvelope": {
-            /** @description Why the last attempt to mail it failed (it is retried). */
-            answerError?: string;
             /**
-             * Format: date-time
-             * @description When the SMTP server took the answer; absent while it is still to be sent.
+             * @description Where the signed answers are mailed (empty: nowhere known; they can still be
+             *     downloaded).
              */
-            answerSentAt?: string;
-            /** @description Where the signed answer is mailed (empty: nowhere known; it can still be downloaded). */
             answerTo?: string;
+            /** @description The signed answer to its reception. */
+            answers?: components["schemas"]["orderflow.dte.v1.ReceivedAnswer"][];
             /**
              * Format: int64
              * @description The receiver's number for the envelope (CodEnvio of the answer).
@@ -2292,7 +2368,7 @@ export interface operations {
             default: components["responses"]["Problem"];
         };
     };
-    DteService_GetReceivedEnvelopeAnswer: {
+    DteService_GetReceivedAnswer: {
         parameters: {
             query?: never;
             header?: never;
@@ -2380,6 +2456,99 @@ export interface operations {
                 };
                 content: {
                     "*/*": string;
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            429: components["responses"]["Problem"];
+            500: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
+            504: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    DteService_AcceptReceivedDocument: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes a retried POST safe: the first final answer for this key is replayed for 24 h (`Idempotent-Replayed: true`); the same key with a different request is 422, while the first is in flight 409. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": {
+                    /** @description What differs from what was agreed; non-empty: accepted with discrepancies. */
+                    discrepancies?: string;
+                    /** @description The goods or services arrived: also an EnvioRecibos (Ley 19.983). */
+                    goodsReceived?: boolean;
+                    /** @description Where they were received (Recinto), required with goods_received. */
+                    recinto?: string;
+                };
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["orderflow.dte.v1.ReceivedDocument"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            429: components["responses"]["Problem"];
+            500: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
+            504: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    DteService_ClaimReceivedDocument: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes a retried POST safe: the first final answer for this key is replayed for 24 h (`Idempotent-Replayed: true`); the same key with a different request is 422, while the first is in flight 409. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": {
+                    reason: string;
+                };
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["orderflow.dte.v1.ReceivedDocument"];
                 };
             };
             400: components["responses"]["Problem"];
