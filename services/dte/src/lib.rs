@@ -19,6 +19,7 @@ pub mod certificate;
 pub mod domain;
 pub mod events;
 pub mod grpc;
+pub mod intake;
 pub mod issuing;
 pub mod mail;
 pub mod pdf;
@@ -100,6 +101,10 @@ pub struct DteSettings {
     /// Mailing the answers to suppliers: `DTE_SMTP_URL` (unset: answers are only kept and
     /// downloadable), `DTE_EXCHANGE_EMAIL`, `DTE_SMTP_POLL_INTERVAL`, `DTE_SMTP_MAX_BACKOFF`.
     pub mail: Option<mail::MailSettings>,
+    /// Reading the exchange mailbox: `DTE_INTAKE_IMAP_URL` (unset: envelopes come by the
+    /// API and the CLI only), `DTE_INTAKE_IMAP_PASSWORD`, `DTE_INTAKE_IMAP_CA`,
+    /// `DTE_INTAKE_POLL_INTERVAL`.
+    pub intake: Option<intake::ImapSettings>,
 }
 
 impl DteSettings {
@@ -206,6 +211,16 @@ impl DteSettings {
                         .duration("DTE_SMTP_POLL_INTERVAL", std::time::Duration::from_secs(1))?,
                     max_backoff: r
                         .duration("DTE_SMTP_MAX_BACKOFF", std::time::Duration::from_secs(300))?,
+                }),
+            },
+            intake: match r.optional("DTE_INTAKE_IMAP_URL") {
+                None => None,
+                Some(url) => Some(intake::ImapSettings {
+                    url,
+                    password: r.secret("DTE_INTAKE_IMAP_PASSWORD", "").expose().to_string(),
+                    ca: r.optional("DTE_INTAKE_IMAP_CA").map(Into::into),
+                    poll_interval: r
+                        .duration("DTE_INTAKE_POLL_INTERVAL", std::time::Duration::from_secs(30))?,
                 }),
             },
             grpc_addr: r.parse("DTE_GRPC_ADDR", SocketAddr::from(([0, 0, 0, 0], 50055)))?,
@@ -352,6 +367,7 @@ pub struct DteApp {
     retention: platform::amqp::retention::Retention,
     folios_low: i64,
     mailer: Option<mail::Mailer>,
+    intake: Option<intake::Intake>,
 }
 
 impl DteApp {
@@ -383,6 +399,13 @@ impl DteApp {
             .clone()
             .map(|m| mail::Mailer::new(pool.clone(), m))
             .transpose()?;
+        let intake = settings
+            .intake
+            .clone()
+            .map(|i| {
+                intake::Intake::new(pool.clone(), settings.issuer.clone(), identity.clone(), i)
+            })
+            .transpose()?;
         let grpc_listener = platform::config::bind(settings.grpc_addr, "DTE_GRPC_ADDR").await?;
         let admin_listener = platform::config::bind(settings.admin_addr, "DTE_ADMIN_ADDR").await?;
         Ok(Self {
@@ -398,6 +421,7 @@ impl DteApp {
             retention: common.retention,
             folios_low: settings.folios_low,
             mailer,
+            intake,
         })
     }
 
@@ -458,6 +482,9 @@ impl DteApp {
         // Stops by itself on shutdown.
         if let Some(mailer) = self.mailer {
             tokio::spawn(mailer.run(shutdown.clone()));
+        }
+        if let Some(intake) = self.intake {
+            tokio::spawn(intake.run(shutdown.clone()));
         }
         let server = GrpcServer {
             readiness,

@@ -737,3 +737,230 @@ async fn a_valid_document_is_accepted_or_claimed_once_within_eight_days_with_sig
         "{refused:?}"
     );
 }
+
+/// A real IMAP server for one test: Debian's Dovecot (`./dev test` installs it), IMAPS
+/// only, on a free port, one user with a static password, mail in a Maildir the test
+/// delivers into as an MTA would.
+struct Dovecot {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    port: u16,
+    ca: std::path::PathBuf,
+}
+
+const MAIL_USER: &str = "dte";
+const MAIL_PASSWORD: &str = "test-only-password";
+
+impl Dovecot {
+    fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("dovecot-{}", uuid::Uuid::new_v4().simple()));
+        for sub in ["run", "state", "mail"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        open_to_all(&dir.join("mail"));
+        let tls = platform::tls::generate_development(&dir.join("tls"), &["imap"]).unwrap();
+        let (_, cert, key) = &tls.roles[0];
+        let port = platform::testing::free_listen_addr().port();
+        let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
+            .unwrap()
+            .trim()
+            .to_string();
+        let (uid, gid) = (
+            String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout).unwrap(),
+            String::from_utf8(Command::new("id").arg("-g").output().unwrap().stdout).unwrap(),
+        );
+        // As root, Dovecot drops its login and internal processes to its own users, and
+        // never reads mail as root: the mail belongs to nobody (65534) in directories
+        // anyone may write. As anyone else, every process runs as that user.
+        let root = uid.trim() == "0";
+        let (uid, gid) = if root {
+            ("65534".to_string(), "65534".to_string())
+        } else {
+            (uid, gid)
+        };
+        let unprivileged = if root {
+            String::new()
+        } else {
+            format!(
+                "default_internal_user = {user}\ndefault_login_user = {user}\n\
+                 service imap-login {{\n  chroot =\n}}\nservice auth {{\n  user = {user}\n}}\n"
+            )
+        };
+        let d = dir.display();
+        let config = format!(
+            "protocols = imap\nlisten = 127.0.0.1\nbase_dir = {d}/run\nstate_dir = {d}/state\n\
+             log_path = /dev/stderr\ninfo_log_path = /dev/null\nssl = required\n\
+             ssl_cert = <{cert}\nssl_key = <{key}\nauth_mechanisms = plain login\n\
+             mail_location = maildir:{d}/mail/%u\nfirst_valid_uid = 0\n\
+             passdb {{\n  driver = static\n  args = password={MAIL_PASSWORD}\n}}\n\
+             userdb {{\n  driver = static\n  args = uid={uid} gid={gid} home={d}/mail/%u\n}}\n\
+             service imap-login {{\n  inet_listener imap {{\n    port = 0\n  }}\n\
+             inet_listener imaps {{\n    port = {port}\n    ssl = yes\n  }}\n}}\n{unprivileged}",
+            cert = cert.display(),
+            key = key.display(),
+            uid = uid.trim(),
+            gid = gid.trim(),
+        );
+        std::fs::write(dir.join("dovecot.conf"), config).unwrap();
+        let child = Command::new("dovecot")
+            .args(["-F", "-c"])
+            .arg(dir.join("dovecot.conf"))
+            .spawn()
+            .expect("dovecot runs (./dev test installs dovecot-imapd)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "dovecot did not listen"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Self {
+            child,
+            dir,
+            port,
+            ca: tls.ca,
+        }
+    }
+
+    /// Delivers `message` to the user's Maildir as an MTA does (written in tmp, moved into
+    /// new).
+    fn deliver(&self, message: &[u8]) {
+        let maildir = self.dir.join("mail").join(MAIL_USER);
+        for sub in ["tmp", "new", "cur"] {
+            std::fs::create_dir_all(maildir.join(sub)).unwrap();
+        }
+        for dir in [
+            maildir.clone(),
+            maildir.join("tmp"),
+            maildir.join("new"),
+            maildir.join("cur"),
+        ] {
+            open_to_all(&dir);
+        }
+        let name = format!("{}.orderflow-test", uuid::Uuid::new_v4().simple());
+        std::fs::write(maildir.join("tmp").join(&name), message).unwrap();
+        std::fs::rename(
+            maildir.join("tmp").join(&name),
+            maildir.join("new").join(&name),
+        )
+        .unwrap();
+    }
+}
+
+/// Lets the mail user (another user than the test's when it runs as root) write `dir`.
+fn open_to_all(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+        std::fs::remove_dir_all(&self.dir).ok();
+    }
+}
+
+/// A supplier's message with `attachments` (name, content type, bytes).
+fn mail_from_supplier(attachments: &[(&str, &str, Vec<u8>)]) -> Vec<u8> {
+    use lettre::message::{Attachment, MultiPart, SinglePart, header::ContentType};
+    let mut parts = MultiPart::mixed().singlepart(SinglePart::plain(
+        "Adjuntamos nuestro envío de documentos.".to_string(),
+    ));
+    for (name, kind, bytes) in attachments {
+        parts = parts.singlepart(
+            Attachment::new(name.to_string())
+                .body(bytes.clone(), ContentType::parse(kind).unwrap()),
+        );
+    }
+    lettre::Message::builder()
+        .from(
+            "Proveedora Ñuñoa <intercambio@proveedora.cl>"
+                .parse()
+                .unwrap(),
+        )
+        .to("dte@orderflow.example".parse().unwrap())
+        .subject("Envío de DTE")
+        .multipart(parts)
+        .unwrap()
+        .formatted()
+}
+
+#[tokio::test]
+async fn the_exchange_mailbox_is_read_over_imaps_and_a_message_is_marked_seen_only_once_stored() {
+    let pool = database().await;
+    let us = company().rut.to_string();
+    let s = supplier_with_caf();
+    let dovecot = Dovecot::start();
+    let envelope = s.envelope(&[s.factura(60, &us)], &us, 1);
+    dovecot.deliver(&mail_from_supplier(&[
+        ("envio-60.xml", "application/xml", envelope.clone()),
+        (
+            "factura-60.pdf",
+            "application/pdf",
+            b"%PDF-1.4 not read".to_vec(),
+        ),
+    ]));
+    dovecot.deliver(&mail_from_supplier(&[(
+        "catalogo.xml",
+        "text/xml",
+        b"<Catalogo/>".to_vec(),
+    )]));
+    let intake = dte::intake::Intake::new(
+        pool.clone(),
+        company(),
+        OURS.identity.clone(),
+        dte::intake::ImapSettings {
+            url: format!("imaps://{MAIL_USER}@localhost:{}", dovecot.port),
+            password: MAIL_PASSWORD.into(),
+            ca: Some(dovecot.ca.clone()),
+            poll_interval: std::time::Duration::from_millis(100),
+        },
+    )
+    .unwrap();
+
+    // The process dies after storing, before marking the messages seen: the envelope is
+    // stored (its answer to go to the sender), the other XML refused, nothing is seen.
+    let round = intake.poll(false).await.unwrap();
+    assert_eq!(
+        round,
+        dte::intake::Round {
+            messages: 2,
+            received: 1,
+            refused: 1
+        }
+    );
+    assert_eq!(count(&pool, "received_envelopes").await, 1);
+    let (source, name, answer_to): (String, String, String) =
+        sqlx::query_as("SELECT source, name, answer_to FROM received_envelopes")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(source.starts_with("imap:"), "{source}");
+    assert_eq!(name, "envio-60.xml");
+    assert_eq!(answer_to, "intercambio@proveedora.cl");
+
+    // Read again: nothing stored twice, and now both are marked seen.
+    let round = intake.poll(true).await.unwrap();
+    assert_eq!((round.messages, round.received), (2, 1));
+    assert_eq!(count(&pool, "received_envelopes").await, 1);
+    assert_eq!(count(&pool, "received_documents").await, 1);
+    assert_eq!(intake.poll(true).await.unwrap().messages, 0);
+
+    // A wrong password is an error naming the login, and reads nothing.
+    let wrong = dte::intake::Intake::new(
+        pool.clone(),
+        company(),
+        OURS.identity.clone(),
+        dte::intake::ImapSettings {
+            url: format!("imaps://{MAIL_USER}@localhost:{}", dovecot.port),
+            password: "wrong".into(),
+            ca: Some(dovecot.ca.clone()),
+            poll_interval: std::time::Duration::from_millis(100),
+        },
+    )
+    .unwrap();
+    let error = wrong.poll(true).await.unwrap_err();
+    assert!(format!("{error:#}").contains("login"), "{error:#}");
+}
