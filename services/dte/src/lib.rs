@@ -486,6 +486,11 @@ impl DteApp {
         if let Some(intake) = self.intake {
             tokio::spawn(intake.run(shutdown.clone()));
         }
+        tokio::spawn(received::watch_deadlines(
+            self.issuing.pool.clone(),
+            std::time::Duration::from_secs(60),
+            shutdown.clone(),
+        ));
         let server = GrpcServer {
             readiness,
             grpc: self.grpc_listener,

@@ -964,3 +964,50 @@ async fn the_exchange_mailbox_is_read_over_imaps_and_a_message_is_marked_seen_on
     let error = wrong.poll(true).await.unwrap_err();
     assert!(format!("{error:#}").contains("login"), "{error:#}");
 }
+
+#[tokio::test]
+async fn documents_near_their_deadline_are_counted_until_decided() {
+    let handle = platform::admin::prometheus();
+    let gauge = |tipo: i32| {
+        let line = format!("dte_received_deadline_soon{{tipo=\"{tipo}\"}} ");
+        handle
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix(&line).map(|v| v.trim().to_string()))
+            .unwrap_or_default()
+    };
+    let pool = database().await;
+    let us = company().rut.to_string();
+    let s = supplier_with_caf();
+    let receipt = receive(
+        &pool,
+        s.envelope(&[s.factura(70, &us), s.factura(71, &us)], &us, 1),
+    )
+    .await
+    .unwrap();
+    received::refresh_deadline_gauges(&pool).await.unwrap();
+    assert_eq!(gauge(33), "0", "fresh documents have 8 days");
+    assert_eq!(gauge(52), "0", "every type a buyer receives is exported");
+
+    // Received 7 days ago: one day left.
+    sqlx::query("UPDATE received_documents SET received_at = now() - interval '7 days'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    received::refresh_deadline_gauges(&pool).await.unwrap();
+    assert_eq!(gauge(33), "2");
+    received::decide(
+        &pool,
+        receiver(),
+        receipt.documents[0].row.id,
+        &received::Decision::Accept {
+            discrepancies: String::new(),
+            goods_received_at: None,
+        },
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    received::refresh_deadline_gauges(&pool).await.unwrap();
+    assert_eq!(gauge(33), "1", "decided documents no longer count");
+}
