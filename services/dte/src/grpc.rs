@@ -519,6 +519,23 @@ impl DteService for DteGrpc {
         if !(0..=500).contains(&req.page_size) {
             return Err(invalid_argument("page_size", "must be between 1 and 500"));
         }
+        const STATUSES: [&str; 5] = [
+            "pending",
+            "accepted",
+            "accepted_with_discrepancies",
+            "claimed",
+            "not_received",
+        ];
+        let status = match req.status.as_str() {
+            "" => None,
+            s if STATUSES.contains(&s) => Some(s.to_string()),
+            _ => {
+                return Err(invalid_argument(
+                    "status",
+                    format!("must be one of {}", STATUSES.join(", ")),
+                ));
+            }
+        };
         let limit = if req.page_size == 0 {
             50
         } else {
@@ -534,6 +551,8 @@ impl DteService for DteGrpc {
             &received::Filter {
                 rut_emisor,
                 tipo: (req.tipo_dte != 0).then_some(req.tipo_dte),
+                status,
+                deadline_before: time_field("deadline_before", &req.deadline_before)?,
                 after,
                 limit: limit + 1,
             },

@@ -857,6 +857,10 @@ pub async fn document_xml(pool: &PgPool, id: Uuid) -> anyhow::Result<Option<Stri
 pub struct Filter {
     pub rut_emisor: Option<String>,
     pub tipo: Option<i32>,
+    /// `pending`, `accepted`, `accepted_with_discrepancies`, `claimed`, `not_received`.
+    pub status: Option<String>,
+    /// Only pending documents whose deadline ends before this.
+    pub deadline_before: Option<DateTime<Utc>>,
     /// Strictly before this (received_at, id): the page after a token.
     pub after: Option<(DateTime<Utc>, Uuid)>,
     pub limit: i64,
@@ -868,6 +872,12 @@ pub async fn list(pool: &PgPool, filter: &Filter) -> anyhow::Result<Vec<Document
         "SELECT {DOCUMENT_COLUMNS} FROM received_documents \
          WHERE ($1::text IS NULL OR rut_emisor = $1) AND ($2::int IS NULL OR tipo_dte = $2) \
            AND ($3::timestamptz IS NULL OR (received_at, id) < ($3, $4)) \
+           AND ($6::text IS NULL \
+                OR ($6 = 'pending' AND valid AND decision = '') \
+                OR ($6 = 'not_received' AND NOT valid) \
+                OR decision = $6) \
+           AND ($7::timestamptz IS NULL \
+                OR (valid AND decision = '' AND received_at + make_interval(days => $8) < $7)) \
          ORDER BY received_at DESC, id DESC LIMIT $5"
     )))
     .bind(&filter.rut_emisor)
@@ -875,6 +885,9 @@ pub async fn list(pool: &PgPool, filter: &Filter) -> anyhow::Result<Vec<Document
     .bind(filter.after.map(|a| a.0))
     .bind(filter.after.map(|a| a.1))
     .bind(filter.limit)
+    .bind(&filter.status)
+    .bind(filter.deadline_before)
+    .bind(DEADLINE_DAYS as i32)
     .fetch_all(pool)
     .await?)
 }

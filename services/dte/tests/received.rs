@@ -736,6 +736,37 @@ async fn a_valid_document_is_accepted_or_claimed_once_within_eight_days_with_sig
         matches!(&refused, Err(received::DecideError::Refused(p)) if p.contains("not received")),
         "{refused:?}"
     );
+
+    // Listed by what was decided, and by deadline.
+    let folios = |status: &'static str, deadline_before: Option<chrono::DateTime<chrono::Utc>>| {
+        let pool = pool.clone();
+        async move {
+            let mut folios: Vec<i64> = received::list(
+                &pool,
+                &received::Filter {
+                    status: (!status.is_empty()).then(|| status.to_string()),
+                    deadline_before,
+                    limit: 50,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| d.folio)
+            .collect();
+            folios.sort_unstable();
+            folios
+        }
+    };
+    assert_eq!(folios("accepted", None).await, [40]);
+    assert_eq!(folios("accepted_with_discrepancies", None).await, [41]);
+    assert_eq!(folios("claimed", None).await, [42]);
+    assert_eq!(folios("pending", None).await, [43]);
+    assert_eq!(folios("not_received", None).await, [44]);
+    let soon = chrono::Utc::now() + chrono::Duration::days(9);
+    assert_eq!(folios("", Some(soon)).await, [43]);
+    assert!(folios("", Some(chrono::Utc::now())).await.is_empty());
 }
 
 /// A real IMAP server for one test: Debian's Dovecot (`./dev test` installs it), IMAPS

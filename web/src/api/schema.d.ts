@@ -2291,6 +2291,13 @@ export interface operations {
                 tipoDte?: 0 | 33 | 34 | 39 | 41 | 43 | 46 | 52 | 56 | 61 | 110 | 111 | 112;
                 pageSize?: number;
                 pageToken?: string;
+                /**
+                 * @description pending (received valid, no verdict yet), accepted, accepted_with_discrepancies,
+                 *     claimed, or not_received (a check failed: answered as not received).
+                 */
+                status?: "" | "pending" | "accepted" | "accepted_with_discrepancies" | "claimed" | "not_received";
+                /** @description Only pending documents whose 8 days end before this instant. */
+                deadlineBefore?: string;
             };
             header?: never;
             path?: never;
