@@ -302,19 +302,7 @@ impl DteService for DteGrpc {
                 format!("must be one of {}", STATUSES.join(", ")),
             ));
         }
-        if !(0..=500).contains(&req.page_size) {
-            return Err(invalid_argument("page_size", "must be between 1 and 500"));
-        }
-        let after = if req.page_token.is_empty() {
-            None
-        } else {
-            Some(decode_token(&req.page_token)?)
-        };
-        let limit = if req.page_size == 0 {
-            50
-        } else {
-            i64::from(req.page_size)
-        };
+        let (limit, after) = page_request(req.page_size, &req.page_token)?;
         let rows = store::list_documents(
             &self.issuing.pool,
             &DocumentFilter {
@@ -328,12 +316,7 @@ impl DteService for DteGrpc {
         )
         .await
         .map_err(internal)?;
-        let more = rows.len() as i64 > limit;
-        let page: Vec<_> = rows.into_iter().take(limit as usize).collect();
-        let next_page_token = match page.last() {
-            Some(last) if more => format!("{}_{}", last.created_at.timestamp_micros(), last.id),
-            _ => String::new(),
-        };
+        let (page, next_page_token) = page_of(rows, limit, |d| (d.created_at, d.id));
         Ok(Response::new(ListDocumentsResponse {
             documents: page.iter().map(document_proto).collect(),
             next_page_token,
@@ -516,9 +499,7 @@ impl DteService for DteGrpc {
                     .to_string(),
             )
         };
-        if !(0..=500).contains(&req.page_size) {
-            return Err(invalid_argument("page_size", "must be between 1 and 500"));
-        }
+        let (limit, after) = page_request(req.page_size, &req.page_token)?;
         const STATUSES: [&str; 5] = [
             "pending",
             "accepted",
@@ -536,16 +517,6 @@ impl DteService for DteGrpc {
                 ));
             }
         };
-        let limit = if req.page_size == 0 {
-            50
-        } else {
-            i64::from(req.page_size)
-        };
-        let after = if req.page_token.is_empty() {
-            None
-        } else {
-            Some(decode_token(&req.page_token)?)
-        };
         let rows = received::list(
             &self.issuing.pool,
             &received::Filter {
@@ -559,12 +530,7 @@ impl DteService for DteGrpc {
         )
         .await
         .map_err(internal)?;
-        let more = rows.len() as i64 > limit;
-        let page: Vec<_> = rows.into_iter().take(limit as usize).collect();
-        let next_page_token = match page.last() {
-            Some(last) if more => format!("{}_{}", last.received_at.timestamp_micros(), last.id),
-            _ => String::new(),
-        };
+        let (page, next_page_token) = page_of(rows, limit, |d| (d.received_at, d.id));
         Ok(Response::new(ListReceivedDocumentsResponse {
             documents: page.iter().map(|d| received_proto(d, false)).collect(),
             next_page_token,
@@ -743,7 +709,46 @@ impl DteGrpc {
     }
 }
 
-fn decode_token(token: &str) -> Result<(DateTime<Utc>, Uuid), Status> {
+/// Where a page starts: after this (time, id).
+type Cursor = (DateTime<Utc>, Uuid);
+
+/// A list request's page: how many rows (50 unless asked, at most 500) and after which
+/// (time, id) the page starts.
+fn page_request(page_size: i32, page_token: &str) -> Result<(i64, Option<Cursor>), Status> {
+    if !(0..=500).contains(&page_size) {
+        return Err(invalid_argument("page_size", "must be between 1 and 500"));
+    }
+    let after = if page_token.is_empty() {
+        None
+    } else {
+        Some(decode_token(page_token)?)
+    };
+    Ok((
+        if page_size == 0 {
+            50
+        } else {
+            i64::from(page_size)
+        },
+        after,
+    ))
+}
+
+/// The page out of `rows` (fetched `limit + 1`, newest first) and the token of the next
+/// page (empty on the last), made of the last row's `key`.
+fn page_of<T>(rows: Vec<T>, limit: i64, key: impl Fn(&T) -> Cursor) -> (Vec<T>, String) {
+    let more = rows.len() as i64 > limit;
+    let page: Vec<T> = rows.into_iter().take(limit as usize).collect();
+    let token = match page.last() {
+        Some(last) if more => {
+            let (at, id) = key(last);
+            format!("{}_{id}", at.timestamp_micros())
+        }
+        _ => String::new(),
+    };
+    (page, token)
+}
+
+fn decode_token(token: &str) -> Result<Cursor, Status> {
     let bad = || invalid_argument("page_token", "is not a token this API returned");
     let (micros, id) = token.split_once('_').ok_or_else(bad)?;
     let micros: i64 = micros.parse().map_err(|_| bad())?;
