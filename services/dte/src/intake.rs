@@ -220,7 +220,7 @@ impl Intake {
                     &source,
                     &name,
                     &from,
-                    part.contents().to_vec(),
+                    as_sent(&message, part),
                 )
                 .await
                 {
@@ -247,6 +247,27 @@ impl Intake {
         session.logout().await.ok();
         Ok(round)
     }
+}
+
+/// An attachment's bytes as the supplier's software wrote them: only the transfer encoding
+/// (base64, quoted-printable) undone. mail-parser hands a `text/xml` part over as text
+/// decoded from its charset, but the signatures cover the characters the XML's own
+/// declaration names, so the file must reach verification untouched.
+fn as_sent(message: &mail_parser::Message<'_>, part: &mail_parser::MessagePart<'_>) -> Vec<u8> {
+    use mail_parser::{
+        Encoding,
+        decoders::{base64::base64_decode, quoted_printable::quoted_printable_decode},
+    };
+    let raw = message
+        .raw_message()
+        .get(part.offset_body as usize..part.offset_end as usize)
+        .unwrap_or_default();
+    let decoded = match part.encoding {
+        Encoding::Base64 => base64_decode(raw),
+        Encoding::QuotedPrintable => quoted_printable_decode(raw),
+        Encoding::None => Some(raw.to_vec()),
+    };
+    decoded.unwrap_or_else(|| part.contents().to_vec())
 }
 
 #[cfg(test)]

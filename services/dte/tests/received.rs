@@ -938,6 +938,14 @@ async fn the_exchange_mailbox_is_read_over_imaps_and_a_message_is_marked_seen_on
         "text/xml",
         b"<Catalogo/>".to_vec(),
     )]));
+    // As text in its charset, as much software attaches XML: its bytes must reach
+    // verification untouched (the issuer's name, Ñuñoa, is in the signed document).
+    let text_attached = s.envelope(&[s.factura(61, &us)], &us, 2);
+    dovecot.deliver(&mail_from_supplier(&[(
+        "envio-61.xml",
+        "text/xml; charset=ISO-8859-1",
+        text_attached.clone(),
+    )]));
     let intake = dte::intake::Intake::new(
         pool.clone(),
         company(),
@@ -957,26 +965,43 @@ async fn the_exchange_mailbox_is_read_over_imaps_and_a_message_is_marked_seen_on
     assert_eq!(
         round,
         dte::intake::Round {
-            messages: 2,
-            received: 1,
+            messages: 3,
+            received: 2,
             refused: 1
         }
     );
-    assert_eq!(count(&pool, "received_envelopes").await, 1);
-    let (source, name, answer_to): (String, String, String) =
-        sqlx::query_as("SELECT source, name, answer_to FROM received_envelopes")
+    assert_eq!(count(&pool, "received_envelopes").await, 2);
+    let stored: Vec<u8> =
+        sqlx::query_scalar("SELECT bytes FROM received_envelopes WHERE name = 'envio-61.xml'")
             .fetch_one(&pool)
             .await
             .unwrap();
+    assert!(
+        stored == text_attached,
+        "not kept byte for byte: {} bytes stored, {} sent",
+        stored.len(),
+        text_attached.len()
+    );
+    let valid: Vec<bool> = sqlx::query_scalar("SELECT valid FROM received_documents")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(valid, [true, true], "both verify");
+    let (source, name, answer_to): (String, String, String) = sqlx::query_as(
+        "SELECT source, name, answer_to FROM received_envelopes WHERE name = 'envio-60.xml'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert!(source.starts_with("imap:"), "{source}");
     assert_eq!(name, "envio-60.xml");
     assert_eq!(answer_to, "intercambio@proveedora.cl");
 
     // Read again: nothing stored twice, and now both are marked seen.
     let round = intake.poll(true).await.unwrap();
-    assert_eq!((round.messages, round.received), (2, 1));
-    assert_eq!(count(&pool, "received_envelopes").await, 1);
-    assert_eq!(count(&pool, "received_documents").await, 1);
+    assert_eq!((round.messages, round.received), (3, 2));
+    assert_eq!(count(&pool, "received_envelopes").await, 2);
+    assert_eq!(count(&pool, "received_documents").await, 2);
     assert_eq!(intake.poll(true).await.unwrap().messages, 0);
 
     // A wrong password is an error naming the login, and reads nothing.
