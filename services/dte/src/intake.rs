@@ -174,7 +174,10 @@ impl Intake {
             .await
             .map_err(|(e, _)| anyhow::anyhow!("IMAP login as {}: {e}", m.user))?;
         session.select(&m.folder).await?;
-        let mut uids: Vec<u32> = session.uid_search("UNSEEN").await?.into_iter().collect();
+        // A message larger than any envelope is not downloaded (it would be held in memory);
+        // it stays unseen for a person to look at.
+        let query = format!("UNSEEN SMALLER {}", received::MAX_FILE_BYTES * 2);
+        let mut uids: Vec<u32> = session.uid_search(&query).await?.into_iter().collect();
         uids.sort_unstable();
         let receiver = received::Receiver {
             rut: &self.company.rut,

@@ -399,6 +399,7 @@ async fn what_is_wrong_is_named_and_a_forgery_does_not_keep_the_genuine_document
             b"<EnvioDTE xmlns=\"http://www.sii.cl/SiiDte\"><SetDTE/></EnvioDTE>".to_vec(),
             "holds no DTE",
         ),
+        (vec![b' '; received::MAX_FILE_BYTES + 1], "more than"),
     ] {
         match receive(&pool, body).await {
             Err(ReceiveError::Invalid(found)) => {

@@ -288,6 +288,10 @@ fn judge_envelope(report: &Report, company: &Rut) -> (i32, String) {
 /// `receiver` from `source` (`api`, `cli`, a mailbox message): verifies it, stores it and
 /// each new document, with the signed `RespuestaDTE` answering it, in one transaction. The
 /// same bytes again answer the first receipt.
+/// The largest file received: the schema's 2,000 documents per envelope at a few kB each.
+/// The API's body limit is the gateway's; the mailbox and the CLI are bounded here.
+pub const MAX_FILE_BYTES: usize = 16 * 1024 * 1024;
+
 pub async fn receive(
     pool: &PgPool,
     receiver: Receiver<'_>,
@@ -297,6 +301,12 @@ pub async fn receive(
     bytes: Vec<u8>,
 ) -> Result<Receipt, ReceiveError> {
     let company = receiver.rut;
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(ReceiveError::Invalid(format!(
+            "the file is {} bytes, more than the {MAX_FILE_BYTES} an envelope can need",
+            bytes.len()
+        )));
+    }
     let sha256 = sha2::Sha256::digest(&bytes).to_vec();
     if let Some(receipt) = stored_receipt(pool, &sha256).await? {
         return Ok(receipt);
