@@ -206,6 +206,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("PAYMENT_PROVIDER", "sandbox"),
     ("DTE_SII_POLL_INTERVAL", "200ms"),
     ("SEED_DEMO_DATA", "false"),
+    // The harness uploads its CAFs, whether the roles run apart or as `orderflow all`.
+    ("DTE_DEVELOPMENT_CAFS", "false"),
     ("GATEWAY_RATE_LIMIT_AUTH", "100000/s"),
     ("GATEWAY_RATE_LIMIT_AUTH_BURST", "100000"),
     ("GATEWAY_RATE_LIMIT_API", "100000/s"),
@@ -364,10 +366,7 @@ impl Cluster {
             let mut role = role.lock().await;
             cluster.until_ready(&mut role).await?;
         }
-        // `orderflow all` loads development CAFs by itself.
-        if names != ["all"] {
-            cluster.upload_cafs().await?;
-        }
+        cluster.upload_cafs().await?;
         Ok(cluster)
     }
 
