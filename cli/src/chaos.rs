@@ -45,6 +45,10 @@ pub fn wire_separate_roles(env: &mut HashMap<String, String>) {
         ("DTE_SII_URL", sii.clone()),
         ("DTE_SII_BOLETA_URL", format!("{sii}/recursos/v1")),
         ("DTE_SII_BOLETA_UPLOAD_URL", format!("{sii}/recursos/v1")),
+        (
+            "DTE_SII_REGISTRY_URL",
+            format!("{sii}/WSREGISTRORECLAMODTE"),
+        ),
     ];
     for (k, v) in wiring {
         env.insert(k.to_string(), v);

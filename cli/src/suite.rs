@@ -206,11 +206,7 @@ impl Suite {
             )
             .await?;
             let url = simulator.url();
-            dte_settings.sii = dte::sii::client::SiiEndpoints {
-                dte: url.clone(),
-                boleta: format!("{url}/recursos/v1"),
-                boleta_upload: format!("{url}/recursos/v1"),
-            };
+            dte_settings.sii = dte::sii::client::SiiEndpoints::at(&url);
             Some(simulator)
         } else {
             None

@@ -689,6 +689,17 @@ async fn suppliers_documents_are_received_listed_and_downloaded_by_admins_only()
         .await;
     assert_eq!(claim.status, StatusCode::BAD_REQUEST, "{}", claim.body);
     assert_eq!(claim.body["errors"][0]["field"], "reason", "{}", claim.body);
+    // What is claimed is one of the SII registry's claims.
+    let claim = s
+        .call(
+            Method::POST,
+            &format!("/v1/dte/received/{id}:claim"),
+            Some(&admin),
+            Some(json!({"reason": "Faltó todo", "action": "ACD"})),
+        )
+        .await;
+    assert_eq!(claim.status, StatusCode::BAD_REQUEST, "{}", claim.body);
+    assert_eq!(claim.body["errors"][0]["field"], "action", "{}", claim.body);
 
     // The same file again, by the API and by the command: received before, stored once.
     let again = post(&admin, bytes.clone()).await;

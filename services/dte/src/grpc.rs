@@ -23,6 +23,7 @@ use crate::{
     domain::TipoDte,
     issuing::Issuing,
     pdf, received,
+    sii::{SiiRegistry, registry::Action},
     store::{self, DocumentFilter, DocumentRow},
     verify,
 };
@@ -33,14 +34,17 @@ pub struct DteGrpc {
     issuing: Arc<Issuing>,
     /// `DTE_FOLIOS_LOW`.
     folios_low: i64,
+    /// The SII's registry of acceptance and claims, where verdicts on facturas go.
+    registry: Arc<dyn SiiRegistry>,
 }
 
 impl DteGrpc {
     /// Serves through `issuing`; a type with fewer than `folios_low` folios left is low.
-    pub fn new(issuing: Arc<Issuing>, folios_low: i64) -> Self {
+    pub fn new(issuing: Arc<Issuing>, folios_low: i64, registry: Arc<dyn SiiRegistry>) -> Self {
         Self {
             issuing,
             folios_low,
+            registry,
         }
     }
 }
@@ -143,6 +147,17 @@ fn received_proto(d: &received::DocumentRow, duplicate: bool) -> pb::ReceivedDoc
         decided_at: d.decided_at.and_then(timestamp),
         deadline: timestamp(d.deadline()),
         answers: Vec::new(),
+        sii_received_at: d.sii_received_at.and_then(timestamp),
+        sii_events: d
+            .sii_events
+            .iter()
+            .map(|e| pb::RegistryEvent {
+                code: e.code.clone(),
+                description: e.description.clone(),
+                responsible: e.responsible.clone(),
+                at: e.at.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -500,8 +515,9 @@ impl DteService for DteGrpc {
             )
         };
         let (limit, after) = page_request(req.page_size, &req.page_token)?;
-        const STATUSES: [&str; 5] = [
+        const STATUSES: [&str; 6] = [
             "pending",
+            "accepted_by_law",
             "accepted",
             "accepted_with_discrepancies",
             "claimed",
@@ -613,8 +629,20 @@ impl DteService for DteGrpc {
                 "must say why the document is claimed",
             ));
         }
-        self.decide(id, received::Decision::Claim { reason: req.reason })
-            .await
+        let action = match req.action.as_str() {
+            "" => Action::ClaimContent,
+            code => Action::from_code(code)
+                .filter(|a| a.is_claim())
+                .ok_or_else(|| invalid_argument("action", "must be RCD, RFP or RFT"))?,
+        };
+        self.decide(
+            id,
+            received::Decision::Claim {
+                reason: req.reason,
+                action,
+            },
+        )
+        .await
     }
 
     async fn verify(
@@ -695,6 +723,7 @@ impl DteGrpc {
         let document = received::decide(
             &self.issuing.pool,
             self.receiver(),
+            Some(self.registry.as_ref()),
             id,
             &decision,
             Utc::now(),
@@ -703,6 +732,7 @@ impl DteGrpc {
         .map_err(|e| match e {
             received::DecideError::NotFound => Status::not_found("no such received document"),
             received::DecideError::Refused(problem) => failed_precondition("id", problem),
+            received::DecideError::Unavailable(problem) => Status::unavailable(problem),
             received::DecideError::Store(e) => internal(e),
         })?;
         Ok(Response::new(self.received_with_answers(&document).await?))

@@ -88,8 +88,9 @@ pub struct DteSettings {
     /// The signing certificate.
     pub certificate: CertificateSource,
     /// Where the SII is: `DTE_SII_URL` (SOAP services and `DTEUpload`),
-    /// `DTE_SII_BOLETA_URL` (the boleta API), `DTE_SII_BOLETA_UPLOAD_URL` (its upload);
-    /// by default the SII's own hosts for `DTE_SII_ENVIRONMENT`.
+    /// `DTE_SII_BOLETA_URL` (the boleta API), `DTE_SII_BOLETA_UPLOAD_URL` (its upload),
+    /// `DTE_SII_REGISTRY_URL` (the registry of acceptance and claims); by default the
+    /// SII's own hosts for `DTE_SII_ENVIRONMENT`.
     pub sii: sii::client::SiiEndpoints,
     /// How submission paces itself: `DTE_SII_POLL_INTERVAL`, `DTE_SII_MAX_BACKOFF`.
     pub sii_worker: sii::worker::WorkerSettings,
@@ -157,19 +158,22 @@ impl DteSettings {
                 });
             }
         };
-        let (dte_host, boleta_host, boleta_upload_host) = if sii_environment == "production" {
-            (
-                "https://palena.sii.cl",
-                "https://api.sii.cl/recursos/v1",
-                "https://rahue.sii.cl/recursos/v1",
-            )
-        } else {
-            (
-                "https://maullin.sii.cl",
-                "https://apicert.sii.cl/recursos/v1",
-                "https://pangal.sii.cl/recursos/v1",
-            )
-        };
+        let (dte_host, boleta_host, boleta_upload_host, registry_host) =
+            if sii_environment == "production" {
+                (
+                    "https://palena.sii.cl",
+                    "https://api.sii.cl/recursos/v1",
+                    "https://rahue.sii.cl/recursos/v1",
+                    "https://ws1.sii.cl/WSREGISTRORECLAMODTE",
+                )
+            } else {
+                (
+                    "https://maullin.sii.cl",
+                    "https://apicert.sii.cl/recursos/v1",
+                    "https://pangal.sii.cl/recursos/v1",
+                    "https://ws2.sii.cl/WSREGISTRORECLAMODTECERT",
+                )
+            };
         let url = |key: &str, default: &str| -> Result<String, ConfigError> {
             let value = r.string(key, default).trim_end_matches('/').to_string();
             if !(value.starts_with("http://") || value.starts_with("https://")) {
@@ -186,6 +190,7 @@ impl DteSettings {
             dte: url("DTE_SII_URL", dte_host)?,
             boleta: url("DTE_SII_BOLETA_URL", boleta_host)?,
             boleta_upload: url("DTE_SII_BOLETA_UPLOAD_URL", boleta_upload_host)?,
+            registry: url("DTE_SII_REGISTRY_URL", registry_host)?,
         };
         Ok(Self {
             sii,
@@ -357,6 +362,7 @@ pub async fn load_development_cafs(pool: &PgPool, issuer: &Issuer) -> anyhow::Re
 pub struct DteApp {
     issuing: Arc<Issuing>,
     sii: Arc<dyn sii::SiiClient>,
+    registry: Arc<dyn sii::SiiRegistry>,
     sii_worker: sii::worker::WorkerSettings,
     broker: Broker,
     subscription: Subscription,
@@ -408,8 +414,10 @@ impl DteApp {
             .transpose()?;
         let grpc_listener = platform::config::bind(settings.grpc_addr, "DTE_GRPC_ADDR").await?;
         let admin_listener = platform::config::bind(settings.admin_addr, "DTE_ADMIN_ADDR").await?;
+        let sii = Arc::new(sii);
         Ok(Self {
-            sii: Arc::new(sii),
+            registry: sii.clone(),
+            sii,
             sii_worker: settings.sii_worker,
             issuing: Arc::new(Issuing::new(pool, settings.issuer, identity, clock)),
             broker,
@@ -488,6 +496,7 @@ impl DteApp {
         }
         tokio::spawn(received::watch_deadlines(
             self.issuing.pool.clone(),
+            Some(self.registry.clone()),
             std::time::Duration::from_secs(60),
             shutdown.clone(),
         ));
@@ -499,7 +508,7 @@ impl DteApp {
             tls: self.grpc_tls,
         };
         let service = proto::dte::v1::dte_service_server::DteServiceServer::new(
-            grpc::DteGrpc::new(self.issuing, self.folios_low),
+            grpc::DteGrpc::new(self.issuing, self.folios_low, self.registry),
         );
         server
             .serve(service, shutdown)

@@ -10,6 +10,12 @@ use dte::{
     certificate,
     domain::{self, Issuer, Item, Receptor, Sale, TipoDte},
     received::{self, ReceiveError},
+    sii::{
+        SiiClient as _, SiiRegistry as _,
+        client::{HttpSiiClient, SiiEndpoints},
+        registry::{self, Action},
+        sim::SiiSimulator,
+    },
     xml::document::{self, SignedDte, Stamp},
 };
 use platform::chile::Rut;
@@ -574,6 +580,7 @@ async fn a_valid_document_is_accepted_or_claimed_once_within_eight_days_with_sig
     let accepted = received::decide(
         &pool,
         receiver(),
+        None,
         ids[0],
         &received::Decision::Accept {
             discrepancies: String::new(),
@@ -639,9 +646,11 @@ async fn a_valid_document_is_accepted_or_claimed_once_within_eight_days_with_sig
     let again = received::decide(
         &pool,
         receiver(),
+        None,
         ids[0],
         &received::Decision::Claim {
             reason: "tarde".into(),
+            action: Action::ClaimContent,
         },
         now,
     )
@@ -655,6 +664,7 @@ async fn a_valid_document_is_accepted_or_claimed_once_within_eight_days_with_sig
     let with = received::decide(
         &pool,
         receiver(),
+        None,
         ids[1],
         &received::Decision::Accept {
             discrepancies: "Faltaron 2 cajas".into(),
@@ -669,9 +679,11 @@ async fn a_valid_document_is_accepted_or_claimed_once_within_eight_days_with_sig
     let claimed = received::decide(
         &pool,
         receiver(),
+        None,
         ids[2],
         &received::Decision::Claim {
             reason: "Precio distinto al convenido".into(),
+            action: Action::ClaimContent,
         },
         now,
     )
@@ -703,9 +715,11 @@ async fn a_valid_document_is_accepted_or_claimed_once_within_eight_days_with_sig
     let refused = received::decide(
         &pool,
         receiver(),
+        None,
         document.id,
         &received::Decision::Claim {
             reason: "tarde".into(),
+            action: Action::ClaimContent,
         },
         document.received_at + chrono::Duration::days(8) + chrono::Duration::minutes(1),
     )
@@ -725,6 +739,7 @@ async fn a_valid_document_is_accepted_or_claimed_once_within_eight_days_with_sig
     let refused = received::decide(
         &pool,
         receiver(),
+        None,
         elsewhere.documents[0].row.id,
         &received::Decision::Accept {
             discrepancies: String::new(),
@@ -1056,6 +1071,7 @@ async fn documents_near_their_deadline_are_counted_until_decided() {
     received::decide(
         &pool,
         receiver(),
+        None,
         receipt.documents[0].row.id,
         &received::Decision::Accept {
             discrepancies: String::new(),
@@ -1067,4 +1083,223 @@ async fn documents_near_their_deadline_are_counted_until_decided() {
     .unwrap();
     received::refresh_deadline_gauges(&pool).await.unwrap();
     assert_eq!(gauge(33), "1", "decided documents no longer count");
+}
+
+#[tokio::test]
+async fn facturas_are_accepted_and_claimed_on_the_sii_registry_within_the_siis_eight_days() {
+    let pool = database().await;
+    let us = company().rut.to_string();
+    let s = supplier_with_caf();
+    let sim = SiiSimulator::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let sii_registry = sim.registry();
+    let endpoints = SiiEndpoints::at(&sim.url());
+    let shutdown = platform::CancellationToken::new();
+    tokio::spawn(sim.run_until_stopped(shutdown.clone()));
+    let timeout = std::time::Duration::from_secs(10);
+
+    // The supplier sends folios 50 to 53 to the SII, and 50 to 54 to us (54 never reached
+    // the SII).
+    let sent = [50, 51, 52, 53].map(|folio| s.factura(folio, &us));
+    let supplier_sii = HttpSiiClient::new(
+        endpoints.clone(),
+        s.identity.clone(),
+        s.issuer.rut,
+        s.issuer.rut_envia,
+        timeout,
+    )
+    .unwrap();
+    let track = supplier_sii
+        .submit(&s.envelope(&sent, &us, 1), false)
+        .await
+        .unwrap();
+    let mut polls = 0;
+    while matches!(
+        supplier_sii.status(&track, false).await.unwrap(),
+        dte::sii::SiiStatus::Pending { .. }
+    ) {
+        polls += 1;
+        assert!(polls < 5, "the SII never processed the supplier's upload");
+    }
+    let mut to_us = sent.to_vec();
+    to_us.push(s.factura(54, &us));
+    let receipt = receive(&pool, s.envelope(&to_us, &us, 2)).await.unwrap();
+    let id = |folio: i64| {
+        receipt
+            .documents
+            .iter()
+            .find(|d| d.row.folio == folio)
+            .unwrap()
+            .row
+            .id
+    };
+    let ours = HttpSiiClient::new(
+        endpoints,
+        OURS.identity.clone(),
+        company().rut,
+        company().rut_envia,
+        timeout,
+    )
+    .unwrap();
+    let now = chrono::Utc::now();
+    let decide = |id, decision| {
+        let pool = pool.clone();
+        let ours = &ours;
+        async move { received::decide(&pool, receiver(), Some(ours), id, &decision, now).await }
+    };
+    let codes = |d: &received::DocumentRow| -> Vec<String> {
+        d.sii_events.iter().map(|e| e.code.clone()).collect()
+    };
+
+    // Accepted with the goods received: ACD and ERM on the registry, with the SII's date.
+    let accepted = decide(
+        id(50),
+        received::Decision::Accept {
+            discrepancies: String::new(),
+            goods_received_at: Some("Bodega Quilicura".into()),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(accepted.decision, "accepted");
+    assert_eq!(codes(&accepted), ["ACD", "ERM"]);
+    assert_eq!(accepted.sii_events[0].responsible, us);
+    let sii_received_at = accepted.sii_received_at.expect("the SII's reception date");
+    assert!(sii_received_at <= accepted.received_at);
+    assert_eq!(
+        accepted.deadline(),
+        sii_received_at + chrono::Duration::days(8)
+    );
+
+    // Claimed for goods partly missing: RFP; the SII then refuses to accept it (codResp 12),
+    // and our record refuses a second verdict.
+    let claimed = decide(
+        id(51),
+        received::Decision::Claim {
+            reason: "Faltaron 3 cajas".into(),
+            action: Action::ClaimPartialGoods,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(claimed.decision, "claimed");
+    assert_eq!(codes(&claimed), ["RFP"]);
+    let refused = ours
+        .register(&s.issuer.rut.to_string(), 33, 51, Action::AcceptContent)
+        .await
+        .unwrap();
+    assert_eq!(refused.code, 12, "{refused:?}");
+    let (listed, events) = ours
+        .events(&s.issuer.rut.to_string(), 33, 51)
+        .await
+        .unwrap();
+    assert_eq!(listed.code, registry::EVENTS_LISTED);
+    assert_eq!(events, claimed.sii_events.0);
+
+    // The registry's answer is the rule: registering the same event again is "already
+    // registered", which a retry after a lost answer counts as done.
+    let again = ours
+        .register(&s.issuer.rut.to_string(), 33, 51, Action::ClaimPartialGoods)
+        .await
+        .unwrap();
+    assert_eq!(again.code, registry::ALREADY_REGISTERED);
+    assert!(again.registered());
+
+    // The SII received folio 52 nine days ago: the deadline runs from that date, not from
+    // ours. The watcher learns it, the document counts as accepted, and a late claim is
+    // refused here (and by the SII: codResp 8).
+    assert!(sii_registry.backdate(&s.issuer.rut.to_string(), 33, 52, chrono::Duration::days(9)));
+    assert_eq!(
+        received::learn_reception_dates(&pool, &ours).await.unwrap(),
+        2,
+        "52 and 53; the SII has no date for 54"
+    );
+    let late = decide(
+        id(52),
+        received::Decision::Claim {
+            reason: "tarde".into(),
+            action: Action::ClaimContent,
+        },
+    )
+    .await;
+    assert!(
+        matches!(&late, Err(received::DecideError::Refused(p)) if p.contains("counts as accepted")),
+        "{late:?}"
+    );
+    let too_late = ours
+        .register(&s.issuer.rut.to_string(), 33, 52, Action::ClaimContent)
+        .await
+        .unwrap();
+    assert_eq!(too_late.code, registry::TOO_LATE, "{too_late:?}");
+    let by_law = received::list(
+        &pool,
+        &received::Filter {
+            status: Some("accepted_by_law".into()),
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        by_law.iter().map(|d| d.folio).collect::<Vec<_>>(),
+        [52],
+        "{by_law:?}"
+    );
+
+    // A factura the SII never received cannot be registered: refused, nothing recorded.
+    let unknown = decide(
+        id(54),
+        received::Decision::Accept {
+            discrepancies: String::new(),
+            goods_received_at: None,
+        },
+    )
+    .await;
+    assert!(
+        matches!(&unknown, Err(received::DecideError::Refused(p)) if p.contains("has not received")),
+        "{unknown:?}"
+    );
+
+    // The registry unreachable: unavailable, nothing recorded; the verdict goes through
+    // once it is back.
+    let unreachable = HttpSiiClient::new(
+        SiiEndpoints::at(&platform::testing::closed_port_url("http")),
+        OURS.identity.clone(),
+        company().rut,
+        company().rut_envia,
+        timeout,
+    )
+    .unwrap();
+    let decision = received::Decision::Accept {
+        discrepancies: String::new(),
+        goods_received_at: None,
+    };
+    let down = received::decide(
+        &pool,
+        receiver(),
+        Some(&unreachable),
+        id(53),
+        &decision,
+        now,
+    )
+    .await;
+    assert!(
+        matches!(&down, Err(received::DecideError::Unavailable(p)) if p.contains("try again")),
+        "{down:?}"
+    );
+    let untouched = received::document(&pool, id(53)).await.unwrap().unwrap();
+    assert_eq!(untouched.decision, "");
+    assert_eq!(
+        received::document_answers(&pool, &untouched)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "only the envelope's reception"
+    );
+    let accepted = decide(id(53), decision).await.unwrap();
+    assert_eq!(codes(&accepted), ["ACD"]);
+    shutdown.cancel();
 }

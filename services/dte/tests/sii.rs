@@ -41,14 +41,7 @@ async fn simulator() -> (SiiEndpoints, CancellationToken) {
     let url = sim.url();
     let shutdown = CancellationToken::new();
     tokio::spawn(sim.run_until_stopped(shutdown.clone()));
-    (
-        SiiEndpoints {
-            dte: url.clone(),
-            boleta: format!("{url}/recursos/v1"),
-            boleta_upload: format!("{url}/recursos/v1"),
-        },
-        shutdown,
-    )
+    (SiiEndpoints::at(&url), shutdown)
 }
 
 fn client(endpoints: SiiEndpoints, identity: SigningIdentity, company: &str) -> HttpSiiClient {
@@ -239,15 +232,7 @@ async fn the_simulator_rejects_what_the_sii_would() {
 async fn an_unreachable_sii_is_a_transport_error() {
     let url = platform::testing::closed_port_url("http");
     let url = url.trim_end_matches('/').to_string();
-    let sii = client(
-        SiiEndpoints {
-            dte: url.clone(),
-            boleta: url.clone(),
-            boleta_upload: url,
-        },
-        identity(),
-        "76369187-K",
-    );
+    let sii = client(SiiEndpoints::at(&url), identity(), "76369187-K");
     assert!(matches!(
         sii.submit(b"<x/>", true).await,
         Err(SiiError::Transport(_))
@@ -355,11 +340,7 @@ async fn while_the_sii_is_unreachable_the_document_waits_and_backs_off() {
         .trim_end_matches('/')
         .to_string();
     let sii = client(
-        SiiEndpoints {
-            dte: url.clone(),
-            boleta: url.clone(),
-            boleta_upload: url,
-        },
+        SiiEndpoints::at(&url),
         issuing.identity.clone(),
         "76369187-K",
     );

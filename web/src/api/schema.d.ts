@@ -1173,6 +1173,14 @@ export interface components {
             rutReceptor?: string;
             schema?: components["schemas"]["orderflow.dte.v1.Check"];
             signature?: components["schemas"]["orderflow.dte.v1.Check"];
+            /** @description Its events in the SII's registry (ACD, ERM, RCD, RFP, RFT), as last listed. */
+            siiEvents?: components["schemas"]["orderflow.dte.v1.RegistryEvent"][];
+            /**
+             * Format: date-time
+             * @description When the SII received it (facturas 33, 34, 43: the 8 days count from it), once the
+             *     SII's registry of acceptance and claims said so.
+             */
+            siiReceivedAt?: string;
             ted?: components["schemas"]["orderflow.dte.v1.Check"];
             tedConsistency?: components["schemas"]["orderflow.dte.v1.Check"];
             /** Format: int32 */
@@ -1220,6 +1228,19 @@ export interface components {
             rutEmisor?: string;
             rutReceptor?: string;
             signature?: components["schemas"]["orderflow.dte.v1.Check"];
+        };
+        /** @description An event of a document in the SII's registry of acceptance and claims. */
+        "orderflow.dte.v1.RegistryEvent": {
+            /** @description When, as the SII wrote it. */
+            at?: string;
+            /**
+             * @description ACD accepts the content; ERM receipt of goods or services; RCD claims the content;
+             *     RFP, RFT claim goods partly or wholly missing.
+             */
+            code?: string;
+            description?: string;
+            /** @description Who registered it (a RUT). */
+            responsible?: string;
         };
         "orderflow.dte.v1.StatusCount": {
             /** Format: int64 */
@@ -2292,10 +2313,11 @@ export interface operations {
                 pageSize?: number;
                 pageToken?: string;
                 /**
-                 * @description pending (received valid, no verdict yet), accepted, accepted_with_discrepancies,
+                 * @description pending (received valid, no verdict yet, within the 8 days), accepted_by_law (no
+                 *     verdict in the 8 days: it counts as accepted), accepted, accepted_with_discrepancies,
                  *     claimed, or not_received (a check failed: answered as not received).
                  */
-                status?: "" | "pending" | "accepted" | "accepted_with_discrepancies" | "claimed" | "not_received";
+                status?: "" | "pending" | "accepted_by_law" | "accepted" | "accepted_with_discrepancies" | "claimed" | "not_received";
                 /** @description Only pending documents whose 8 days end before this instant. */
                 deadlineBefore?: string;
             };
@@ -2544,6 +2566,12 @@ export interface operations {
         requestBody?: {
             content: {
                 "application/json": {
+                    /**
+                     * @description What is claimed, as the SII's registry names it: RCD the content (the default), RFP
+                     *     goods partly missing, RFT goods wholly missing.
+                     * @enum {string}
+                     */
+                    action?: "" | "RCD" | "RFP" | "RFT";
                     reason: string;
                 };
             };

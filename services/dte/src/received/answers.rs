@@ -4,14 +4,17 @@
 
 use chrono::{DateTime, Utc};
 use platform::chile::Rut;
-use sqlx::PgPool;
+use sqlx::{PgPool, types::Json};
 use uuid::Uuid;
 
 use super::{
     DEADLINE_DAYS, DOCUMENT_COLUMNS, DTE_REPEATED, DocumentRow, ENV_SCHEMA_ERROR, ENVELOPE_COLUMNS,
     EnvelopeRow, ReceiptDocument, Receiver,
 };
-use crate::xml::respuesta;
+use crate::{
+    sii::{SiiError, SiiRegistry, registry::Action},
+    xml::respuesta,
+};
 
 /// Keeps the signed answer to an envelope's reception, when there is a supplier to send it
 /// to.
@@ -214,8 +217,27 @@ pub enum Decision {
         discrepancies: String,
         goods_received_at: Option<String>,
     },
-    /// Rejected, for `reason`.
-    Claim { reason: String },
+    /// Rejected, for `reason`: a claim on the content (`RCD`), or on goods partly (`RFP`) or
+    /// wholly (`RFT`) missing.
+    Claim { reason: String, action: Action },
+}
+
+impl Decision {
+    /// What the SII's registry is told, in order.
+    fn registry_actions(&self) -> Vec<Action> {
+        match self {
+            Decision::Accept {
+                goods_received_at, ..
+            } => {
+                let mut actions = vec![Action::AcceptContent];
+                if goods_received_at.is_some() {
+                    actions.push(Action::ReceiptOfGoods);
+                }
+                actions
+            }
+            Decision::Claim { action, .. } => vec![*action],
+        }
+    }
 }
 
 /// Why a verdict was refused.
@@ -226,6 +248,9 @@ pub enum DecideError {
     /// The document's state forbids it: the problem.
     #[error("{0}")]
     Refused(String),
+    /// The SII's registry could not be reached: nothing was recorded; try again.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Store(#[from] anyhow::Error),
 }
@@ -236,19 +261,40 @@ impl From<sqlx::Error> for DecideError {
     }
 }
 
-/// Gives the verdict on document `id` at `now`: the signed `ResultadoDTE` (and, for goods
-/// received, `EnvioRecibos`) are stored to be mailed, with the decision, in one
-/// transaction. Refused for a document that was not received as valid, one already
-/// decided, or after the law's 8 days.
+fn registry_error(e: SiiError) -> DecideError {
+    match e {
+        SiiError::Transport(detail) => DecideError::Unavailable(format!(
+            "the SII's registry of acceptance and claims cannot be reached ({detail}): nothing was recorded; try again"
+        )),
+        SiiError::Refused(detail) => DecideError::Refused(format!("the SII refused: {detail}")),
+    }
+}
+
+/// Gives the verdict on document `id` at `now`: for a factura (33, 34, 43) it is first
+/// registered with the SII (`registry`: ACD, and ERM for goods received; RCD, RFP or RFT),
+/// then the signed `ResultadoDTE` (and, for goods received, `EnvioRecibos`) are stored to be
+/// mailed, with the decision and the SII's events, in one transaction. Refused for a
+/// document that was not received as valid, one already decided, after the law's 8 days
+/// (counted from the SII's reception), or when the SII refuses the action; nothing is
+/// recorded then. The document stays locked meanwhile, so two verdicts never race.
 pub async fn decide(
     pool: &PgPool,
     receiver: Receiver<'_>,
+    registry: Option<&dyn SiiRegistry>,
     id: Uuid,
     decision: &Decision,
     now: DateTime<Utc>,
 ) -> Result<DocumentRow, DecideError> {
+    if let Decision::Claim { action, .. } = decision
+        && !action.is_claim()
+    {
+        return Err(DecideError::Refused(format!(
+            "{} is not a claim (RCD, RFP or RFT)",
+            action.code()
+        )));
+    }
     let mut tx = pool.begin().await?;
-    let document: DocumentRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let mut document: DocumentRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {DOCUMENT_COLUMNS} FROM received_documents WHERE id = $1 FOR UPDATE"
     )))
     .bind(id)
@@ -271,11 +317,61 @@ pub async fn decide(
                 .unwrap_or_default()
         )));
     }
+    let registry = registry.filter(|_| document.on_registry());
+    if let Some(registry) = registry
+        && document.sii_received_at.is_none()
+    {
+        let at = registry
+            .reception_date(&document.rut_emisor, document.tipo_dte, document.folio)
+            .await
+            .map_err(registry_error)?
+            .ok_or_else(|| {
+                DecideError::Refused(format!(
+                    "the SII has not received this document (RUTEmisor {}, TipoDTE {}, Folio {}): its issuer has not sent it to the SII, so it cannot be accepted or claimed yet",
+                    document.rut_emisor, document.tipo_dte, document.folio
+                ))
+            })?;
+        document.sii_received_at = Some(at);
+    }
     if now > document.deadline() {
         return Err(DecideError::Refused(format!(
             "the {DEADLINE_DAYS} days to accept or claim it ended on {}: it counts as accepted (Ley 19.983)",
             local(document.deadline()).format("%Y-%m-%d %H:%M")
         )));
+    }
+    let mut events = None;
+    if let Some(registry) = registry {
+        for action in decision.registry_actions() {
+            let answer = registry
+                .register(
+                    &document.rut_emisor,
+                    document.tipo_dte,
+                    document.folio,
+                    action,
+                )
+                .await
+                .map_err(registry_error)?;
+            if !answer.registered() {
+                return Err(DecideError::Refused(format!(
+                    "the SII's registry refused {} ({}): codResp {}, {}",
+                    action.code(),
+                    action.description(),
+                    answer.code,
+                    answer.description
+                )));
+            }
+        }
+        // What the registry now holds; the verdict stands without it (it is listed again
+        // when the document is next shown).
+        match registry
+            .events(&document.rut_emisor, document.tipo_dte, document.folio)
+            .await
+        {
+            Ok((_, listed)) => events = Some(listed),
+            Err(e) => {
+                tracing::warn!(error = %e, "listing a document's events in the SII's registry failed")
+            }
+        }
     }
     let envelope: EnvelopeRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {ENVELOPE_COLUMNS} FROM received_envelopes WHERE id = $1"
@@ -298,7 +394,7 @@ pub async fn decide(
             discrepancies.trim().to_string(),
             format!("DTE aceptado con discrepancias: {}", discrepancies.trim()),
         ),
-        Decision::Claim { reason } => (
+        Decision::Claim { reason, .. } => (
             respuesta::Verdict::Rejected,
             "claimed",
             reason.trim().to_string(),
@@ -362,13 +458,16 @@ pub async fn decide(
         .await?;
     }
     let document: DocumentRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE received_documents SET decision = $2, decision_reason = $3, decided_at = $4 \
+        "UPDATE received_documents SET decision = $2, decision_reason = $3, decided_at = $4, \
+             sii_received_at = $5, sii_events = coalesce($6, sii_events) \
          WHERE id = $1 RETURNING {DOCUMENT_COLUMNS}"
     )))
     .bind(document.id)
     .bind(stored)
     .bind(&reason)
     .bind(now)
+    .bind(document.sii_received_at)
+    .bind(events.map(Json))
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;

@@ -23,7 +23,7 @@ pub use answers::{
     AnswerRow, DecideError, Decision, answer_xml, decide, document_answers, envelope_answer,
     envelope_answers,
 };
-pub use deadlines::{refresh_deadline_gauges, watch_deadlines};
+pub use deadlines::{learn_reception_dates, refresh_deadline_gauges, watch_deadlines};
 
 /// The company receiving: its RUT (`DTE_RUT_EMISOR`), the certificate its answers are
 /// signed with, and whose that certificate is (`DTE_RUT_ENVIA`: `RutFirma` of a receipt).
@@ -148,14 +148,38 @@ pub struct DocumentRow {
     pub decision_reason: String,
     pub decided_at: Option<DateTime<Utc>>,
     pub received_at: DateTime<Utc>,
+    /// When the SII received it, once the registry said so.
+    pub sii_received_at: Option<DateTime<Utc>>,
+    /// Its events in the SII's registry, as last listed.
+    pub sii_events: Json<Vec<crate::sii::registry::Event>>,
 }
 
 impl DocumentRow {
-    /// The end of the law's 8 days to accept or claim it (Ley 19.983), from its reception.
+    /// The end of the law's 8 days to accept or claim it (Ley 19.983): from the SII's
+    /// reception once the registry told it (it comes before ours: a supplier sends the SII
+    /// its document first), else from ours.
     pub fn deadline(&self) -> DateTime<Utc> {
-        self.received_at + chrono::Duration::days(DEADLINE_DAYS)
+        self.sii_received_at.unwrap_or(self.received_at) + chrono::Duration::days(DEADLINE_DAYS)
+    }
+
+    /// Whether its acceptance or claim is registered with the SII (facturas 33, 34, 43).
+    pub fn on_registry(&self) -> bool {
+        crate::sii::registry::REGISTRY_TYPES.contains(&self.tipo_dte)
     }
 }
+
+/// A document's deadline in SQL, as [`DocumentRow::deadline`] computes it (`$days`: the
+/// parameter holding [`DEADLINE_DAYS`]).
+macro_rules! deadline_sql {
+    ($days:literal) => {
+        concat!(
+            "(coalesce(sii_received_at, received_at) + make_interval(days => ",
+            $days,
+            "))"
+        )
+    };
+}
+pub(crate) use deadline_sql;
 
 /// Days a buyer has to accept or claim a document; after them it counts as accepted.
 pub const DEADLINE_DAYS: i64 = 8;
@@ -165,7 +189,7 @@ const ENVELOPE_COLUMNS: &str = "id, cod_envio, source, name, kind, rut_emisor, r
     received_at";
 const DOCUMENT_COLUMNS: &str = "id, envelope_id, rut_emisor, razon_social_emisor, tipo_dte, \
     folio, rut_receptor, fch_emis, mnt_total, checks, valid, estado_recep_dte, estado_detail, \
-    decision, decision_reason, decided_at, received_at";
+    decision, decision_reason, decided_at, received_at, sii_received_at, sii_events";
 
 /// A document as one receipt saw it.
 #[derive(Debug, Clone)]
@@ -525,7 +549,8 @@ pub async fn document_xml(pool: &PgPool, id: Uuid) -> anyhow::Result<Option<Stri
 pub struct Filter {
     pub rut_emisor: Option<String>,
     pub tipo: Option<i32>,
-    /// `pending`, `accepted`, `accepted_with_discrepancies`, `claimed`, `not_received`.
+    /// `pending` (undecided, within the 8 days), `accepted_by_law` (undecided after them),
+    /// `accepted`, `accepted_with_discrepancies`, `claimed`, `not_received`.
     pub status: Option<String>,
     /// Only pending documents whose deadline ends before this.
     pub deadline_before: Option<DateTime<Utc>>,
@@ -541,12 +566,14 @@ pub async fn list(pool: &PgPool, filter: &Filter) -> anyhow::Result<Vec<Document
          WHERE ($1::text IS NULL OR rut_emisor = $1) AND ($2::int IS NULL OR tipo_dte = $2) \
            AND ($3::timestamptz IS NULL OR (received_at, id) < ($3, $4)) \
            AND ($6::text IS NULL \
-                OR ($6 = 'pending' AND valid AND decision = '') \
+                OR ($6 = 'pending' AND valid AND decision = '' AND {deadline} >= now()) \
+                OR ($6 = 'accepted_by_law' AND valid AND decision = '' AND {deadline} < now()) \
                 OR ($6 = 'not_received' AND NOT valid) \
                 OR decision = $6) \
            AND ($7::timestamptz IS NULL \
-                OR (valid AND decision = '' AND received_at + make_interval(days => $8) < $7)) \
-         ORDER BY received_at DESC, id DESC LIMIT $5"
+                OR (valid AND decision = '' AND {deadline} < $7)) \
+         ORDER BY received_at DESC, id DESC LIMIT $5",
+        deadline = deadline_sql!("$8")
     )))
     .bind(&filter.rut_emisor)
     .bind(filter.tipo)

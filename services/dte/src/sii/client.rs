@@ -12,8 +12,9 @@ use platform::chile::Rut;
 use reqwest::multipart::{Form, Part};
 
 use super::{
-    SiiClient, SiiError, SiiStatus,
+    SiiClient, SiiError, SiiRegistry, SiiStatus,
     protocol::{self, element_text, soap_request, soap_return, split_rut},
+    registry,
 };
 use crate::xml::signature::SigningIdentity;
 
@@ -26,6 +27,23 @@ pub struct SiiEndpoints {
     pub boleta: String,
     /// The boleta API's upload (`https://pangal.sii.cl/recursos/v1`).
     pub boleta_upload: String,
+    /// The registry of acceptance and claims
+    /// (`https://ws2.sii.cl/WSREGISTRORECLAMODTECERT` in certification).
+    pub registry: String,
+}
+
+impl SiiEndpoints {
+    /// Every service under one base URL, at the paths the SII serves them (the
+    /// simulator's layout).
+    pub fn at(base: &str) -> Self {
+        let base = base.trim_end_matches('/');
+        Self {
+            dte: base.to_string(),
+            boleta: format!("{base}/recursos/v1"),
+            boleta_upload: format!("{base}/recursos/v1"),
+            registry: format!("{base}/WSREGISTRORECLAMODTE"),
+        }
+    }
 }
 
 /// The SII's documented lifetime of a token is about an hour; a new one is taken before.
@@ -181,6 +199,43 @@ impl HttpSiiClient {
         Ok(token)
     }
 
+    /// Calls the registry's `method` on a document; the answer's body. A fault about the
+    /// token forgets it, so the next call takes a new one.
+    async fn registry_call(
+        &self,
+        method: &str,
+        rut_emisor: &str,
+        tipo: i32,
+        folio: i64,
+        action: Option<registry::Action>,
+    ) -> Result<String, SiiError> {
+        let token = self.token(false).await?;
+        let response = self
+            .http
+            .post(format!("{}/{}", self.endpoints.registry, registry::SERVICE))
+            .header("content-type", "text/xml; charset=utf-8")
+            .header("soapaction", "")
+            .header("cookie", format!("TOKEN={token}"))
+            .body(registry::request(method, rut_emisor, tipo, folio, action))
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status();
+        let body = response.text().await.map_err(transport)?;
+        if status == reqwest::StatusCode::UNAUTHORIZED
+            || (body.contains("Fault>") && body.to_lowercase().contains("token"))
+        {
+            self.forget_token(false);
+            return Err(SiiError::Transport(format!(
+                "{method}: the token was refused; a new one is taken"
+            )));
+        }
+        if !status.is_success() && !body.contains("Fault>") {
+            return Err(SiiError::Transport(format!("{method} answered {status}")));
+        }
+        Ok(body)
+    }
+
     fn upload_form(&self, envelope: &[u8]) -> Result<Form, SiiError> {
         let (rut_sender, dv_sender) = split_rut(&self.sender.to_string());
         let (rut_company, dv_company) = split_rut(&self.company.to_string());
@@ -194,6 +249,62 @@ impl HttpSiiClient {
             .text("rutCompany", rut_company)
             .text("dvCompany", dv_company)
             .part("archivo", file))
+    }
+}
+
+fn read_error(method: &str, e: registry::ReadError) -> SiiError {
+    match e {
+        registry::ReadError::Fault(message) => {
+            SiiError::Refused(format!("{method}: the SII answered a fault: {message}"))
+        }
+        registry::ReadError::Unexpected(detail) => {
+            SiiError::Transport(format!("{method}: {detail}"))
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl SiiRegistry for HttpSiiClient {
+    async fn register(
+        &self,
+        rut_emisor: &str,
+        tipo: i32,
+        folio: i64,
+        action: registry::Action,
+    ) -> Result<registry::Answer, SiiError> {
+        const METHOD: &str = "ingresarAceptacionReclamoDoc";
+        let body = self
+            .registry_call(METHOD, rut_emisor, tipo, folio, Some(action))
+            .await?;
+        registry::read_answer(&body, METHOD)
+            .map(|(answer, _)| answer)
+            .map_err(|e| read_error(METHOD, e))
+    }
+
+    async fn events(
+        &self,
+        rut_emisor: &str,
+        tipo: i32,
+        folio: i64,
+    ) -> Result<(registry::Answer, Vec<registry::Event>), SiiError> {
+        const METHOD: &str = "listarEventosHistDoc";
+        let body = self
+            .registry_call(METHOD, rut_emisor, tipo, folio, None)
+            .await?;
+        registry::read_answer(&body, METHOD).map_err(|e| read_error(METHOD, e))
+    }
+
+    async fn reception_date(
+        &self,
+        rut_emisor: &str,
+        tipo: i32,
+        folio: i64,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, SiiError> {
+        const METHOD: &str = "consultarFechaRecepcionSii";
+        let body = self
+            .registry_call(METHOD, rut_emisor, tipo, folio, None)
+            .await?;
+        registry::read_reception_date(&body).map_err(|e| read_error(METHOD, e))
     }
 }
 

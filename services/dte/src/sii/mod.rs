@@ -1,10 +1,12 @@
 //! Submission to the SII, through [`SiiClient`], with the SII's real protocols ([`client`]):
 //! seed → signed token → upload (`DTEUpload` multipart for `EnvioDTE`, the boleta REST API
 //! for `EnvioBOLETA`) → track id → status. [`sim`] is a local SII speaking the same wire
-//! formats; [`worker`] sends issued documents and follows their status.
+//! formats; [`worker`] sends issued documents and follows their status. [`registry`] is the
+//! SII's registry of a buyer's acceptance and claims ([`SiiRegistry`]).
 
 pub mod client;
 pub mod protocol;
+pub mod registry;
 pub mod sim;
 pub mod worker;
 
@@ -45,4 +47,36 @@ pub trait SiiClient: Send + Sync {
 
     /// The status of an upload.
     async fn status(&self, track_id: &str, boleta: bool) -> Result<SiiStatus, SiiError>;
+}
+
+/// The SII's registry of acceptance and claims, as the buyer of a received document sees
+/// it (Ley 20.956).
+#[async_trait::async_trait]
+pub trait SiiRegistry: Send + Sync {
+    /// Registers `action` on the document (RUTEmisor, TipoDTE, Folio): the SII's answer,
+    /// whether it took the action or refused it (too late, contradicting an earlier event…).
+    async fn register(
+        &self,
+        rut_emisor: &str,
+        tipo: i32,
+        folio: i64,
+        action: registry::Action,
+    ) -> Result<registry::Answer, SiiError>;
+
+    /// The document's events in the registry.
+    async fn events(
+        &self,
+        rut_emisor: &str,
+        tipo: i32,
+        folio: i64,
+    ) -> Result<(registry::Answer, Vec<registry::Event>), SiiError>;
+
+    /// When the SII received the document (the 8 days count from it); `None` when it has
+    /// not.
+    async fn reception_date(
+        &self,
+        rut_emisor: &str,
+        tipo: i32,
+        folio: i64,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, SiiError>;
 }

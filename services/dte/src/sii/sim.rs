@@ -3,7 +3,10 @@
 //! judges an upload the way the SII does: a signed token from a seed it issued, the
 //! envelope against the schemas and its signature, the `Caratula` against the sender, and
 //! each document's signature, TED and TED-vs-document. Verdicts are revealed as the SII
-//! does: `REC` at the first status query, then the final estado.
+//! does: `REC` at the first status query, then the final estado. Every document it accepts
+//! is on its registry of acceptance and claims ([`super::registry`]), with its reception
+//! date, under the law's rules: 8 days from that date, and no event that contradicts an
+//! earlier one.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -19,7 +22,10 @@ use platform::CancellationToken;
 use rand::Rng as _;
 use tokio::net::TcpListener;
 
-use super::protocol::{element_text, respuesta, soap_argument, soap_response};
+use super::{
+    protocol::{element_text, respuesta, soap_argument, soap_response},
+    registry::{self, Action},
+};
 use crate::{verify, xml::latin1};
 
 /// One upload and the verdict it will get.
@@ -43,6 +49,17 @@ struct Verdict {
     counts: Vec<(i32, u32, u32, u32, u32)>,
     /// Per rejected or objected document: (tipo, folio, estado, reasons).
     details: Vec<(i32, i64, &'static str, Vec<String>)>,
+    /// The documents received (not rejected): (tipo, folio, RUTRecep).
+    received: Vec<(i32, i64, String)>,
+}
+
+/// A document on the registry: who it is addressed to, when the SII received it, and its
+/// events.
+#[derive(Debug, Clone)]
+struct Registered {
+    receptor: String,
+    received_at: chrono::DateTime<chrono::Utc>,
+    events: Vec<registry::Event>,
 }
 
 #[derive(Default)]
@@ -51,12 +68,36 @@ struct SimState {
     tokens: HashSet<String>,
     envios: HashMap<u64, Envio>,
     next_track: u64,
+    /// The registry: (RUTEmisor, TipoDTE, Folio) → the document.
+    documents: HashMap<(String, i32, i64), Registered>,
 }
 
 /// The simulator, bound.
 pub struct SiiSimulator {
     listener: TcpListener,
     state: Arc<Mutex<SimState>>,
+}
+
+/// A hold on a running simulator's registry, for tests: what the SII cannot be asked to do
+/// over its wire, such as having received a document days ago.
+#[derive(Clone)]
+pub struct SimRegistry {
+    state: Arc<Mutex<SimState>>,
+}
+
+impl SimRegistry {
+    /// Moves the SII's reception of a document `by` into the past; false when the SII has
+    /// not received it.
+    pub fn backdate(&self, rut_emisor: &str, tipo: i32, folio: i64, by: chrono::Duration) -> bool {
+        let mut st = self.state.lock().expect("not poisoned");
+        match st.documents.get_mut(&(rut_emisor.to_string(), tipo, folio)) {
+            Some(document) => {
+                document.received_at -= by;
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -102,6 +143,13 @@ impl SiiSimulator {
                 ..SimState::default()
             })),
         })
+    }
+
+    /// Its registry, for tests.
+    pub fn registry(&self) -> SimRegistry {
+        SimRegistry {
+            state: self.state.clone(),
+        }
     }
 
     /// The bound address.
@@ -175,6 +223,16 @@ async fn handle(state: Arc<Mutex<SimState>>, request: Request<Incoming>) -> Repl
         }
         (Method::POST, "/recursos/v1/boleta.electronica.envio") => {
             upload(&state, &content_type, body, authenticated, true).await
+        }
+        (Method::POST, "/WSREGISTRORECLAMODTE/registroreclamodteservice") => {
+            if !authenticated {
+                return reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/xml; charset=utf-8",
+                    registry::fault("Server", "Token invalido o no informado"),
+                );
+            }
+            registry_call(&state, &text)
         }
         (Method::POST, "/DTEWS/QueryEstUp.jws") => {
             xml(soap_response("getEstUp", &soap_status(&state, &text)))
@@ -305,6 +363,16 @@ async fn upload(
         let mut st = state.lock().expect("not poisoned");
         st.next_track += 1;
         let track = st.next_track;
+        let received_at = chrono::Utc::now();
+        for (tipo, folio, receptor) in &verdict.received {
+            st.documents
+                .entry((company.clone(), *tipo, *folio))
+                .or_insert_with(|| Registered {
+                    receptor: receptor.clone(),
+                    received_at,
+                    events: Vec::new(),
+                });
+        }
         st.envios.insert(
             track,
             Envio {
@@ -430,8 +498,178 @@ fn judge(
         } else {
             row.2 += 1;
         }
+        if !rejected {
+            verdict
+                .received
+                .push((d.tipo_dte, d.folio, d.rut_receptor.clone()));
+        }
     }
     verdict
+}
+
+/// One call to the registry of acceptance and claims.
+fn registry_call(state: &Mutex<SimState>, body: &str) -> Reply {
+    let method = registry::requested_method(body).unwrap_or_default();
+    let answer = |code: i32, description: &str| registry::Answer {
+        code,
+        description: description.to_string(),
+    };
+    let respond = |answer: registry::Answer, events: &[registry::Event]| {
+        xml(registry::response(
+            &method,
+            &registry::answer_body(&answer, events),
+        ))
+    };
+    let (rut_emisor, tipo, folio) = registry::requested_document(body);
+    let parsed = (
+        platform::chile::Rut::parse(&rut_emisor).map(|r| r.to_string()),
+        tipo.parse::<i32>(),
+        folio.parse::<i64>(),
+    );
+    let key = match parsed {
+        (Err(_), _, _) => return respond(answer(1, "Rut Emisor Erróneo"), &[]),
+        (_, _, Err(_)) => return respond(answer(2, "Número de Folio Erróneo"), &[]),
+        (_, Ok(tipo), _) if !registry::REGISTRY_TYPES.contains(&tipo) => {
+            return respond(
+                answer(
+                    3,
+                    "Tipo de documento no corresponde (distinto de 33, 34, 43)",
+                ),
+                &[],
+            );
+        }
+        (Ok(rut), Ok(tipo), Ok(folio)) => (rut, tipo, folio),
+        (_, Err(_), _) => {
+            return respond(
+                answer(
+                    3,
+                    "Tipo de documento no corresponde (distinto de 33, 34, 43)",
+                ),
+                &[],
+            );
+        }
+    };
+    let mut st = state.lock().expect("not poisoned");
+    let document = st.documents.get_mut(&key);
+    let now = chrono::Utc::now();
+    match method.as_str() {
+        "consultarFechaRecepcionSii" => {
+            let date = document
+                .map(|d| registry::format_date(d.received_at))
+                .unwrap_or_default();
+            xml(registry::response(&method, &date))
+        }
+        "listarEventosHistDoc" => match document {
+            None => respond(
+                answer(registry::NOT_RECEIVED, "Documento no ha sido recibido"),
+                &[],
+            ),
+            Some(d) if d.events.is_empty() => respond(
+                answer(
+                    registry::NO_EVENTS,
+                    "Documento no presenta eventos de reclamos o acuse de recibo",
+                ),
+                &[],
+            ),
+            Some(d) => respond(
+                answer(registry::EVENTS_LISTED, "Listado de eventos del documento"),
+                &d.events,
+            ),
+        },
+        "ingresarAceptacionReclamoDoc" => {
+            let Some(action) = element_text(body, "accionDoc")
+                .as_deref()
+                .map(str::trim)
+                .and_then(Action::from_code)
+            else {
+                return respond(answer(4, "Acción inválida"), &[]);
+            };
+            let Some(document) = document else {
+                return respond(
+                    answer(registry::NOT_RECEIVED, "Documento no ha sido recibido"),
+                    &[],
+                );
+            };
+            let (code, description) = register(document, action, now);
+            respond(answer(code, &description), &[])
+        }
+        _ => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/xml; charset=utf-8",
+            registry::fault("Client", &format!("Operación desconocida: {method}")),
+        ),
+    }
+}
+
+/// The registry's rules for one action on one document: the answer's code and text.
+fn register(
+    document: &mut Registered,
+    action: Action,
+    now: chrono::DateTime<chrono::Utc>,
+) -> (i32, String) {
+    let has = |codes: &[&str]| {
+        document
+            .events
+            .iter()
+            .find(|e| codes.contains(&e.code.as_str()))
+            .map(|e| e.code.clone())
+    };
+    if has(&[action.code()]).is_some() {
+        return (
+            registry::ALREADY_REGISTERED,
+            "Evento registrado previamente".into(),
+        );
+    }
+    if now > document.received_at + chrono::Duration::days(8) {
+        return (
+            registry::TOO_LATE,
+            "Pasados 8 días después de la recepción no es posible registrar reclamos o eventos"
+                .into(),
+        );
+    }
+    let claimed = has(&["RCD", "RFP", "RFT"]);
+    let refusal = match action {
+        a if a.is_claim() => {
+            if let Some(by) = claimed {
+                Some((5, format!("DTE ya está reclamado por {by}")))
+            } else if has(&["ACD"]).is_some() {
+                Some((11, "No se puede reclamar DTE previamente aceptado".into()))
+            } else if has(&["ERM"]).is_some() {
+                Some((
+                    13,
+                    "No se puede reclamar DTE previamente registrado como acuso recibo mercadería"
+                        .into(),
+                ))
+            } else {
+                None
+            }
+        }
+        Action::AcceptContent => claimed.map(|by| {
+            (
+                12,
+                format!("No se puede dar por aceptado DTE previamente rechazado por {by}"),
+            )
+        }),
+        _ => claimed.map(|by| {
+            (
+                6,
+                format!(
+                    "No se puede acusar recibo de mercadería de DTE previamente reclamado por {by}"
+                ),
+            )
+        }),
+    };
+    if let Some(refusal) = refusal {
+        return refusal;
+    }
+    document.events.push(registry::Event {
+        code: action.code().into(),
+        description: action.description().into(),
+        // The registry names the company that acted: here, the document's receptor.
+        responsible: document.receptor.clone(),
+        at: registry::format_date(now),
+    });
+    (registry::OK, "Acción Completada OK".into())
 }
 
 /// The `i`-th `Documento` of an envelope's text.
