@@ -639,6 +639,21 @@ async fn suppliers_documents_are_received_listed_and_downloaded_by_admins_only()
     let xml = xml.text().await.unwrap();
     assert!(xml.starts_with("<DTE"), "{}", &xml[..80.min(xml.len())]);
     assert!(xml.contains("<Folio>2336600</Folio>"));
+    // A copy that failed its checks is not printed.
+    let pdf = s
+        .call(
+            Method::GET,
+            &format!("/v1/dte/received/{id}/pdf"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(pdf.status, StatusCode::BAD_REQUEST, "{}", pdf.body);
+    assert!(
+        pdf.body.to_string().contains("not received as valid"),
+        "{}",
+        pdf.body
+    );
 
     // The signed answer to the supplier, listed with the envelope and the document, and
     // downloadable.
@@ -751,4 +766,142 @@ async fn suppliers_documents_are_received_listed_and_downloaded_by_admins_only()
         .call(Method::GET, "/v1/dte/received", Some(&admin), None)
         .await;
     assert_eq!(all.body["documents"].as_array().unwrap().len(), 1);
+}
+
+/// A supplier's facturas, sent to the SII and to us: an admin accepts one (with the goods)
+/// and claims another through the API; both verdicts are on the SII's registry, and the
+/// accepted one prints with the supplier's data.
+#[tokio::test]
+async fn a_suppliers_factura_is_accepted_or_claimed_on_the_sii_registry_and_printed() {
+    use dte::sii::{SiiClient as _, client::HttpSiiClient, sim::SiiSimulator};
+    let sim = SiiSimulator::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let url = sim.url();
+    let stop_sim = platform::CancellationToken::new();
+    tokio::spawn(sim.run_until_stopped(stop_sim.clone()));
+    let endpoints = dte::sii::client::SiiEndpoints::at(&url);
+    let s = spawn_suite_with(&[
+        ("DTE_SII_URL", &endpoints.dte),
+        ("DTE_SII_BOLETA_URL", &endpoints.boleta),
+        ("DTE_SII_BOLETA_UPLOAD_URL", &endpoints.boleta_upload),
+        ("DTE_SII_REGISTRY_URL", &endpoints.registry),
+    ])
+    .await;
+    let admin = s.admin("compras@example.cl").await;
+    let us = dte::development_issuer().rut.to_string();
+
+    // The supplier sends its facturas to the SII first, then to us.
+    let supplier = dte::testing::Supplier::new().unwrap();
+    let facturas = [7, 8].map(|folio| supplier.factura(folio, &us).unwrap());
+    let supplier_sii = HttpSiiClient::new(
+        endpoints,
+        supplier.identity.clone(),
+        supplier.issuer.rut,
+        supplier.issuer.rut_envia,
+        std::time::Duration::from_secs(10),
+    )
+    .unwrap();
+    let track = supplier_sii
+        .submit(&supplier.envelope(&facturas, &us, 1).unwrap(), false)
+        .await
+        .unwrap();
+    while let dte::sii::SiiStatus::Pending { .. } =
+        supplier_sii.status(&track, false).await.unwrap()
+    {}
+    let received = s
+        .raw(
+            s.http
+                .post(format!("{}/v1/dte/received", s.base))
+                .bearer_auth(&admin)
+                .header("content-type", "application/xml")
+                .body(supplier.envelope(&facturas, &us, 2).unwrap()),
+        )
+        .await;
+    assert_eq!(received.status, StatusCode::OK, "{}", received.body);
+    let ids: Vec<String> = received.body["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            assert_eq!(d["valid"], true, "{d}");
+            d["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let codes = |d: &Value| -> Vec<String> {
+        d["siiEvents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| e["code"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+
+    let accepted = s
+        .call(
+            Method::POST,
+            &format!("/v1/dte/received/{}:accept", ids[0]),
+            Some(&admin),
+            Some(json!({"goodsReceived": true, "recinto": "Bodega Quilicura"})),
+        )
+        .await;
+    assert_eq!(accepted.status, StatusCode::OK, "{}", accepted.body);
+    assert_eq!(accepted.body["decision"], "accepted");
+    assert_eq!(codes(&accepted.body), ["ACD", "ERM"], "{}", accepted.body);
+    assert!(
+        accepted.body["siiReceivedAt"].is_string(),
+        "{}",
+        accepted.body
+    );
+
+    let claimed = s
+        .call(
+            Method::POST,
+            &format!("/v1/dte/received/{}:claim", ids[1]),
+            Some(&admin),
+            Some(json!({"reason": "No llegó nada", "action": "RFT"})),
+        )
+        .await;
+    assert_eq!(claimed.status, StatusCode::OK, "{}", claimed.body);
+    assert_eq!(codes(&claimed.body), ["RFT"], "{}", claimed.body);
+    let shown = s
+        .call(
+            Method::GET,
+            &format!("/v1/dte/received/{}", ids[1]),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(codes(&shown.body), ["RFT"], "{}", shown.body);
+    let again = s
+        .call(
+            Method::POST,
+            &format!("/v1/dte/received/{}:accept", ids[1]),
+            Some(&admin),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::BAD_REQUEST, "{}", again.body);
+    assert!(
+        again.body.to_string().contains("already claimed"),
+        "{}",
+        again.body
+    );
+
+    // Printed in our layout with the supplier's data.
+    let pdf = download(&s, &admin, &format!("/v1/dte/received/{}/pdf", ids[0])).await;
+    assert_eq!(pdf.status(), StatusCode::OK);
+    assert_eq!(pdf.headers()["content-type"], "application/pdf");
+    let pdf = pdf.bytes().await.unwrap();
+    assert!(pdf.starts_with(b"%PDF-"));
+    // Text is Latin-1: pdf-writer writes it as a hex string once it leaves ASCII.
+    let lower = pdf.to_ascii_lowercase();
+    let shown = |text: &str| {
+        let hex: String = text.chars().map(|c| format!("{:02x}", c as u32)).collect();
+        let needle = format!("<{hex}>").into_bytes();
+        lower.windows(needle.len()).any(|w| w == needle.as_slice())
+    };
+    assert!(shown("Proveedora Ñuñoa Ltda."), "the supplier's name");
+    assert!(shown("Nº 7"), "the folio");
+    stop_sim.cancel();
 }

@@ -428,7 +428,7 @@ impl DteService for DteGrpc {
         let issuer = self.issuing.issuer.clone();
         let content = content.0.clone();
         let bytes = tokio::task::spawn_blocking(move || {
-            pdf::render(
+            pdf::render(&pdf::Sheet::issued(
                 &issuer,
                 &pdf::Printable {
                     tipo,
@@ -437,7 +437,7 @@ impl DteService for DteGrpc {
                     content: &content,
                     ted: &ted,
                 },
-            )
+            ))
         })
         .await
         .map_err(internal)?
@@ -573,6 +573,35 @@ impl DteService for DteGrpc {
         Ok(Response::new(HttpBody {
             content_type: "application/xml; charset=utf-8".into(),
             data: xml.into_bytes(),
+            extensions: Vec::new(),
+        }))
+    }
+
+    async fn get_received_document_pdf(
+        &self,
+        request: Request<GetReceivedDocumentRequest>,
+    ) -> Result<Response<HttpBody>, Status> {
+        let document = self.received_document(request).await?;
+        if !document.valid {
+            return Err(failed_precondition(
+                "id",
+                format!(
+                    "the document was not received as valid ({}): a copy that failed its checks is not printed",
+                    document.estado_detail
+                ),
+            ));
+        }
+        let xml = received::document_xml(&self.issuing.pool, document.id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found("no such received document"))?;
+        let bytes = tokio::task::spawn_blocking(move || pdf::render(&pdf::Sheet::of_dte(&xml)?))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+        Ok(Response::new(HttpBody {
+            content_type: "application/pdf".into(),
+            data: bytes,
             extensions: Vec::new(),
         }))
     }

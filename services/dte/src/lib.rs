@@ -26,6 +26,7 @@ pub mod pdf;
 pub mod received;
 pub mod sii;
 pub mod store;
+pub mod testing;
 pub mod verify;
 pub mod xml;
 

@@ -1,5 +1,6 @@
-//! The printable representation of a document: issuer, the SII's red box (RUT, type,
-//! folio), receptor, lines, totals, and the TED as a PDF417 barcode (error-correction
+//! The printable representation of a document, ours or a supplier's: issuer, the SII's red
+//! box (RUT, type, folio), receptor, lines, references, totals, and the TED as a PDF417
+//! barcode (error-correction
 //! level 5, as the SII asks), drawn as vector bars so it prints sharp at any resolution.
 
 use chrono::NaiveDate;
@@ -7,11 +8,11 @@ use pdf_writer::{Content, Finish as _, Name, Pdf, Rect, Ref, Str};
 use rxing::{BarcodeFormat, EncodeHints, Writer as _, pdf417::PDF417Writer};
 
 use crate::{
-    domain::{Content as DocumentContent, Issuer, TipoDte},
+    domain::{Content as DocumentContent, Issuer, TipoDte, Totals},
     xml::latin1,
 };
 
-/// What a printed document shows.
+/// One of our documents as issued: what [`Sheet::issued`] prints.
 pub struct Printable<'a> {
     pub tipo: TipoDte,
     pub folio: i64,
@@ -21,11 +22,262 @@ pub struct Printable<'a> {
     pub ted: &'a str,
 }
 
+/// A company as a sheet names it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Party {
+    pub rut: String,
+    pub razon_social: String,
+    pub giro: String,
+    /// Street, comuna and city, as one line.
+    pub address: String,
+}
+
+/// One printed line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub code: String,
+    pub name: String,
+    /// As the document writes it (`10`, `1.5`); empty when it has none.
+    pub quantity: String,
+    /// Printed already (`$ 1.500`); empty when it has none.
+    pub unit_price: String,
+    pub amount: i64,
+}
+
+/// Everything a printed document shows: ours ([`Sheet::issued`]) or a supplier's, read from
+/// its XML ([`Sheet::of_dte`]), in the same layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sheet {
+    pub issuer: Party,
+    /// The SII's code (`TipoDTE`).
+    pub tipo: i32,
+    pub folio: i64,
+    pub fecha: NaiveDate,
+    pub receptor: Party,
+    pub lines: Vec<Line>,
+    /// Each reference to another document, printed.
+    pub references: Vec<String>,
+    pub totals: Totals,
+    /// The `TED` element, flattened, exactly as in the signed document.
+    pub ted: String,
+    /// Below the stamp: the issuer's resolution, when known.
+    pub resolution: Option<String>,
+}
+
+impl Sheet {
+    /// One of our documents.
+    pub fn issued(issuer: &Issuer, doc: &Printable<'_>) -> Self {
+        let r = &doc.content.receptor;
+        Sheet {
+            issuer: Party {
+                rut: issuer.rut.to_string(),
+                razon_social: issuer.razon_social.clone(),
+                giro: issuer.giro.clone(),
+                address: format!("{}, {}, {}", issuer.address, issuer.comuna, issuer.ciudad),
+            },
+            tipo: doc.tipo.code(),
+            folio: doc.folio,
+            fecha: doc.fecha,
+            receptor: Party {
+                rut: r.rut.clone(),
+                razon_social: r.razon_social.clone(),
+                giro: r.giro.clone(),
+                address: format!("{} {}", r.address, r.comuna),
+            },
+            lines: doc
+                .content
+                .items
+                .iter()
+                .map(|item| Line {
+                    code: item.code.clone(),
+                    name: if item.exempt {
+                        format!("{} (exento)", item.name)
+                    } else {
+                        item.name.clone()
+                    },
+                    quantity: item.quantity.to_string(),
+                    unit_price: pesos(item.unit_price),
+                    amount: item.amount,
+                })
+                .collect(),
+            references: doc
+                .content
+                .referencia
+                .iter()
+                .map(|reference| {
+                    format!(
+                        "{} Nº {} del {} — {}",
+                        title(reference.tipo.code()),
+                        reference.folio,
+                        reference.fecha.format("%d-%m-%Y"),
+                        reference.razon
+                    )
+                })
+                .collect(),
+            totals: doc.content.totals,
+            ted: doc.ted.to_string(),
+            resolution: Some(format!(
+                "Res. {} de {}",
+                issuer.nro_resol,
+                issuer.fch_resol.format("%Y")
+            )),
+        }
+    }
+
+    /// A signed `DTE` as another company's software wrote it (its `Documento`, `Liquidacion`
+    /// or `Exportaciones`): its own issuer, receptor, lines, references, totals and TED.
+    pub fn of_dte(xml: &str) -> Result<Self, PdfError> {
+        let unreadable = |what: &str| PdfError::Unreadable(what.to_string());
+        let text = crate::caf::strip_declaration(xml);
+        let doc = uppsala::parse(text).map_err(|e| PdfError::Unreadable(e.to_string()))?;
+        let root = doc
+            .document_element()
+            .ok_or_else(|| unreadable("no root element"))?;
+        let children = |parent: uppsala::NodeId, name: &str| -> Vec<uppsala::NodeId> {
+            doc.children(parent)
+                .into_iter()
+                .filter(|&c| doc.element(c).is_some_and(|e| e.name.local_name == name))
+                .collect()
+        };
+        let at = |node: uppsala::NodeId, path: &[&str]| -> String {
+            let mut at = node;
+            for name in path {
+                match children(at, name).first() {
+                    Some(&c) => at = c,
+                    None => return String::new(),
+                }
+            }
+            doc.text_content_deep(at).trim().to_string()
+        };
+        let number = |node, path: &[&str]| -> i64 {
+            let text = at(node, path);
+            // Amounts are integers; a foreign-currency one may carry decimals.
+            text.parse::<i64>()
+                .or_else(|_| text.parse::<f64>().map(|f| f.round() as i64))
+                .unwrap_or(0)
+        };
+        let document = ["Documento", "Liquidacion", "Exportaciones"]
+            .iter()
+            .find_map(|name| children(root, name).first().copied())
+            .ok_or_else(|| unreadable("no Documento in the DTE"))?;
+        let encabezado = children(document, "Encabezado")
+            .first()
+            .copied()
+            .ok_or_else(|| unreadable("no Encabezado"))?;
+        let tipo = at(encabezado, &["IdDoc", "TipoDTE"])
+            .parse()
+            .map_err(|_| unreadable("no TipoDTE"))?;
+        let folio = at(encabezado, &["IdDoc", "Folio"])
+            .parse()
+            .map_err(|_| unreadable("no Folio"))?;
+        let fecha = NaiveDate::parse_from_str(&at(encabezado, &["IdDoc", "FchEmis"]), "%Y-%m-%d")
+            .map_err(|_| unreadable("no FchEmis"))?;
+        let place = |parts: [String; 3]| {
+            parts
+                .into_iter()
+                .filter(|p| !p.is_empty())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let issuer = Party {
+            rut: at(encabezado, &["Emisor", "RUTEmisor"]),
+            razon_social: [&["Emisor", "RznSoc"][..], &["Emisor", "RznSocEmisor"]]
+                .iter()
+                .map(|path| at(encabezado, path))
+                .find(|s| !s.is_empty())
+                .unwrap_or_default(),
+            giro: [&["Emisor", "GiroEmis"][..], &["Emisor", "GiroEmisor"]]
+                .iter()
+                .map(|path| at(encabezado, path))
+                .find(|s| !s.is_empty())
+                .unwrap_or_default(),
+            address: place([
+                at(encabezado, &["Emisor", "DirOrigen"]),
+                at(encabezado, &["Emisor", "CmnaOrigen"]),
+                at(encabezado, &["Emisor", "CiudadOrigen"]),
+            ]),
+        };
+        let receptor = Party {
+            rut: at(encabezado, &["Receptor", "RUTRecep"]),
+            razon_social: at(encabezado, &["Receptor", "RznSocRecep"]),
+            giro: at(encabezado, &["Receptor", "GiroRecep"]),
+            address: place([
+                at(encabezado, &["Receptor", "DirRecep"]),
+                at(encabezado, &["Receptor", "CmnaRecep"]),
+                at(encabezado, &["Receptor", "CiudadRecep"]),
+            ]),
+        };
+        let lines = children(document, "Detalle")
+            .into_iter()
+            .map(|d| {
+                let name = at(d, &["NmbItem"]);
+                let price = at(d, &["PrcItem"]);
+                Line {
+                    code: at(d, &["CdgItem", "VlrCodigo"]),
+                    name: if at(d, &["IndExe"]).is_empty() {
+                        name
+                    } else {
+                        format!("{name} (exento)")
+                    },
+                    quantity: at(d, &["QtyItem"]),
+                    unit_price: match price.parse::<i64>() {
+                        Ok(n) => pesos(n),
+                        Err(_) if price.is_empty() => String::new(),
+                        // A fractional price, written as Chile writes decimals.
+                        Err(_) => format!("$ {}", price.replace('.', ",")),
+                    },
+                    amount: number(d, &["MontoItem"]),
+                }
+            })
+            .collect();
+        let references = children(document, "Referencia")
+            .into_iter()
+            .map(|r| {
+                let kind = at(r, &["TpoDocRef"]);
+                let kind = kind
+                    .parse::<i32>()
+                    .map(|code| title(code).to_string())
+                    .unwrap_or(kind);
+                let fecha = NaiveDate::parse_from_str(&at(r, &["FchRef"]), "%Y-%m-%d")
+                    .map(|f| f.format("%d-%m-%Y").to_string())
+                    .unwrap_or_default();
+                let razon = at(r, &["RazonRef"]);
+                let mut line = format!("{kind} Nº {} del {fecha}", at(r, &["FolioRef"]));
+                if !razon.is_empty() {
+                    line.push_str(&format!(" — {razon}"));
+                }
+                line
+            })
+            .collect();
+        let totals = Totals {
+            net: number(encabezado, &["Totales", "MntNeto"]),
+            exempt: number(encabezado, &["Totales", "MntExe"]),
+            iva: number(encabezado, &["Totales", "IVA"]),
+            total: number(encabezado, &["Totales", "MntTotal"]),
+        };
+        let ted = ted_of(xml).ok_or_else(|| unreadable("no TED"))?;
+        Ok(Sheet {
+            issuer,
+            tipo,
+            folio,
+            fecha,
+            receptor,
+            lines,
+            references,
+            totals,
+            ted,
+            resolution: None,
+        })
+    }
+}
+
 /// Why a PDF could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum PdfError {
     #[error("the TED cannot be encoded as PDF417: {0}")]
     Barcode(String),
+    #[error("the document cannot be read for printing: {0}")]
+    Unreadable(String),
 }
 
 /// The `TED` element of a signed document or envelope (the first one), whitespace between
@@ -53,14 +305,22 @@ pub fn ted_barcode(ted: &str) -> Result<rxing::common::BitMatrix, PdfError> {
         .map_err(|e| PdfError::Barcode(e.to_string()))
 }
 
-fn title(tipo: TipoDte) -> &'static str {
+/// A type's printed name, by its SII code.
+fn title(tipo: i32) -> &'static str {
     match tipo {
-        TipoDte::Factura => "FACTURA ELECTRÓNICA",
-        TipoDte::FacturaExenta => "FACTURA NO AFECTA O EXENTA ELECTRÓNICA",
-        TipoDte::Boleta => "BOLETA ELECTRÓNICA",
-        TipoDte::BoletaExenta => "BOLETA EXENTA ELECTRÓNICA",
-        TipoDte::NotaDebito => "NOTA DE DÉBITO ELECTRÓNICA",
-        TipoDte::NotaCredito => "NOTA DE CRÉDITO ELECTRÓNICA",
+        33 => "FACTURA ELECTRÓNICA",
+        34 => "FACTURA NO AFECTA O EXENTA ELECTRÓNICA",
+        39 => "BOLETA ELECTRÓNICA",
+        41 => "BOLETA EXENTA ELECTRÓNICA",
+        43 => "LIQUIDACIÓN FACTURA ELECTRÓNICA",
+        46 => "FACTURA DE COMPRA ELECTRÓNICA",
+        52 => "GUÍA DE DESPACHO ELECTRÓNICA",
+        56 => "NOTA DE DÉBITO ELECTRÓNICA",
+        61 => "NOTA DE CRÉDITO ELECTRÓNICA",
+        110 => "FACTURA DE EXPORTACIÓN ELECTRÓNICA",
+        111 => "NOTA DE DÉBITO DE EXPORTACIÓN ELECTRÓNICA",
+        112 => "NOTA DE CRÉDITO DE EXPORTACIÓN ELECTRÓNICA",
+        _ => "DOCUMENTO TRIBUTARIO ELECTRÓNICO",
     }
 }
 
@@ -89,7 +349,8 @@ fn text(c: &mut Content, font: &[u8], size: f32, x: f32, y: f32, s: &str) {
 }
 
 /// The document as a one-page A4 PDF.
-pub fn render(issuer: &Issuer, doc: &Printable<'_>) -> Result<Vec<u8>, PdfError> {
+pub fn render(doc: &Sheet) -> Result<Vec<u8>, PdfError> {
+    let issuer = &doc.issuer;
     const REGULAR: &[u8] = b"F1";
     const BOLD: &[u8] = b"F2";
     let (catalog, pages, page, regular, bold, contents) = (
@@ -104,14 +365,7 @@ pub fn render(issuer: &Issuer, doc: &Printable<'_>) -> Result<Vec<u8>, PdfError>
     // Issuer, top left.
     text(&mut c, BOLD, 13.0, 40.0, 790.0, &issuer.razon_social);
     text(&mut c, REGULAR, 9.0, 40.0, 775.0, &issuer.giro);
-    text(
-        &mut c,
-        REGULAR,
-        9.0,
-        40.0,
-        762.0,
-        &format!("{}, {}, {}", issuer.address, issuer.comuna, issuer.ciudad),
-    );
+    text(&mut c, REGULAR, 9.0, 40.0, 762.0, &issuer.address);
     // The red box: RUT, type, folio.
     c.set_stroke_rgb(0.8, 0.0, 0.0);
     c.set_fill_rgb(0.8, 0.0, 0.0);
@@ -139,14 +393,14 @@ pub fn render(issuer: &Issuer, doc: &Printable<'_>) -> Result<Vec<u8>, PdfError>
     text(&mut c, REGULAR, 8.0, 385.0, 736.0, "S.I.I. - SANTIAGO");
     c.set_fill_gray(0.0);
     // Receptor and date.
-    let r = &doc.content.receptor;
+    let r = &doc.receptor;
     let mut y = 700.0;
     for (label, value) in [
         ("Fecha de emisión", doc.fecha.format("%d-%m-%Y").to_string()),
         ("Señor(es)", r.razon_social.clone()),
         ("R.U.T.", r.rut.clone()),
         ("Giro", r.giro.clone()),
-        ("Dirección", format!("{} {}", r.address, r.comuna)),
+        ("Dirección", r.address.clone()),
     ] {
         if !value.trim().is_empty() {
             text(
@@ -176,27 +430,43 @@ pub fn render(issuer: &Issuer, doc: &Printable<'_>) -> Result<Vec<u8>, PdfError>
     c.line_to(555.0, y - 4.0);
     c.stroke();
     y -= 16.0;
-    for item in &doc.content.items {
+    // As many lines as the page holds above the totals and the stamp; the rest are
+    // counted.
+    const LINES_FIT: usize = 30;
+    for line in doc.lines.iter().take(LINES_FIT) {
         text(
             &mut c,
             REGULAR,
             8.0,
             40.0,
             y,
-            &latin1::field(&item.code, 16),
+            &latin1::field(&line.code, 16),
         );
-        let name = if item.exempt {
-            format!("{} (exento)", item.name)
-        } else {
-            item.name.clone()
-        };
-        text(&mut c, REGULAR, 8.0, 130.0, y, &latin1::field(&name, 48));
-        text(&mut c, REGULAR, 8.0, 380.0, y, &item.quantity.to_string());
-        text(&mut c, REGULAR, 8.0, 430.0, y, &pesos(item.unit_price));
-        text(&mut c, REGULAR, 8.0, 500.0, y, &pesos(item.amount));
+        text(
+            &mut c,
+            REGULAR,
+            8.0,
+            130.0,
+            y,
+            &latin1::field(&line.name, 48),
+        );
+        text(&mut c, REGULAR, 8.0, 380.0, y, &line.quantity);
+        text(&mut c, REGULAR, 8.0, 430.0, y, &line.unit_price);
+        text(&mut c, REGULAR, 8.0, 500.0, y, &pesos(line.amount));
         y -= 12.0;
     }
-    if let Some(reference) = &doc.content.referencia {
+    if doc.lines.len() > LINES_FIT {
+        text(
+            &mut c,
+            REGULAR,
+            8.0,
+            130.0,
+            y,
+            &format!("… y {} líneas más", doc.lines.len() - LINES_FIT),
+        );
+        y -= 12.0;
+    }
+    for reference in doc.references.iter().take(4) {
         y -= 6.0;
         text(
             &mut c,
@@ -204,19 +474,13 @@ pub fn render(issuer: &Issuer, doc: &Printable<'_>) -> Result<Vec<u8>, PdfError>
             8.0,
             40.0,
             y,
-            &format!(
-                "Referencia: {} Nº {} del {} — {}",
-                title(reference.tipo),
-                reference.folio,
-                reference.fecha.format("%d-%m-%Y"),
-                reference.razon
-            ),
+            &format!("Referencia: {reference}"),
         );
         y -= 12.0;
     }
     // Totals.
     y -= 10.0;
-    let t = doc.content.totals;
+    let t = doc.totals;
     for (label, amount, show) in [
         ("Monto neto", t.net, t.net != 0 || t.iva != 0),
         ("Monto exento", t.exempt, t.exempt != 0),
@@ -230,7 +494,7 @@ pub fn render(issuer: &Issuer, doc: &Printable<'_>) -> Result<Vec<u8>, PdfError>
         }
     }
     // The TED: at most 9 cm wide (255 pt), bars of whole runs.
-    let bars = ted_barcode(doc.ted)?;
+    let bars = ted_barcode(&doc.ted)?;
     let (w, h) = (bars.getWidth(), bars.getHeight());
     let module = (255.0 / w as f32).min(1.5);
     let (left, bottom) = (40.0, 90.0);
@@ -268,11 +532,10 @@ pub fn render(issuer: &Issuer, doc: &Printable<'_>) -> Result<Vec<u8>, PdfError>
         8.0,
         left,
         bottom - 26.0,
-        &format!(
-            "Res. {} de {} - Verifique documento: www.sii.cl",
-            issuer.nro_resol,
-            issuer.fch_resol.format("%Y")
-        ),
+        &match &doc.resolution {
+            Some(resolution) => format!("{resolution} - Verifique documento: www.sii.cl"),
+            None => "Verifique documento: www.sii.cl".to_string(),
+        },
     );
 
     let mut pdf = Pdf::new();

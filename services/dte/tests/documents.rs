@@ -471,7 +471,7 @@ fn the_pdfs_barcode_decodes_to_the_exact_ted() {
         "{ted}"
     );
     assert!(ted.ends_with("</FRMT></TED>"));
-    let pdf = dte::pdf::render(
+    let pdf = dte::pdf::render(&dte::pdf::Sheet::issued(
         &issuer(),
         &dte::pdf::Printable {
             tipo: content.tipo,
@@ -480,13 +480,65 @@ fn the_pdfs_barcode_decodes_to_the_exact_ted() {
             content: &content,
             ted: &ted,
         },
-    )
+    ))
     .unwrap();
     assert!(pdf.starts_with(b"%PDF-"));
     if let Some(keep) = std::env::var_os("DTE_KEEP_PDF") {
         std::fs::write(keep, &pdf).unwrap();
     }
     assert_eq!(barcodes_in_pdf(&pdf), latin1::encode(&ted).unwrap());
+}
+
+/// Suppliers' documents from other companies' software (the corpus) print in our layout with
+/// their own data, and the barcode is their TED byte for byte.
+#[test]
+fn a_suppliers_document_prints_with_its_own_data_and_exact_ted() {
+    let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+    let read = |name: &str| {
+        let bytes = std::fs::read(corpus.join(name)).unwrap();
+        dte::xml::declared::decode(&bytes).unwrap()
+    };
+    // windows-1252, a fractional price.
+    let factura = read("DTE--60910000-1--33--2336600.xml");
+    let sheet = dte::pdf::Sheet::of_dte(&factura).unwrap();
+    assert_eq!(
+        (sheet.tipo, sheet.folio, sheet.issuer.rut.as_str()),
+        (33, 2336600, "60910000-1")
+    );
+    assert_eq!(sheet.issuer.razon_social, "Universidad de Chile");
+    assert_eq!(sheet.receptor.razon_social, "FYNPAL SPA");
+    assert_eq!(sheet.totals.total, 10642);
+    assert_eq!(sheet.lines.len(), 1);
+    assert_eq!(sheet.lines[0].quantity, "1.0");
+    assert_eq!(sheet.lines[0].unit_price, "$ 8942,86");
+    assert_eq!(
+        sheet.resolution, None,
+        "a lone DTE does not say its resolution"
+    );
+    let pdf = dte::pdf::render(&sheet).unwrap();
+    assert_eq!(
+        barcodes_in_pdf(&pdf),
+        latin1::encode(&dte::pdf::ted_of(&factura).unwrap()).unwrap()
+    );
+    // A nota de crédito names the document it corrects.
+    let nota = dte::pdf::Sheet::of_dte(&read("DTE--96670340-7--61--110616.xml")).unwrap();
+    assert_eq!(
+        (nota.tipo, nota.issuer.razon_social.as_str()),
+        (61, "Bata Chile S.A.")
+    );
+    assert_eq!(nota.totals.total, 57_347_078);
+    assert!(
+        nota.references
+            .iter()
+            .any(|r| r.starts_with("FACTURA ELECTRÓNICA Nº 115885")
+                && r.ends_with("Comision venta corner Hites")),
+        "{:?}",
+        nota.references
+    );
+    assert!(dte::pdf::render(&nota).unwrap().starts_with(b"%PDF-"));
+    // Not a DTE: a clear refusal.
+    let error = dte::pdf::Sheet::of_dte("<DTE><Otro/></DTE>").unwrap_err();
+    assert!(error.to_string().contains("no Documento"), "{error}");
 }
 
 #[tokio::test]

@@ -4,11 +4,9 @@
 
 use std::{process::Command, sync::LazyLock};
 
-use chrono::NaiveDate;
 use dte::{
-    caf::{self, Caf},
     certificate,
-    domain::{self, Issuer, Item, Receptor, Sale, TipoDte},
+    domain::Issuer,
     received::{self, ReceiveError},
     sii::{
         SiiClient as _, SiiRegistry as _,
@@ -16,9 +14,8 @@ use dte::{
         registry::{self, Action},
         sim::SiiSimulator,
     },
-    xml::document::{self, SignedDte, Stamp},
+    xml::document::SignedDte,
 };
-use platform::chile::Rut;
 use sqlx::PgPool;
 
 mod common;
@@ -111,90 +108,27 @@ async fn answer(pool: &PgPool, envelope: uuid::Uuid) -> String {
     )
 }
 
-/// Another company, selling to ours.
-fn supplier() -> Issuer {
-    let number = 76_086_428;
-    Issuer {
-        rut: Rut::parse(&format!("{number}-{}", Rut::check_digit(number))).unwrap(),
-        razon_social: "Proveedora Ñuñoa Ltda.".into(),
-        ..company()
-    }
-}
-
-fn fecha() -> NaiveDate {
-    NaiveDate::from_ymd_opt(2026, 11, 30).unwrap()
-}
-
-struct Supplier {
-    issuer: Issuer,
-    caf: Caf,
-    identity: dte::xml::signature::SigningIdentity,
-}
+/// Another company, selling to ours: `dte::testing::Supplier`, its documents unwrapped.
+struct Supplier(dte::testing::Supplier);
 
 fn supplier_with_caf() -> Supplier {
-    let issuer = supplier();
-    let xml = caf::fake(
-        TipoDte::Factura,
-        1,
-        100,
-        &issuer.rut,
-        &issuer.razon_social,
-        fecha(),
-    )
-    .unwrap();
-    let (key, der) = certificate::self_signed("12345678-5").unwrap();
-    Supplier {
-        caf: Caf::parse(xml.as_bytes()).unwrap(),
-        identity: certificate::identity(&key, der).unwrap(),
-        issuer,
+    Supplier(dte::testing::Supplier::new().unwrap())
+}
+
+impl std::ops::Deref for Supplier {
+    type Target = dte::testing::Supplier;
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
 }
 
 impl Supplier {
-    /// A signed factura of folio `folio` to `buyer`.
     fn factura(&self, folio: i64, buyer: &str) -> SignedDte {
-        let content = domain::document_for_sale(Sale {
-            receptor: Some(Receptor {
-                rut: buyer.into(),
-                razon_social: "Orderflow SpA".into(),
-                giro: "Comercio electrónico".into(),
-                address: "Av. Providencia 1234".into(),
-                comuna: "Providencia".into(),
-            }),
-            items: vec![Item {
-                code: "CAJA-1".into(),
-                name: "Cajas de cartón".into(),
-                quantity: 10,
-                unit_price: 1_500,
-                exempt: false,
-                amount: 15_000,
-            }],
-        });
-        document::build_dte(
-            &self.issuer,
-            &content,
-            folio,
-            fecha(),
-            fecha().and_hms_opt(9, 0, 0).unwrap(),
-            &Stamp {
-                caf_element: &self.caf.caf_element,
-                caf_key: &self.caf.private_key,
-            },
-            &self.identity,
-        )
-        .unwrap()
+        self.0.factura(folio, buyer).unwrap()
     }
 
-    /// The envelope of `dtes` to `receptor`, signed at `second` past nine.
     fn envelope(&self, dtes: &[SignedDte], receptor: &str, second: u32) -> Vec<u8> {
-        document::build_envelope_to(
-            &self.issuer,
-            receptor,
-            dtes,
-            fecha().and_hms_opt(9, 0, second).unwrap(),
-            &self.identity,
-        )
-        .unwrap()
+        self.0.envelope(dtes, receptor, second).unwrap()
     }
 }
 

@@ -481,6 +481,29 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/dte/received/{id}/pdf": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get received document pdf
+         * @description A valid received document printed in the same layout as ours, with the supplier's
+         *     data and its TED as a PDF417 barcode.
+         *
+         *     Requires the `admin` role.
+         */
+        get: operations["DteService_GetReceivedDocumentPdf"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/dte/received/{id}/xml": {
         parameters: {
             query?: never;
@@ -2450,6 +2473,41 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["orderflow.dte.v1.ReceivedDocument"];
+                };
+            };
+            400: components["responses"]["Problem"];
+            401: components["responses"]["Problem"];
+            403: components["responses"]["Problem"];
+            404: components["responses"]["Problem"];
+            409: components["responses"]["Problem"];
+            413: components["responses"]["Problem"];
+            415: components["responses"]["Problem"];
+            422: components["responses"]["Problem"];
+            429: components["responses"]["Problem"];
+            500: components["responses"]["Problem"];
+            503: components["responses"]["Problem"];
+            504: components["responses"]["Problem"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    DteService_GetReceivedDocumentPdf: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The document, in the content type the service chose */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "*/*": string;
                 };
             };
             400: components["responses"]["Problem"];
