@@ -257,3 +257,57 @@ async fn the_back_office_runs_the_dashboard_cafs_documents_verification_and_user
         .unwrap();
     assert!(!tampered.status.success(), "the altered copy does not");
 }
+
+#[tokio::test]
+async fn the_back_office_receives_accepts_and_claims_suppliers_documents() {
+    use dte::sii::{SiiClient as _, SiiStatus, client::HttpSiiClient, sim::SiiSimulator};
+    // A SII the supplier sends its facturas to, and the suite registers its verdicts on.
+    let sim = SiiSimulator::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let endpoints = dte::sii::client::SiiEndpoints::at(&sim.url());
+    let stop_sim = platform::CancellationToken::new();
+    tokio::spawn(sim.run_until_stopped(stop_sim.clone()));
+    let us = dte::development_issuer().rut.to_string();
+    let supplier = dte::testing::Supplier::new().unwrap();
+    let facturas = [7, 8].map(|folio| supplier.factura(folio, &us).unwrap());
+    let supplier_sii = HttpSiiClient::new(
+        endpoints.clone(),
+        supplier.identity.clone(),
+        supplier.issuer.rut,
+        supplier.issuer.rut_envia,
+        std::time::Duration::from_secs(10),
+    )
+    .unwrap();
+    let track = supplier_sii
+        .submit(&supplier.envelope(&facturas, &us, 1).unwrap(), false)
+        .await
+        .unwrap();
+    while let SiiStatus::Pending { .. } = supplier_sii.status(&track, false).await.unwrap() {}
+    let dir = root().join("target/web/admin-purchases-input");
+    std::fs::create_dir_all(&dir).unwrap();
+    let envelope = dir.join("envio-proveedor.xml");
+    std::fs::write(&envelope, supplier.envelope(&facturas, &us, 2).unwrap()).unwrap();
+    let not_ours = root().join("services/dte/tests/corpus/DTE--60910000-1--33--2336600.xml");
+    in_chromium(
+        "admin-purchases.mjs",
+        "admin-purchases",
+        &[
+            ("PAYMENT_PROVIDER", "sandbox"),
+            ("DTE_SII_URL", &endpoints.dte),
+            ("DTE_SII_BOLETA_URL", &endpoints.boleta),
+            ("DTE_SII_BOLETA_UPLOAD_URL", &endpoints.boleta_upload),
+            ("DTE_SII_REGISTRY_URL", &endpoints.registry),
+        ],
+        &[
+            ("ENVELOPE_FILE", envelope.display().to_string()),
+            ("NOT_OURS_FILE", not_ours.display().to_string()),
+        ],
+        false,
+    )
+    .await;
+    let pdf =
+        std::fs::read(root().join("target/web/admin-purchases/factura-proveedor.pdf")).unwrap();
+    assert!(pdf.starts_with(b"%PDF-"), "not a PDF");
+    stop_sim.cancel();
+}

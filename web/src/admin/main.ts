@@ -1,5 +1,6 @@
 // The back-office at /admin: dashboard, products, orders (events, payments, refunds,
-// documents), tax documents, CAFs, verification of received DTEs, users. The admin role is
+// documents), tax documents, CAFs, suppliers' documents (purchases), verification of
+// received DTEs, users. The admin role is
 // checked by the API on every call; the page only follows what it answers.
 import { api } from "../api/client";
 import { alertBox, field, h, render } from "../store/dom";
@@ -12,6 +13,7 @@ import { deadLettersPage } from "./deadletters";
 import { documentPage, documentsPage, verifyPage } from "./documents";
 import { orderPage, ordersPage } from "./orders";
 import { productPage, productsPage } from "./products";
+import { purchasePage, purchasesPage } from "./purchases";
 import { usersPage } from "./users";
 
 type Page = (params: URLSearchParams, ...parts: string[]) => Promise<void>;
@@ -27,6 +29,8 @@ const pages: [RegExp, Page][] = [
   [/^\/admin\/documentos\/([^/]+)$/, documentPage],
   [/^\/admin\/folios$/, cafsPage],
   [/^\/admin\/verificar$/, verifyPage],
+  [/^\/admin\/compras$/, purchasesPage],
+  [/^\/admin\/compras\/([^/]+)$/, purchasePage],
   [/^\/admin\/usuarios$/, usersPage],
   [/^\/admin\/mensajes$/, deadLettersPage],
 ];
@@ -56,6 +60,7 @@ function nav(admin: boolean): void {
           ["/admin/pedidos", "Pedidos"],
           ["/admin/documentos", "Documentos"],
           ["/admin/folios", "Folios"],
+          ["/admin/compras", "Compras"],
           ["/admin/verificar", "Verificar DTE"],
           ["/admin/usuarios", "Usuarios"],
           ["/admin/mensajes", "Mensajes"],

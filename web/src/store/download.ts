@@ -10,11 +10,16 @@ export async function downloadDocument(id: string, kind: "pdf" | "xml", name: st
       ? await api.GET("/v1/dte/documents/{id}/pdf", { params: { path: { id } }, parseAs: "blob" })
       : await api.GET("/v1/dte/documents/{id}/xml", { params: { path: { id } }, parseAs: "blob" });
   if (!data) return false;
-  const url = URL.createObjectURL(data as Blob);
+  saveBlob(data as Blob, name);
+  return true;
+}
+
+/** Hands `blob` to the browser as a download named `name`. */
+export function saveBlob(blob: Blob, name: string): void {
+  const url = URL.createObjectURL(blob);
   const a = h("a", { href: url, download: name });
   document.body.append(a);
   a.click();
   a.remove();
   setTimeout(() => URL.revokeObjectURL(url), 10_000);
-  return true;
 }

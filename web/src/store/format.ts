@@ -37,6 +37,9 @@ const TIPO: Record<number, string> = {
   34: "Factura exenta",
   39: "Boleta electrónica",
   41: "Boleta exenta",
+  43: "Liquidación factura",
+  46: "Factura de compra",
+  52: "Guía de despacho",
   56: "Nota de débito",
   61: "Nota de crédito",
 };
