@@ -1237,3 +1237,103 @@ async fn facturas_are_accepted_and_claimed_on_the_sii_registry_within_the_siis_e
     assert_eq!(codes(&accepted), ["ACD"]);
     shutdown.cancel();
 }
+
+/// The intake of the child process [`a_poller_killed_mid_mailbox_loses_nothing_and_stores_nothing_twice`]
+/// starts: `database url|port|ca path`.
+const INTAKE_CHILD: &str = "DTE_TEST_INTAKE_CHILD";
+
+fn intake_for(pool: PgPool, port: u16, ca: std::path::PathBuf) -> dte::intake::Intake {
+    dte::intake::Intake::new(
+        pool,
+        company(),
+        OURS.identity.clone(),
+        dte::intake::ImapSettings {
+            url: format!("imaps://{MAIL_USER}@localhost:{port}"),
+            password: MAIL_PASSWORD.into(),
+            ca: Some(ca),
+            poll_interval: std::time::Duration::from_millis(50),
+        },
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_poller_killed_mid_mailbox_loses_nothing_and_stores_nothing_twice() {
+    // In the child process: poll the mailbox until killed.
+    if let Ok(child) = std::env::var(INTAKE_CHILD) {
+        let mut parts = child.splitn(3, '|');
+        let (url, port, ca) = (
+            parts.next().unwrap(),
+            parts.next().unwrap().parse().unwrap(),
+            parts.next().unwrap(),
+        );
+        let pool = dte::open_database(url).await.unwrap();
+        intake_for(pool, port, ca.into())
+            .run(platform::CancellationToken::new())
+            .await
+            .unwrap();
+        return;
+    }
+    const MESSAGES: i64 = 30;
+    let url = platform::testing::fresh_database().await.unwrap();
+    let pool = dte::open_database(&url).await.unwrap();
+    let us = company().rut.to_string();
+    let s = supplier_with_caf();
+    let dovecot = Dovecot::start();
+    for folio in 1..=MESSAGES {
+        let envelope = s.envelope(&[s.factura(folio, &us)], &us, 0);
+        dovecot.deliver(&mail_from_supplier(&[(
+            &format!("envio-{folio}.xml"),
+            "application/xml",
+            envelope,
+        )]));
+    }
+    // A real process, killed (SIGKILL) once it has stored a few envelopes: wherever it was
+    // (downloading a message, storing an envelope, marking a message seen), it was not let
+    // finish.
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_poller_killed_mid_mailbox_loses_nothing_and_stores_nothing_twice",
+            "--nocapture",
+        ])
+        .env(
+            INTAKE_CHILD,
+            format!("{url}|{}|{}", dovecot.port, dovecot.ca.display()),
+        )
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while count(&pool, "received_envelopes").await < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child stored nothing"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the child stopped");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let at_kill = count(&pool, "received_envelopes").await;
+    assert!(
+        at_kill < MESSAGES,
+        "killed only after all {MESSAGES} were stored"
+    );
+
+    // Started again, it reads what is left: every envelope once, every document once, one
+    // answer each, and every message seen.
+    let intake = intake_for(pool.clone(), dovecot.port, dovecot.ca.clone());
+    let round = intake.poll(true).await.unwrap();
+    assert!(round.messages as i64 >= MESSAGES - at_kill, "{round:?}");
+    assert_eq!(count(&pool, "received_envelopes").await, MESSAGES);
+    assert_eq!(count(&pool, "received_documents").await, MESSAGES);
+    assert_eq!(count(&pool, "received_answers").await, MESSAGES);
+    let folios: Vec<i64> =
+        sqlx::query_scalar("SELECT folio FROM received_documents ORDER BY folio")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(folios, (1..=MESSAGES).collect::<Vec<_>>());
+    assert_eq!(intake.poll(true).await.unwrap().messages, 0, "all seen");
+}
