@@ -3,6 +3,14 @@
 //! replica shares the same budget. Keys: the signed-in user, else the client address;
 //! route classes have their own quotas (`auth` endpoints are stricter than the rest).
 //!
+//! A replica takes a key's requests from Redis a few at a time (its local share, a tenth of
+//! the burst: one for strict quotas) and spends them without asking again, so a busy
+//! caller costs one Redis round trip per share instead of per request. The share is taken
+//! out of the shared budget before it is spent, so a caller never gets more than the quota
+//! across replicas; a share left unspent (the caller stopped, or went to another replica)
+//! is forgotten after a second, which can refuse a caller at most `replicas × (share - 1)`
+//! requests early, never late.
+//!
 //! When Redis cannot be reached the gateway keeps serving with an in-process limiter of
 //! the same algorithm and quotas (per replica, so a little more permissive), logs the
 //! switch, counts it, and tries Redis again after a second. Responses carry
@@ -112,29 +120,55 @@ fn gcra(tat: Option<i64>, now: i64, quota: Quota) -> (Option<i64>, Decision) {
     (Some(new_tat), decision)
 }
 
-/// The Redis side of [`gcra`]: atomic, on Redis's clock, the key expiring once idle.
+/// The Redis side of [`gcra`], taking up to `ARGV[3]` requests at once (as many as fit now,
+/// at least one or none): atomic, on Redis's clock, the key expiring once idle. Returns
+/// (requests taken, retry after ms, remaining, reset ms).
 const GCRA_SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local interval = tonumber(ARGV[1])
 local tau = interval * (tonumber(ARGV[2]) - 1)
+local want = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
 local allow_at = tat - tau
 if now < allow_at then
   return {0, allow_at - now, 0, tat - now}
 end
-local new_tat = tat + interval
+local fit = math.floor((now + tau - tat) / interval) + 1
+local taken = math.min(want, fit)
+local new_tat = tat + taken * interval
 redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now + 1000)
 local remaining = math.floor((tau + interval - (new_tat - now)) / interval)
 if remaining < 0 then remaining = 0 end
-return {1, 0, remaining, new_tat - now}
+return {taken, 0, remaining, new_tat - now}
 "#;
+
+/// How many requests of a key a replica takes from Redis at once: a tenth of the burst, at
+/// least one (so a strict quota, such as the auth routes', stays exact per request).
+pub fn local_share(quota: Quota) -> u32 {
+    (quota.burst / 10).max(1)
+}
+
+/// How long a replica keeps an unspent share before it asks Redis again.
+const SHARE_LIFETIME: Duration = Duration::from_secs(1);
+
+/// Requests of one key taken from Redis and not spent yet.
+#[derive(Debug, Clone, Copy)]
+struct Share {
+    left: u32,
+    /// What Redis said remained once the share was taken out.
+    remaining: u32,
+    reset: Duration,
+    taken_at: Instant,
+}
 
 /// The limiter: Redis first, the local fallback while Redis is away.
 pub struct Limiter {
     redis: RedisHandle,
     script: redis::Script,
+    /// Each key's unspent share (requests already taken out of its Redis budget).
+    shares: Mutex<HashMap<String, Share>>,
     local: Mutex<HashMap<String, i64>>,
     started: Instant,
     redis_retry_at: Mutex<Option<Instant>>,
@@ -153,6 +187,7 @@ impl Limiter {
         Self {
             redis,
             script: redis::Script::new(GCRA_SCRIPT),
+            shares: Mutex::default(),
             local: Mutex::default(),
             started: Instant::now(),
             redis_retry_at: Mutex::default(),
@@ -161,20 +196,64 @@ impl Limiter {
         }
     }
 
+    /// Spends one request of the key's unspent share, if it has one still fresh.
+    fn spend_share(&self, key: &str) -> Option<Decision> {
+        let mut shares = self.shares.lock().expect("limiter lock poisoned");
+        let share = shares.get_mut(key)?;
+        if share.left == 0 || share.taken_at.elapsed() >= SHARE_LIFETIME {
+            shares.remove(key);
+            return None;
+        }
+        share.left -= 1;
+        let decision = Decision {
+            allowed: true,
+            retry_after: Duration::ZERO,
+            remaining: share.remaining + share.left,
+            reset: share.reset.saturating_sub(share.taken_at.elapsed()),
+        };
+        if share.left == 0 {
+            shares.remove(key);
+        }
+        Some(decision)
+    }
+
+    /// Takes up to the local share of `key`'s requests from Redis: one is spent now, the
+    /// rest kept for the next checks.
     async fn check_redis(&self, key: &str, quota: Quota) -> redis::RedisResult<Decision> {
         let mut conn = self.redis.conn().await?;
-        let (allowed, retry_ms, remaining, reset_ms): (i64, i64, i64, i64) = self
+        let (taken, retry_ms, remaining, reset_ms): (i64, i64, i64, i64) = self
             .script
             .key(self.redis.key(key))
             .arg(quota.interval_ms())
             .arg(quota.burst)
+            .arg(local_share(quota))
             .invoke_async(&mut conn)
             .await?;
+        let (remaining, reset) = (
+            remaining.max(0) as u32,
+            Duration::from_millis(reset_ms.max(0) as u64),
+        );
+        let left = (taken - 1).max(0) as u32;
+        if left > 0 {
+            let mut shares = self.shares.lock().expect("limiter lock poisoned");
+            if shares.len() >= LOCAL_KEYS {
+                shares.retain(|_, s| s.taken_at.elapsed() < SHARE_LIFETIME);
+            }
+            shares.insert(
+                key.to_string(),
+                Share {
+                    left,
+                    remaining,
+                    reset,
+                    taken_at: Instant::now(),
+                },
+            );
+        }
         Ok(Decision {
-            allowed: allowed == 1,
+            allowed: taken >= 1,
             retry_after: Duration::from_millis(retry_ms.max(0) as u64),
-            remaining: remaining.max(0) as u32,
-            reset: Duration::from_millis(reset_ms.max(0) as u64),
+            remaining: remaining + left,
+            reset,
         })
     }
 
@@ -193,6 +272,9 @@ impl Limiter {
 
     /// Checks (and, when allowed, spends) one request of `key`'s budget.
     pub async fn check(&self, key: &str, quota: Quota) -> Decision {
+        if let Some(decision) = self.spend_share(key) {
+            return decision;
+        }
         let skip_redis = self
             .redis_retry_at
             .lock()
