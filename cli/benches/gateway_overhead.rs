@@ -149,6 +149,12 @@ async fn main() -> anyhow::Result<()> {
         ("GATEWAY_RATE_LIMIT_API", "1000000/s"),
         ("GATEWAY_RATE_LIMIT_API_BURST", "1000000"),
     ]);
+    // BENCH_RATE_LIMIT_SHARE=1: the limiter asks Redis on every request (as it did before
+    // replicas took shares), to compare.
+    let env = match std::env::var("BENCH_RATE_LIMIT_SHARE") {
+        Ok(share) => env.with(&[("GATEWAY_RATE_LIMIT_SHARE", share.as_str())]),
+        Err(_) => env,
+    };
     let shutdown = CancellationToken::new();
     let suite = cli::suite::Suite::start(&env.vars, shutdown.clone()).await?;
     let gateway = SocketAddr::from(([127, 0, 0, 1], suite.gateway_addr.port()));

@@ -100,6 +100,10 @@ pub struct GatewaySettings {
     /// `GATEWAY_RATE_LIMIT_AUTH` and `GATEWAY_RATE_LIMIT_AUTH_BURST`: the stricter budget
     /// on `/v1/auth/*`.
     pub rate_limit_auth: rate_limit::Quota,
+    /// `GATEWAY_RATE_LIMIT_SHARE`: how many of a caller's requests a replica takes from
+    /// Redis at once; unset, a tenth of the burst (at least one). `1` asks Redis on every
+    /// request.
+    pub rate_limit_share: Option<u32>,
     /// `REDIS_URL`: where rate-limit budgets are kept (shared by every replica).
     pub redis_url: platform::config::Secret,
     /// `REDIS_KEY_PREFIX`.
@@ -150,6 +154,19 @@ impl GatewaySettings {
             cors_origins: cors_origins(&r.string("GATEWAY_CORS_ORIGINS", ""))?,
             rate_limit_api: quota(r, "GATEWAY_RATE_LIMIT_API", "100/s", 200)?,
             rate_limit_auth: quota(r, "GATEWAY_RATE_LIMIT_AUTH", "60/m", 20)?,
+            rate_limit_share: match r.optional("GATEWAY_RATE_LIMIT_SHARE") {
+                None => None,
+                Some(raw) => Some(
+                    raw.trim()
+                        .parse()
+                        .ok()
+                        .filter(|n: &u32| *n > 0)
+                        .ok_or_else(|| ConfigError {
+                            key: "GATEWAY_RATE_LIMIT_SHARE".into(),
+                            problem: format!("{raw:?} is not a positive number of requests"),
+                        })?,
+                ),
+            },
             redis_url: r.secret("REDIS_URL", "redis://127.0.0.1:6379/"),
             redis_key_prefix: r.string("REDIS_KEY_PREFIX", "orderflow:"),
             internal_key: platform::identity::InternalKey::from_settings(r)?,
@@ -321,11 +338,14 @@ impl Gateway {
             &settings.redis_key_prefix,
         )
         .context("setting REDIS_URL")?;
-        let limiter = Arc::new(rate_limit::Limiter::new(
-            redis.clone(),
-            settings.rate_limit_auth,
-            settings.rate_limit_api,
-        ));
+        let limiter = Arc::new(
+            rate_limit::Limiter::new(
+                redis.clone(),
+                settings.rate_limit_auth,
+                settings.rate_limit_api,
+            )
+            .with_share(settings.rate_limit_share),
+        );
         Ok(Self {
             listener,
             state: Arc::new(GatewayState {

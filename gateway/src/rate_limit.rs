@@ -176,6 +176,8 @@ pub struct Limiter {
     pub auth: Quota,
     /// Quota of every other route.
     pub api: Quota,
+    /// Requests taken from Redis at once, when set (else [`local_share`] of the quota).
+    share: Option<u32>,
 }
 
 /// Keys the local fallback keeps before it forgets idle ones.
@@ -193,7 +195,15 @@ impl Limiter {
             redis_retry_at: Mutex::default(),
             auth,
             api,
+            share: None,
         }
+    }
+
+    /// Takes `share` requests from Redis at once instead of a tenth of the burst (`None`:
+    /// the default).
+    pub fn with_share(mut self, share: Option<u32>) -> Self {
+        self.share = share.map(|n| n.max(1));
+        self
     }
 
     /// Spends one request of the key's unspent share, if it has one still fresh.
@@ -226,7 +236,7 @@ impl Limiter {
             .key(self.redis.key(key))
             .arg(quota.interval_ms())
             .arg(quota.burst)
-            .arg(local_share(quota))
+            .arg(self.share.unwrap_or_else(|| local_share(quota)))
             .invoke_async(&mut conn)
             .await?;
         let (remaining, reset) = (
