@@ -773,7 +773,7 @@ async fn suppliers_documents_are_received_listed_and_downloaded_by_admins_only()
 /// accepted one prints with the supplier's data.
 #[tokio::test]
 async fn a_suppliers_factura_is_accepted_or_claimed_on_the_sii_registry_and_printed() {
-    use dte::sii::{SiiClient as _, client::HttpSiiClient, sim::SiiSimulator};
+    use dte::sii::sim::SiiSimulator;
     let sim = SiiSimulator::bind("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
@@ -794,21 +794,10 @@ async fn a_suppliers_factura_is_accepted_or_claimed_on_the_sii_registry_and_prin
     // The supplier sends its facturas to the SII first, then to us.
     let supplier = dte::testing::Supplier::new().unwrap();
     let facturas = [7, 8].map(|folio| supplier.factura(folio, &us).unwrap());
-    let supplier_sii = HttpSiiClient::new(
-        endpoints,
-        supplier.identity.clone(),
-        supplier.issuer.rut,
-        supplier.issuer.rut_envia,
-        std::time::Duration::from_secs(10),
-    )
-    .unwrap();
-    let track = supplier_sii
-        .submit(&supplier.envelope(&facturas, &us, 1).unwrap(), false)
+    supplier
+        .send_to_sii(endpoints, &facturas, &us)
         .await
         .unwrap();
-    while let dte::sii::SiiStatus::Pending { .. } =
-        supplier_sii.status(&track, false).await.unwrap()
-    {}
     let received = s
         .raw(
             s.http

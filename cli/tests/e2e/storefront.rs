@@ -260,7 +260,7 @@ async fn the_back_office_runs_the_dashboard_cafs_documents_verification_and_user
 
 #[tokio::test]
 async fn the_back_office_receives_accepts_and_claims_suppliers_documents() {
-    use dte::sii::{SiiClient as _, SiiStatus, client::HttpSiiClient, sim::SiiSimulator};
+    use dte::sii::sim::SiiSimulator;
     // A SII the supplier sends its facturas to, and the suite registers its verdicts on.
     let sim = SiiSimulator::bind("127.0.0.1:0".parse().unwrap())
         .await
@@ -271,19 +271,10 @@ async fn the_back_office_receives_accepts_and_claims_suppliers_documents() {
     let us = dte::development_issuer().rut.to_string();
     let supplier = dte::testing::Supplier::new().unwrap();
     let facturas = [7, 8].map(|folio| supplier.factura(folio, &us).unwrap());
-    let supplier_sii = HttpSiiClient::new(
-        endpoints.clone(),
-        supplier.identity.clone(),
-        supplier.issuer.rut,
-        supplier.issuer.rut_envia,
-        std::time::Duration::from_secs(10),
-    )
-    .unwrap();
-    let track = supplier_sii
-        .submit(&supplier.envelope(&facturas, &us, 1).unwrap(), false)
+    supplier
+        .send_to_sii(endpoints.clone(), &facturas, &us)
         .await
         .unwrap();
-    while let SiiStatus::Pending { .. } = supplier_sii.status(&track, false).await.unwrap() {}
     let dir = root().join("target/web/admin-purchases-input");
     std::fs::create_dir_all(&dir).unwrap();
     let envelope = dir.join("envio-proveedor.xml");

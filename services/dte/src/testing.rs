@@ -86,6 +86,36 @@ impl Supplier {
         )?)
     }
 
+    /// Sends `dtes` (addressed to `receptor`) to the SII at `endpoints`, as a supplier does
+    /// before mailing them, and waits until the SII has processed them (the SII then has
+    /// them on its registry of acceptance and claims).
+    pub async fn send_to_sii(
+        &self,
+        endpoints: crate::sii::client::SiiEndpoints,
+        dtes: &[SignedDte],
+        receptor: &str,
+    ) -> anyhow::Result<()> {
+        use crate::sii::{SiiClient as _, SiiStatus};
+        let sii = crate::sii::client::HttpSiiClient::new(
+            endpoints,
+            self.identity.clone(),
+            self.issuer.rut,
+            self.issuer.rut_envia,
+            std::time::Duration::from_secs(10),
+        )?;
+        let track = sii
+            .submit(&self.envelope(dtes, receptor, 1)?, false)
+            .await?;
+        for _ in 0..10 {
+            match sii.status(&track, false).await? {
+                SiiStatus::Pending { .. } => {}
+                SiiStatus::Accepted { .. } => return Ok(()),
+                other => anyhow::bail!("the SII did not accept the supplier's upload: {other:?}"),
+            }
+        }
+        anyhow::bail!("the SII never processed the supplier's upload {track}")
+    }
+
     /// The envelope of `dtes` to `receptor`, signed at `second` past nine.
     pub fn envelope(
         &self,

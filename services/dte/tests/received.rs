@@ -9,7 +9,7 @@ use dte::{
     domain::Issuer,
     received::{self, ReceiveError},
     sii::{
-        SiiClient as _, SiiRegistry as _,
+        SiiRegistry as _,
         client::{HttpSiiClient, SiiEndpoints},
         registry::{self, Action},
         sim::SiiSimulator,
@@ -1036,26 +1036,7 @@ async fn facturas_are_accepted_and_claimed_on_the_sii_registry_within_the_siis_e
     // The supplier sends folios 50 to 53 to the SII, and 50 to 54 to us (54 never reached
     // the SII).
     let sent = [50, 51, 52, 53].map(|folio| s.factura(folio, &us));
-    let supplier_sii = HttpSiiClient::new(
-        endpoints.clone(),
-        s.identity.clone(),
-        s.issuer.rut,
-        s.issuer.rut_envia,
-        timeout,
-    )
-    .unwrap();
-    let track = supplier_sii
-        .submit(&s.envelope(&sent, &us, 1), false)
-        .await
-        .unwrap();
-    let mut polls = 0;
-    while matches!(
-        supplier_sii.status(&track, false).await.unwrap(),
-        dte::sii::SiiStatus::Pending { .. }
-    ) {
-        polls += 1;
-        assert!(polls < 5, "the SII never processed the supplier's upload");
-    }
+    s.send_to_sii(endpoints.clone(), &sent, &us).await.unwrap();
     let mut to_us = sent.to_vec();
     to_us.push(s.factura(54, &us));
     let receipt = receive(&pool, s.envelope(&to_us, &us, 2)).await.unwrap();
