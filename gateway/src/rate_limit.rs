@@ -7,9 +7,9 @@
 //! the burst: one for strict quotas) and spends them without asking again, so a busy
 //! caller costs one Redis round trip per share instead of per request. The share is taken
 //! out of the shared budget before it is spent, so a caller never gets more than the quota
-//! across replicas; a share left unspent (the caller stopped, or went to another replica)
-//! is forgotten after a second, which can refuse a caller at most `replicas × (share - 1)`
-//! requests early, never late.
+//! across replicas. A share is kept for a second at most: what is left of it then is given
+//! back to the budget with the next take (a caller who went to another replica meanwhile
+//! may have been refused up to `replicas × (share - 1)` requests early, never late).
 //!
 //! When Redis cannot be reached the gateway keeps serving with an in-process limiter of
 //! the same algorithm and quotas (per replica, so a little more permissive), logs the
@@ -121,8 +121,9 @@ fn gcra(tat: Option<i64>, now: i64, quota: Quota) -> (Option<i64>, Decision) {
 }
 
 /// The Redis side of [`gcra`], taking up to `ARGV[3]` requests at once (as many as fit now,
-/// at least one or none): atomic, on Redis's clock, the key expiring once idle. Returns
-/// (requests taken, retry after ms, remaining, reset ms).
+/// at least one or none) after giving back `ARGV[4]` taken before and not spent: atomic, on
+/// Redis's clock, the key expiring once idle. Returns (requests taken, retry after ms,
+/// remaining, reset ms).
 const GCRA_SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -130,6 +131,7 @@ local interval = tonumber(ARGV[1])
 local tau = interval * (tonumber(ARGV[2]) - 1)
 local want = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
+tat = tat - tonumber(ARGV[4]) * interval
 if tat < now then tat = now end
 local allow_at = tat - tau
 if now < allow_at then
@@ -150,7 +152,9 @@ pub fn local_share(quota: Quota) -> u32 {
     (quota.burst / 10).max(1)
 }
 
-/// How long a replica keeps an unspent share before it asks Redis again.
+/// How long a replica keeps an unspent share before it gives the rest back and asks Redis
+/// again (so the headers stay current, and a caller who moves to another replica finds
+/// their budget there).
 const SHARE_LIFETIME: Duration = Duration::from_secs(1);
 
 /// Requests of one key taken from Redis and not spent yet.
@@ -163,12 +167,32 @@ struct Share {
     taken_at: Instant,
 }
 
+impl Share {
+    /// Spends one request, if the share is fresh and has one.
+    fn spend(&mut self) -> Option<Decision> {
+        if self.left == 0 || self.taken_at.elapsed() >= SHARE_LIFETIME {
+            return None;
+        }
+        self.left -= 1;
+        Some(Decision {
+            allowed: true,
+            retry_after: Duration::ZERO,
+            remaining: self.remaining + self.left,
+            reset: self.reset.saturating_sub(self.taken_at.elapsed()),
+        })
+    }
+}
+
+/// One key's share, behind a lock of its own: while one request of a caller asks Redis for
+/// a new share, the caller's other requests wait for it instead of each taking one.
+type Slot = Arc<tokio::sync::Mutex<Option<Share>>>;
+
 /// The limiter: Redis first, the local fallback while Redis is away.
 pub struct Limiter {
     redis: RedisHandle,
     script: redis::Script,
     /// Each key's unspent share (requests already taken out of its Redis budget).
-    shares: Mutex<HashMap<String, Share>>,
+    shares: Mutex<HashMap<String, Slot>>,
     local: Mutex<HashMap<String, i64>>,
     started: Instant,
     redis_retry_at: Mutex<Option<Instant>>,
@@ -180,7 +204,7 @@ pub struct Limiter {
     share: Option<u32>,
 }
 
-/// Keys the local fallback keeps before it forgets idle ones.
+/// Keys the local fallback (and the shares) keep before idle ones are forgotten.
 const LOCAL_KEYS: usize = 100_000;
 
 impl Limiter {
@@ -206,65 +230,35 @@ impl Limiter {
         self
     }
 
-    /// Spends one request of the key's unspent share, if it has one still fresh.
-    fn spend_share(&self, key: &str) -> Option<Decision> {
-        let mut shares = self.shares.lock().expect("limiter lock poisoned");
-        let share = shares.get_mut(key)?;
-        if share.left == 0 || share.taken_at.elapsed() >= SHARE_LIFETIME {
-            shares.remove(key);
-            return None;
-        }
-        share.left -= 1;
-        let decision = Decision {
-            allowed: true,
-            retry_after: Duration::ZERO,
-            remaining: share.remaining + share.left,
-            reset: share.reset.saturating_sub(share.taken_at.elapsed()),
-        };
-        if share.left == 0 {
-            shares.remove(key);
-        }
-        Some(decision)
-    }
-
-    /// Takes up to the local share of `key`'s requests from Redis: one is spent now, the
-    /// rest kept for the next checks.
-    async fn check_redis(&self, key: &str, quota: Quota) -> redis::RedisResult<Decision> {
+    /// Gives back `unspent` requests of an expired share and takes up to `want` of `key`'s
+    /// requests from Redis: the decision for this request, and how many more were taken.
+    async fn take_from_redis(
+        &self,
+        key: &str,
+        quota: Quota,
+        want: u32,
+        unspent: u32,
+    ) -> redis::RedisResult<(Decision, u32)> {
         let mut conn = self.redis.conn().await?;
         let (taken, retry_ms, remaining, reset_ms): (i64, i64, i64, i64) = self
             .script
             .key(self.redis.key(key))
             .arg(quota.interval_ms())
             .arg(quota.burst)
-            .arg(self.share.unwrap_or_else(|| local_share(quota)))
+            .arg(want)
+            .arg(unspent)
             .invoke_async(&mut conn)
             .await?;
-        let (remaining, reset) = (
-            remaining.max(0) as u32,
-            Duration::from_millis(reset_ms.max(0) as u64),
-        );
         let left = (taken - 1).max(0) as u32;
-        if left > 0 {
-            let mut shares = self.shares.lock().expect("limiter lock poisoned");
-            if shares.len() >= LOCAL_KEYS {
-                shares.retain(|_, s| s.taken_at.elapsed() < SHARE_LIFETIME);
-            }
-            shares.insert(
-                key.to_string(),
-                Share {
-                    left,
-                    remaining,
-                    reset,
-                    taken_at: Instant::now(),
-                },
-            );
-        }
-        Ok(Decision {
-            allowed: taken >= 1,
-            retry_after: Duration::from_millis(retry_ms.max(0) as u64),
-            remaining: remaining + left,
-            reset,
-        })
+        Ok((
+            Decision {
+                allowed: taken >= 1,
+                retry_after: Duration::from_millis(retry_ms.max(0) as u64),
+                remaining: remaining.max(0) as u32 + left,
+                reset: Duration::from_millis(reset_ms.max(0) as u64),
+            },
+            left,
+        ))
     }
 
     fn check_local(&self, key: &str, quota: Quota) -> Decision {
@@ -280,19 +274,17 @@ impl Limiter {
         decision
     }
 
-    /// Checks (and, when allowed, spends) one request of `key`'s budget.
-    pub async fn check(&self, key: &str, quota: Quota) -> Decision {
-        if let Some(decision) = self.spend_share(key) {
-            return decision;
-        }
+    /// Redis, or while it is away the in-process limiter (one request at a time): the
+    /// decision and how many more requests were taken.
+    async fn take(&self, key: &str, quota: Quota, want: u32, unspent: u32) -> (Decision, u32) {
         let skip_redis = self
             .redis_retry_at
             .lock()
             .expect("limiter lock poisoned")
             .is_some_and(|at| Instant::now() < at);
         if !skip_redis {
-            match self.check_redis(key, quota).await {
-                Ok(decision) => {
+            match self.take_from_redis(key, quota, want, unspent).await {
+                Ok(taken) => {
                     if self
                         .redis_retry_at
                         .lock()
@@ -302,7 +294,7 @@ impl Limiter {
                     {
                         tracing::info!("rate limiting: Redis is back");
                     }
-                    return decision;
+                    return taken;
                 }
                 Err(e) => {
                     let mut retry = self.redis_retry_at.lock().expect("limiter lock poisoned");
@@ -314,7 +306,46 @@ impl Limiter {
             }
         }
         metrics::counter!("gateway_rate_limit_local_checks_total").increment(1);
-        self.check_local(key, quota)
+        (self.check_local(key, quota), 0)
+    }
+
+    /// The share slot of `key`.
+    fn slot(&self, key: &str) -> Slot {
+        let mut shares = self.shares.lock().expect("limiter lock poisoned");
+        if shares.len() >= LOCAL_KEYS {
+            // Forget the slots nobody waits on whose share is spent or stale.
+            shares.retain(|_, slot| {
+                Arc::strong_count(slot) > 1
+                    || slot.try_lock().map_or(true, |share| {
+                        share.is_some_and(|s| s.left > 0 && s.taken_at.elapsed() < SHARE_LIFETIME)
+                    })
+            });
+        }
+        shares.entry(key.to_string()).or_default().clone()
+    }
+
+    /// Checks (and, when allowed, spends) one request of `key`'s budget.
+    pub async fn check(&self, key: &str, quota: Quota) -> Decision {
+        let want = self.share.unwrap_or_else(|| local_share(quota));
+        if want <= 1 {
+            return self.take(key, quota, 1, 0).await.0;
+        }
+        let slot = self.slot(key);
+        let mut held = slot.lock().await;
+        if let Some(decision) = held.as_mut().and_then(Share::spend) {
+            return decision;
+        }
+        let unspent = held.take().map_or(0, |s| s.left);
+        let (decision, left) = self.take(key, quota, want, unspent).await;
+        if left > 0 {
+            *held = Some(Share {
+                left,
+                remaining: decision.remaining - left,
+                reset: decision.reset,
+                taken_at: Instant::now(),
+            });
+        }
+        decision
     }
 }
 

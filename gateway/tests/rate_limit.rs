@@ -74,3 +74,44 @@ async fn a_strict_quota_is_counted_request_by_request() {
     assert_eq!(remaining, [2, 1, 0]);
     assert!(!b.check("ratelimit:auth:ip:9", quota).await.allowed);
 }
+
+#[tokio::test]
+async fn an_unspent_share_is_given_back_once_it_expires() {
+    let quota = Quota::parse_rate("1/m", 30).unwrap();
+    let prefix = unique_redis_prefix();
+    let a = replica(&prefix, quota);
+    // Takes 3, spends 1.
+    assert_eq!(a.check("ratelimit:api:user:7", quota).await.remaining, 29);
+    // A second later the 2 unspent go back with the next take of 3: Redis holds 1 + 3
+    // taken (26 left), 2 of them still in hand: 28. Kept, they would have been lost: 26.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let next = a.check("ratelimit:api:user:7", quota).await;
+    assert!(next.allowed);
+    assert_eq!(next.remaining, 28, "{next:?}");
+    // Another replica takes its own 3 from the 26: 23 in Redis, 2 in its hand.
+    let b = replica(&prefix, quota);
+    assert_eq!(b.check("ratelimit:api:user:7", quota).await.remaining, 25);
+}
+
+#[tokio::test]
+async fn a_callers_concurrent_requests_wait_for_one_share_instead_of_each_taking_one() {
+    // A burst of 1000 (a share of 100) and 200 requests of one caller at once: two shares
+    // are taken, not one per request (which would take 20,000 and refuse most of them).
+    let quota = Quota::parse_rate("1/m", 1000).unwrap();
+    let prefix = unique_redis_prefix();
+    let a = std::sync::Arc::new(replica(&prefix, quota));
+    let checks: Vec<_> = (0..200)
+        .map(|_| {
+            let a = a.clone();
+            tokio::spawn(async move { a.check("ratelimit:api:user:8", quota).await })
+        })
+        .collect();
+    for check in checks {
+        assert!(check.await.unwrap().allowed);
+    }
+    let b = replica(&prefix, quota);
+    assert_eq!(
+        b.check("ratelimit:api:user:8", quota).await.remaining,
+        1000 - 200 - 100 + 99
+    );
+}
