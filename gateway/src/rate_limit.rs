@@ -70,8 +70,9 @@ impl Quota {
         })
     }
 
-    fn interval_ms(&self) -> i64 {
-        (self.interval.as_millis() as i64).max(1)
+    /// The interval in microseconds (so rates up to a million a second stay exact).
+    fn interval_us(&self) -> i64 {
+        (self.interval.as_micros() as i64).max(1)
     }
 
     /// The window the policy header announces: how long a full burst takes to refill.
@@ -93,19 +94,19 @@ pub struct Decision {
     pub reset: Duration,
 }
 
-/// GCRA on a theoretical arrival time `tat` (ms), at `now` (ms): the new `tat` (when
+/// GCRA on a theoretical arrival time `tat` (µs), at `now` (µs): the new `tat` (when
 /// allowed) and the decision. Redis runs the same arithmetic in [`GCRA_SCRIPT`].
 fn gcra(tat: Option<i64>, now: i64, quota: Quota) -> (Option<i64>, Decision) {
-    let t = quota.interval_ms();
+    let t = quota.interval_us();
     let tau = t * (i64::from(quota.burst) - 1);
     let tat = tat.unwrap_or(now).max(now);
     let allow_at = tat - tau;
     if now < allow_at {
         let decision = Decision {
             allowed: false,
-            retry_after: Duration::from_millis((allow_at - now) as u64),
+            retry_after: Duration::from_micros((allow_at - now) as u64),
             remaining: 0,
-            reset: Duration::from_millis((tat - now) as u64),
+            reset: Duration::from_micros((tat - now) as u64),
         };
         return (None, decision);
     }
@@ -115,18 +116,18 @@ fn gcra(tat: Option<i64>, now: i64, quota: Quota) -> (Option<i64>, Decision) {
         allowed: true,
         retry_after: Duration::ZERO,
         remaining,
-        reset: Duration::from_millis((new_tat - now) as u64),
+        reset: Duration::from_micros((new_tat - now) as u64),
     };
     (Some(new_tat), decision)
 }
 
 /// The Redis side of [`gcra`], taking up to `ARGV[3]` requests at once (as many as fit now,
 /// at least one or none) after giving back `ARGV[4]` taken before and not spent: atomic, on
-/// Redis's clock, the key expiring once idle. Returns (requests taken, retry after ms,
-/// remaining, reset ms).
+/// Redis's clock in microseconds, the key expiring once idle. Returns (requests taken,
+/// retry after µs, remaining, reset µs).
 const GCRA_SCRIPT: &str = r#"
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local tau = interval * (tonumber(ARGV[2]) - 1)
 local want = tonumber(ARGV[3])
@@ -140,7 +141,7 @@ end
 local fit = math.floor((now + tau - tat) / interval) + 1
 local taken = math.min(want, fit)
 local new_tat = tat + taken * interval
-redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now + 1000)
+redis.call('SET', KEYS[1], new_tat, 'PX', math.floor((new_tat - now) / 1000) + 1000)
 local remaining = math.floor((tau + interval - (new_tat - now)) / interval)
 if remaining < 0 then remaining = 0 end
 return {taken, 0, remaining, new_tat - now}
@@ -240,10 +241,10 @@ impl Limiter {
         unspent: u32,
     ) -> redis::RedisResult<(Decision, u32)> {
         let mut conn = self.redis.conn().await?;
-        let (taken, retry_ms, remaining, reset_ms): (i64, i64, i64, i64) = self
+        let (taken, retry_us, remaining, reset_us): (i64, i64, i64, i64) = self
             .script
             .key(self.redis.key(key))
-            .arg(quota.interval_ms())
+            .arg(quota.interval_us())
             .arg(quota.burst)
             .arg(want)
             .arg(unspent)
@@ -253,16 +254,16 @@ impl Limiter {
         Ok((
             Decision {
                 allowed: taken >= 1,
-                retry_after: Duration::from_millis(retry_ms.max(0) as u64),
+                retry_after: Duration::from_micros(retry_us.max(0) as u64),
                 remaining: remaining.max(0) as u32 + left,
-                reset: Duration::from_millis(reset_ms.max(0) as u64),
+                reset: Duration::from_micros(reset_us.max(0) as u64),
             },
             left,
         ))
     }
 
     fn check_local(&self, key: &str, quota: Quota) -> Decision {
-        let now = self.started.elapsed().as_millis() as i64;
+        let now = self.started.elapsed().as_micros() as i64;
         let mut local = self.local.lock().expect("limiter lock poisoned");
         if local.len() >= LOCAL_KEYS {
             local.retain(|_, tat| *tat > now);
@@ -475,21 +476,26 @@ mod tests {
         let mut tat = None;
         let mut remaining = Vec::new();
         for _ in 0..3 {
-            let (next, d) = gcra(tat, 1_000, quota);
+            let (next, d) = gcra(tat, 1_000_000, quota);
             assert!(d.allowed);
             remaining.push(d.remaining);
             tat = next;
         }
         assert_eq!(remaining, [2, 1, 0]);
-        let (_, refused) = gcra(tat, 1_000, quota);
+        let (_, refused) = gcra(tat, 1_000_000, quota);
         assert!(!refused.allowed);
         assert_eq!(refused.retry_after, Duration::from_millis(500));
         // Half a second later exactly one more fits.
-        let (next, d) = gcra(tat, 1_500, quota);
+        let (next, d) = gcra(tat, 1_500_000, quota);
         assert!(d.allowed);
-        assert!(!gcra(next, 1_500, quota).1.allowed);
+        assert!(!gcra(next, 1_500_000, quota).1.allowed);
         // Idle long enough, the whole burst is back.
-        assert_eq!(gcra(next, 60_000, quota).1.remaining, 2);
+        assert_eq!(gcra(next, 60_000_000, quota).1.remaining, 2);
+        // A rate above a thousand a second keeps its interval (it once rounded up to 1 ms).
+        let fast = Quota::parse_rate("4000/s", 1).unwrap();
+        let (next, _) = gcra(None, 0, fast);
+        assert!(!gcra(next, 249, fast).1.allowed);
+        assert!(gcra(next, 250, fast).1.allowed);
     }
 
     #[test]
