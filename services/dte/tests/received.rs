@@ -1035,7 +1035,7 @@ async fn facturas_are_accepted_and_claimed_on_the_sii_registry_within_the_siis_e
 
     // The supplier sends folios 50 to 53 to the SII, and 50 to 54 to us (54 never reached
     // the SII).
-    let sent = [50, 51, 52, 53].map(|folio| s.factura(folio, &us));
+    let sent = [50, 51, 52, 53, 55].map(|folio| s.factura(folio, &us));
     s.send_to_sii(endpoints.clone(), &sent, &us).await.unwrap();
     let mut to_us = sent.to_vec();
     to_us.push(s.factura(54, &us));
@@ -1127,8 +1127,8 @@ async fn facturas_are_accepted_and_claimed_on_the_sii_registry_within_the_siis_e
     assert!(sii_registry.backdate(&s.issuer.rut.to_string(), 33, 52, chrono::Duration::days(9)));
     assert_eq!(
         received::learn_reception_dates(&pool, &ours).await.unwrap(),
-        2,
-        "52 and 53; the SII has no date for 54"
+        3,
+        "52, 53 and 55; the SII has no date for 54"
     );
     let late = decide(
         id(52),
@@ -1216,6 +1216,30 @@ async fn facturas_are_accepted_and_claimed_on_the_sii_registry_within_the_siis_e
     );
     let accepted = decide(id(53), decision).await.unwrap();
     assert_eq!(codes(&accepted), ["ACD"]);
+
+    // The SII already holds a claim on 55 that was never recorded here (the process died
+    // between the registry's answer and its commit): accepting it now is refused by the
+    // SII (codResp 12), nothing is decided, and the document shows the SII's claim.
+    let registered = ours
+        .register(&s.issuer.rut.to_string(), 33, 55, Action::ClaimContent)
+        .await
+        .unwrap();
+    assert!(registered.registered());
+    let refused = decide(
+        id(55),
+        received::Decision::Accept {
+            discrepancies: String::new(),
+            goods_received_at: None,
+        },
+    )
+    .await;
+    assert!(
+        matches!(&refused, Err(received::DecideError::Refused(p)) if p.contains("codResp 12")),
+        "{refused:?}"
+    );
+    let shown = received::document(&pool, id(55)).await.unwrap().unwrap();
+    assert_eq!(shown.decision, "");
+    assert_eq!(codes(&shown), ["RCD"]);
     shutdown.cancel();
 }
 

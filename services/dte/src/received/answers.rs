@@ -352,6 +352,23 @@ pub async fn decide(
                 .await
                 .map_err(registry_error)?;
             if !answer.registered() {
+                // What the SII holds instead (an event registered before, by us before a
+                // crash or by another system) is kept, so the document shows it.
+                drop(tx);
+                if let Ok((_, held)) = registry
+                    .events(&document.rut_emisor, document.tipo_dte, document.folio)
+                    .await
+                {
+                    sqlx::query(
+                        "UPDATE received_documents SET sii_events = $2, \
+                             sii_received_at = coalesce(sii_received_at, $3) WHERE id = $1",
+                    )
+                    .bind(document.id)
+                    .bind(Json(held))
+                    .bind(document.sii_received_at)
+                    .execute(pool)
+                    .await?;
+                }
                 return Err(DecideError::Refused(format!(
                     "the SII's registry refused {} ({}): codResp {}, {}",
                     action.code(),
