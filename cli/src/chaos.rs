@@ -42,15 +42,9 @@ pub fn wire_separate_roles(env: &mut HashMap<String, String>) {
         ("GATEWAY_DTE_URL", url("DTE_GRPC_ADDR")),
         ("ORDER_CATALOG_URL", url("CATALOG_GRPC_ADDR")),
         ("PAYMENT_ORDER_URL", url("ORDER_GRPC_ADDR")),
-        ("DTE_SII_URL", sii.clone()),
-        ("DTE_SII_BOLETA_URL", format!("{sii}/recursos/v1")),
-        ("DTE_SII_BOLETA_UPLOAD_URL", format!("{sii}/recursos/v1")),
-        (
-            "DTE_SII_REGISTRY_URL",
-            format!("{sii}/WSREGISTRORECLAMODTE"),
-        ),
     ];
-    for (k, v) in wiring {
+    let sii = dte::sii::client::SiiEndpoints::at(&sii).settings();
+    for (k, v) in wiring.into_iter().chain(sii) {
         env.insert(k.to_string(), v);
     }
 }

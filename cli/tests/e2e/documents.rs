@@ -781,13 +781,9 @@ async fn a_suppliers_factura_is_accepted_or_claimed_on_the_sii_registry_and_prin
     let stop_sim = platform::CancellationToken::new();
     tokio::spawn(sim.run_until_stopped(stop_sim.clone()));
     let endpoints = dte::sii::client::SiiEndpoints::at(&url);
-    let s = spawn_suite_with(&[
-        ("DTE_SII_URL", &endpoints.dte),
-        ("DTE_SII_BOLETA_URL", &endpoints.boleta),
-        ("DTE_SII_BOLETA_UPLOAD_URL", &endpoints.boleta_upload),
-        ("DTE_SII_REGISTRY_URL", &endpoints.registry),
-    ])
-    .await;
+    let settings = endpoints.settings();
+    let overrides: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let s = spawn_suite_with(&overrides).await;
     let admin = s.admin("compras@example.cl").await;
     let us = dte::development_issuer().rut.to_string();
 

@@ -280,16 +280,14 @@ async fn the_back_office_receives_accepts_and_claims_suppliers_documents() {
     let envelope = dir.join("envio-proveedor.xml");
     std::fs::write(&envelope, supplier.envelope(&facturas, &us, 2).unwrap()).unwrap();
     let not_ours = root().join("services/dte/tests/corpus/DTE--60910000-1--33--2336600.xml");
+    let settings = endpoints.settings();
+    let overrides: Vec<(&str, &str)> = std::iter::once(("PAYMENT_PROVIDER", "sandbox"))
+        .chain(settings.iter().map(|(k, v)| (*k, v.as_str())))
+        .collect();
     in_chromium(
         "admin-purchases.mjs",
         "admin-purchases",
-        &[
-            ("PAYMENT_PROVIDER", "sandbox"),
-            ("DTE_SII_URL", &endpoints.dte),
-            ("DTE_SII_BOLETA_URL", &endpoints.boleta),
-            ("DTE_SII_BOLETA_UPLOAD_URL", &endpoints.boleta_upload),
-            ("DTE_SII_REGISTRY_URL", &endpoints.registry),
-        ],
+        &overrides,
         &[
             ("ENVELOPE_FILE", envelope.display().to_string()),
             ("NOT_OURS_FILE", not_ours.display().to_string()),

@@ -44,6 +44,16 @@ impl SiiEndpoints {
             registry: format!("{base}/WSREGISTRORECLAMODTE"),
         }
     }
+
+    /// The settings that point the DTE service here (`DTE_SII_URL` and the rest).
+    pub fn settings(&self) -> [(&'static str, String); 4] {
+        [
+            ("DTE_SII_URL", self.dte.clone()),
+            ("DTE_SII_BOLETA_URL", self.boleta.clone()),
+            ("DTE_SII_BOLETA_UPLOAD_URL", self.boleta_upload.clone()),
+            ("DTE_SII_REGISTRY_URL", self.registry.clone()),
+        ]
+    }
 }
 
 /// The SII's documented lifetime of a token is about an hour; a new one is taken before.
