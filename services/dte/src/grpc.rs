@@ -427,8 +427,8 @@ impl DteService for DteGrpc {
             TipoDte::try_from(document.tipo_dte).map_err(|e| internal(anyhow::anyhow!(e)))?;
         let issuer = self.issuing.issuer.clone();
         let content = content.0.clone();
-        let bytes = tokio::task::spawn_blocking(move || {
-            pdf::render(&pdf::Sheet::issued(
+        pdf_response(move || {
+            Ok(pdf::Sheet::issued(
                 &issuer,
                 &pdf::Printable {
                     tipo,
@@ -440,13 +440,6 @@ impl DteService for DteGrpc {
             ))
         })
         .await
-        .map_err(internal)?
-        .map_err(internal)?;
-        Ok(Response::new(HttpBody {
-            content_type: "application/pdf".into(),
-            data: bytes,
-            extensions: Vec::new(),
-        }))
     }
 
     async fn receive_envelope(
@@ -595,15 +588,7 @@ impl DteService for DteGrpc {
             .await
             .map_err(internal)?
             .ok_or_else(|| Status::not_found("no such received document"))?;
-        let bytes = tokio::task::spawn_blocking(move || pdf::render(&pdf::Sheet::of_dte(&xml)?))
-            .await
-            .map_err(internal)?
-            .map_err(internal)?;
-        Ok(Response::new(HttpBody {
-            content_type: "application/pdf".into(),
-            data: bytes,
-            extensions: Vec::new(),
-        }))
+        pdf_response(move || pdf::Sheet::of_dte(&xml)).await
     }
 
     async fn get_received_answer(
@@ -766,6 +751,22 @@ impl DteGrpc {
         })?;
         Ok(Response::new(self.received_with_answers(&document).await?))
     }
+}
+
+/// A sheet made and printed off the async threads (the barcode and the PDF are CPU work),
+/// as the API's PDF body.
+async fn pdf_response(
+    sheet: impl FnOnce() -> Result<pdf::Sheet, pdf::PdfError> + Send + 'static,
+) -> Result<Response<HttpBody>, Status> {
+    let bytes = tokio::task::spawn_blocking(move || pdf::render(&sheet()?))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    Ok(Response::new(HttpBody {
+        content_type: "application/pdf".into(),
+        data: bytes,
+        extensions: Vec::new(),
+    }))
 }
 
 /// Where a page starts: after this (time, id).

@@ -497,7 +497,7 @@ impl DteApp {
         }
         tokio::spawn(received::watch_deadlines(
             self.issuing.pool.clone(),
-            Some(self.registry.clone()),
+            self.registry.clone(),
             std::time::Duration::from_secs(60),
             shutdown.clone(),
         ));

@@ -9,6 +9,7 @@ use rxing::{BarcodeFormat, EncodeHints, Writer as _, pdf417::PDF417Writer};
 
 use crate::{
     domain::{Content as DocumentContent, Issuer, TipoDte, Totals},
+    verify::{child, children_named, text_at},
     xml::latin1,
 };
 
@@ -133,22 +134,8 @@ impl Sheet {
         let root = doc
             .document_element()
             .ok_or_else(|| unreadable("no root element"))?;
-        let children = |parent: uppsala::NodeId, name: &str| -> Vec<uppsala::NodeId> {
-            doc.children(parent)
-                .into_iter()
-                .filter(|&c| doc.element(c).is_some_and(|e| e.name.local_name == name))
-                .collect()
-        };
-        let at = |node: uppsala::NodeId, path: &[&str]| -> String {
-            let mut at = node;
-            for name in path {
-                match children(at, name).first() {
-                    Some(&c) => at = c,
-                    None => return String::new(),
-                }
-            }
-            doc.text_content_deep(at).trim().to_string()
-        };
+        let children = |parent, name| children_named(&doc, parent, name);
+        let at = |node, path: &[&str]| text_at(&doc, node, path).unwrap_or_default();
         let number = |node, path: &[&str]| -> i64 {
             let text = at(node, path);
             // Amounts are integers; a foreign-currency one may carry decimals.
@@ -158,12 +145,10 @@ impl Sheet {
         };
         let document = ["Documento", "Liquidacion", "Exportaciones"]
             .iter()
-            .find_map(|name| children(root, name).first().copied())
+            .find_map(|name| child(&doc, root, name))
             .ok_or_else(|| unreadable("no Documento in the DTE"))?;
-        let encabezado = children(document, "Encabezado")
-            .first()
-            .copied()
-            .ok_or_else(|| unreadable("no Encabezado"))?;
+        let encabezado =
+            child(&doc, document, "Encabezado").ok_or_else(|| unreadable("no Encabezado"))?;
         let tipo = at(encabezado, &["IdDoc", "TipoDTE"])
             .parse()
             .map_err(|_| unreadable("no TipoDTE"))?;

@@ -156,26 +156,28 @@ pub enum VerifyError {
     UnknownRoot(String),
 }
 
-type Doc<'a> = uppsala::Document<'a>;
-type Node = uppsala::NodeId;
+// The small DOM helpers below are shared with `pdf::Sheet::of_dte`, which reads the same
+// documents.
+pub(crate) type Doc<'a> = uppsala::Document<'a>;
+pub(crate) type Node = uppsala::NodeId;
 
 fn element_named(doc: &Doc<'_>, node: Node, name: &str) -> bool {
     doc.element(node).is_some_and(|e| e.name.local_name == name)
 }
 
-fn children_named(doc: &Doc<'_>, parent: Node, name: &str) -> Vec<Node> {
+pub(crate) fn children_named(doc: &Doc<'_>, parent: Node, name: &str) -> Vec<Node> {
     doc.children(parent)
         .into_iter()
         .filter(|&c| element_named(doc, c, name))
         .collect()
 }
 
-fn child(doc: &Doc<'_>, parent: Node, name: &str) -> Option<Node> {
+pub(crate) fn child(doc: &Doc<'_>, parent: Node, name: &str) -> Option<Node> {
     children_named(doc, parent, name).into_iter().next()
 }
 
 /// The text at a path of child names below `node`.
-fn text_at(doc: &Doc<'_>, node: Node, path: &[&str]) -> Option<String> {
+pub(crate) fn text_at(doc: &Doc<'_>, node: Node, path: &[&str]) -> Option<String> {
     let mut at = node;
     for name in path {
         at = child(doc, at, name)?;

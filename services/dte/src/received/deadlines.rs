@@ -79,14 +79,12 @@ pub async fn learn_reception_dates(
 /// `shutdown`.
 pub async fn watch_deadlines(
     pool: PgPool,
-    registry: Option<Arc<dyn SiiRegistry>>,
+    registry: Arc<dyn SiiRegistry>,
     every: std::time::Duration,
     shutdown: platform::CancellationToken,
 ) {
     loop {
-        if let Some(registry) = &registry
-            && let Err(e) = learn_reception_dates(&pool, registry.as_ref()).await
-        {
+        if let Err(e) = learn_reception_dates(&pool, registry.as_ref()).await {
             tracing::warn!(
                 error = format!("{e:#}"),
                 "asking the SII when it received the suppliers' facturas failed"

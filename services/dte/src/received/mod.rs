@@ -306,16 +306,16 @@ fn judge_envelope(report: &Report, company: &Rut) -> (i32, String) {
     (ENV_OK, "Envío recibido conforme".to_string())
 }
 
+/// The largest file received: the schema's 2,000 documents per envelope at a few kB each.
+/// The API's body limit is the gateway's; the mailbox and the CLI are bounded here.
+pub const MAX_FILE_BYTES: usize = 16 * 1024 * 1024;
+
 /// Receives one file (an `EnvioDTE`, `EnvioBOLETA` or lone `DTE`) named `name` (empty: named
 /// after its kind and digest), whose answer goes to `reply_to` (empty: the documents'
 /// `CorreoEmisor`, if any), for
 /// `receiver` from `source` (`api`, `cli`, a mailbox message): verifies it, stores it and
 /// each new document, with the signed `RespuestaDTE` answering it, in one transaction. The
 /// same bytes again answer the first receipt.
-/// The largest file received: the schema's 2,000 documents per envelope at a few kB each.
-/// The API's body limit is the gateway's; the mailbox and the CLI are bounded here.
-pub const MAX_FILE_BYTES: usize = 16 * 1024 * 1024;
-
 pub async fn receive(
     pool: &PgPool,
     receiver: Receiver<'_>,

@@ -521,34 +521,26 @@ fn registry_call(state: &Mutex<SimState>, body: &str) -> Reply {
         ))
     };
     let (rut_emisor, tipo, folio) = registry::requested_document(body);
-    let parsed = (
-        platform::chile::Rut::parse(&rut_emisor).map(|r| r.to_string()),
-        tipo.parse::<i32>(),
-        folio.parse::<i64>(),
-    );
-    let key = match parsed {
-        (Err(_), _, _) => return respond(answer(1, "Rut Emisor Erróneo"), &[]),
-        (_, _, Err(_)) => return respond(answer(2, "Número de Folio Erróneo"), &[]),
-        (_, Ok(tipo), _) if !registry::REGISTRY_TYPES.contains(&tipo) => {
-            return respond(
-                answer(
-                    3,
-                    "Tipo de documento no corresponde (distinto de 33, 34, 43)",
-                ),
-                &[],
-            );
-        }
-        (Ok(rut), Ok(tipo), Ok(folio)) => (rut, tipo, folio),
-        (_, Err(_), _) => {
-            return respond(
-                answer(
-                    3,
-                    "Tipo de documento no corresponde (distinto de 33, 34, 43)",
-                ),
-                &[],
-            );
-        }
+    let Ok(rut) = platform::chile::Rut::parse(&rut_emisor) else {
+        return respond(answer(1, "Rut Emisor Erróneo"), &[]);
     };
+    let Ok(folio) = folio.parse::<i64>() else {
+        return respond(answer(2, "Número de Folio Erróneo"), &[]);
+    };
+    let Some(tipo) = tipo
+        .parse::<i32>()
+        .ok()
+        .filter(|t| registry::REGISTRY_TYPES.contains(t))
+    else {
+        return respond(
+            answer(
+                3,
+                "Tipo de documento no corresponde (distinto de 33, 34, 43)",
+            ),
+            &[],
+        );
+    };
+    let key = (rut.to_string(), tipo, folio);
     let mut st = state.lock().expect("not poisoned");
     let document = st.documents.get_mut(&key);
     let now = chrono::Utc::now();
@@ -620,7 +612,7 @@ fn register(
             "Evento registrado previamente".into(),
         );
     }
-    if now > document.received_at + chrono::Duration::days(8) {
+    if now > document.received_at + chrono::Duration::days(crate::received::DEADLINE_DAYS) {
         return (
             registry::TOO_LATE,
             "Pasados 8 días después de la recepción no es posible registrar reclamos o eventos"
