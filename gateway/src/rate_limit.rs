@@ -313,6 +313,9 @@ impl Limiter {
     /// The share slot of `key`.
     fn slot(&self, key: &str) -> Slot {
         let mut shares = self.shares.lock().expect("limiter lock poisoned");
+        if let Some(slot) = shares.get(key) {
+            return slot.clone();
+        }
         if shares.len() >= LOCAL_KEYS {
             // Forget the slots nobody waits on whose share is spent or stale.
             shares.retain(|_, slot| {

@@ -146,3 +146,11 @@ export function xmlFileForm(
   );
   return { form, input };
 }
+
+/** A check's outcome in words: passed, failed with the verifier's detail, or not applicable. */
+export function checkCell(check: { passed?: boolean; applicable?: boolean; detail?: string } | undefined): HTMLElement {
+  if (!check?.applicable) return h("span", { class: "muted" }, "no aplica");
+  return check.passed
+    ? h("span", { class: "ok" }, "✓ correcta")
+    : h("span", { class: "bad" }, "✗ falla", check.detail ? h("br") : null, check.detail ? h("small", {}, check.detail) : null);
+}

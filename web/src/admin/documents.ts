@@ -5,7 +5,7 @@ import { api } from "../api/client";
 import { alertBox, h, notice, render } from "../store/dom";
 import { downloadDocument } from "../store/download";
 import { documentStatus, money, oneOf, tipoDte } from "../store/format";
-import { dayEnd, dayStart, filterForm, filterInput, filterSelect, pager, rawXml, refused, table, when, xmlFileForm } from "./common";
+import { checkCell, dayEnd, dayStart, filterForm, filterInput, filterSelect, pager, rawXml, refused, table, when, xmlFileForm } from "./common";
 
 export const DOCUMENT_STATUSES: [string, string][] = [
   ["", "Todos"],
@@ -127,14 +127,6 @@ export async function documentPage(_params: URLSearchParams, id: string): Promis
     ),
     h("p", { class: "actions" }, downloadButton(id, d.tipoDte, d.folio, "xml"), " ", downloadButton(id, d.tipoDte, d.folio, "pdf")),
   );
-}
-
-/** A check's outcome in words: passed, failed with the verifier's detail, or not applicable. */
-function checkCell(check: { passed?: boolean; applicable?: boolean; detail?: string } | undefined): HTMLElement {
-  if (!check?.applicable) return h("span", { class: "muted" }, "no aplica");
-  return check.passed
-    ? h("span", { class: "ok" }, "✓ correcta")
-    : h("span", { class: "bad" }, "✗ falla", check.detail ? h("br") : null, check.detail ? h("small", {}, check.detail) : null);
 }
 
 export async function verifyPage(): Promise<void> {

@@ -7,7 +7,7 @@ import { api } from "../api/client";
 import { alertBox, field, h, notice, render } from "../store/dom";
 import { saveBlob } from "../store/download";
 import { type Problem, money, oneOf, tipoDte } from "../store/format";
-import { filterForm, filterInput, filterSelect, go, pager, rawXml, refused, table, when, xmlFileForm } from "./common";
+import { checkCell, filterForm, filterInput, filterSelect, go, pager, rawXml, refused, table, when, xmlFileForm } from "./common";
 
 const STATUSES = ["pending", "accepted_by_law", "accepted", "accepted_with_discrepancies", "claimed", "not_received"] as const;
 
@@ -64,21 +64,12 @@ function verdictRefusal(problem: Problem): string {
   return refused(problem, problem.status ?? 0);
 }
 
-async function download(kind: "xml" | "pdf", id: string, name: string, message: HTMLElement): Promise<void> {
+/** Saves what `fetched` brings as `name`; a failure is said in `message`. */
+async function save(fetched: Promise<{ data?: unknown }>, name: string, message: HTMLElement): Promise<void> {
   message.textContent = "";
-  const { data } =
-    kind === "pdf"
-      ? await api.GET("/v1/dte/received/{id}/pdf", { params: { path: { id } }, parseAs: "blob" })
-      : await api.GET("/v1/dte/received/{id}/xml", { params: { path: { id } }, parseAs: "blob" });
+  const { data } = await fetched;
   if (data) saveBlob(data as Blob, name);
-  else message.textContent = "No pudimos descargar el documento; intenta de nuevo.";
-}
-
-async function downloadAnswer(id: string, name: string, message: HTMLElement): Promise<void> {
-  message.textContent = "";
-  const { data } = await api.GET("/v1/dte/received-answers/{id}", { params: { path: { id } }, parseAs: "blob" });
-  if (data) saveBlob(data as Blob, name);
-  else message.textContent = "No pudimos descargar la respuesta; intenta de nuevo.";
+  else message.textContent = "No pudimos descargar el archivo; intenta de nuevo.";
 }
 
 export async function purchasesPage(params: URLSearchParams): Promise<void> {
@@ -163,12 +154,6 @@ export async function purchasesPage(params: URLSearchParams): Promise<void> {
   );
 }
 
-function checkCell(check: { passed?: boolean; detail?: string } | undefined): HTMLElement {
-  return check?.passed
-    ? h("span", { class: "ok" }, "✓ correcta")
-    : h("span", { class: "bad" }, "✗ falla", check?.detail ? h("br") : null, check?.detail ? h("small", {}, check.detail) : null);
-}
-
 export async function purchasePage(_params: URLSearchParams, id: string): Promise<void> {
   const { data: d, error, response } = await api.GET("/v1/dte/received/{id}", { params: { path: { id } } });
   if (!d) {
@@ -203,9 +188,9 @@ export async function purchasePage(_params: URLSearchParams, id: string): Promis
     h(
       "p",
       { class: "actions" },
-      h("button", { type: "button", class: "secondary", onclick: () => download("xml", id, `${file}.xml`, message) }, "Descargar XML"),
+      h("button", { type: "button", class: "secondary", onclick: () => save(api.GET("/v1/dte/received/{id}/xml", { params: { path: { id } }, parseAs: "blob" }), `${file}.xml`, message) }, "Descargar XML"),
       " ",
-      d.valid ? h("button", { type: "button", class: "secondary", onclick: () => download("pdf", id, `${file}.pdf`, message) }, "Descargar PDF") : null,
+      d.valid ? h("button", { type: "button", class: "secondary", onclick: () => save(api.GET("/v1/dte/received/{id}/pdf", { params: { path: { id } }, parseAs: "blob" }), `${file}.pdf`, message) }, "Descargar PDF") : null,
       message,
     ),
     h("h2", {}, "Revisiones"),
@@ -241,7 +226,9 @@ export async function purchasePage(_params: URLSearchParams, id: string): Promis
                     : "por enviar",
               h(
                 "button",
-                { type: "button", class: "secondary", "aria-label": `Descargar ${kind}`, onclick: () => downloadAnswer(a.id ?? "", `${file}-${a.kind}.xml`, message) },
+                { type: "button", class: "secondary", "aria-label": `Descargar ${kind}`, onclick: () =>
+                    save(api.GET("/v1/dte/received-answers/{id}", { params: { path: { id: a.id ?? "" } }, parseAs: "blob" }), `${file}-${a.kind}.xml`, message),
+                },
                 "Descargar",
               ),
             ];
