@@ -382,7 +382,7 @@ impl DteService for DteGrpc {
         let document = self
             .visible_document(&caller, &request.into_inner().id)
             .await?;
-        let envelope = store::envelope(&self.issuing.pool, document.id)
+        let signed = store::signed_xml(&self.issuing.pool, document.id)
             .await
             .map_err(internal)?
             .ok_or_else(|| {
@@ -391,6 +391,28 @@ impl DteService for DteGrpc {
                     "the document is not issued yet (no XML until it is signed)",
                 )
             })?;
+        let envelope = match signed {
+            store::SignedXml::Envelope(envelope) => envelope,
+            // The SII got it in an envelope with others: the download is an envelope of
+            // its own, signed now.
+            store::SignedXml::Dte(xml) => {
+                let dte = crate::xml::document::SignedDte {
+                    tipo: TipoDte::try_from(document.tipo_dte)
+                        .map_err(|e| internal(anyhow::anyhow!(e)))?,
+                    folio: document.folio.unwrap_or_default(),
+                    xml,
+                };
+                let issuer = self.issuing.issuer.clone();
+                let identity = self.issuing.identity.clone();
+                let now = self.issuing.now_in_chile();
+                tokio::task::spawn_blocking(move || {
+                    crate::xml::document::build_envelope(&issuer, &[dte], now, &identity)
+                })
+                .await
+                .map_err(internal)?
+                .map_err(internal)?
+            }
+        };
         Ok(Response::new(HttpBody {
             content_type: "application/xml; charset=ISO-8859-1".into(),
             data: envelope,
@@ -417,11 +439,15 @@ impl DteService for DteGrpc {
         else {
             return Err(waiting());
         };
-        let envelope = store::envelope(&self.issuing.pool, document.id)
+        let signed = match store::signed_xml(&self.issuing.pool, document.id)
             .await
             .map_err(internal)?
-            .ok_or_else(waiting)?;
-        let ted = pdf::ted_of(&crate::xml::latin1::decode(&envelope))
+            .ok_or_else(waiting)?
+        {
+            store::SignedXml::Envelope(envelope) => crate::xml::latin1::decode(&envelope),
+            store::SignedXml::Dte(xml) => xml,
+        };
+        let ted = pdf::ted_of(&signed)
             .ok_or_else(|| internal(anyhow::anyhow!("document {} has no TED", document.id)))?;
         let tipo =
             TipoDte::try_from(document.tipo_dte).map_err(|e| internal(anyhow::anyhow!(e)))?;

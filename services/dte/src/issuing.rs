@@ -2,7 +2,8 @@
 //! (`pending_folio`), recorded in the consumer's transaction. Issuers (a task per replica,
 //! woken by the consumer) then number waiting documents in short transactions, the only
 //! time a type's folio counter is locked; build, stamp and sign each outside any lock; and
-//! store the signed envelope with `dte.issued` in the outbox, in one transaction. A folio is
+//! store the signed `DTE` with `dte.issued` in the outbox, in one transaction (the SII
+//! worker sends it in an envelope with others). A folio is
 //! taken only in a committed numbering, and a numbered document is always finished (by the
 //! next round if its issuer died), so folios stay gapless. With no folio left a document
 //! simply waits and is numbered when a CAF of its type arrives.
@@ -99,7 +100,7 @@ impl Issuing {
         }
     }
 
-    fn now_in_chile(&self) -> chrono::NaiveDateTime {
+    pub(crate) fn now_in_chile(&self) -> chrono::NaiveDateTime {
         self.clock
             .now()
             .with_timezone(&chrono_tz::America::Santiago)
@@ -351,7 +352,7 @@ impl Issuing {
     }
 
     /// Builds, stamps and signs a numbered document outside any lock, then stores it with
-    /// its `dte.issued`; `false` when another issuer finished it first.
+    /// its `dte.issued` (the SII worker packs it into an envelope with others); `false` when another issuer finished it first.
     async fn finish(&self, doc: &ToBuild) -> anyhow::Result<bool> {
         let caf = self.caf(doc.caf_id).await?;
         let now = self.now_in_chile();
@@ -359,8 +360,8 @@ impl Issuing {
         let identity = self.identity.clone();
         let content = doc.content.clone();
         let (folio, fecha) = (doc.folio, doc.fecha);
-        let envelope = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
-            let dte = document::build_dte(
+        let signed = tokio::task::spawn_blocking(move || {
+            document::build_dte(
                 &issuer,
                 &content,
                 folio,
@@ -371,12 +372,11 @@ impl Issuing {
                     caf_key: &caf.private_key,
                 },
                 &identity,
-            )?;
-            Ok(document::build_envelope(&issuer, &[dte], now, &identity)?)
+            )
         })
         .await??;
         let mut tx = self.pool.begin().await?;
-        if !store::mark_issued(&mut tx, doc.id, &envelope).await? {
+        if !store::mark_issued(&mut tx, doc.id, &signed.xml).await? {
             return Ok(false);
         }
         let document_id = doc.id.to_string();

@@ -200,6 +200,24 @@ impl DteSettings {
                 max_backoff: r
                     .duration("DTE_SII_MAX_BACKOFF", std::time::Duration::from_secs(600))?,
                 lease: std::time::Duration::from_secs(120),
+                batch_window: r
+                    .duration("DTE_SII_BATCH_WINDOW", std::time::Duration::from_secs(2))?,
+                batch_size: {
+                    let size: usize = r.parse(
+                        "DTE_SII_BATCH_SIZE",
+                        sii::worker::MAX_BOLETAS_PER_ENVELOPE,
+                    )?;
+                    if !(1..=sii::worker::MAX_BOLETAS_PER_ENVELOPE).contains(&size) {
+                        return Err(ConfigError {
+                            key: "DTE_SII_BATCH_SIZE".into(),
+                            problem: format!(
+                                "{size} is not between 1 and {} (the boletas an EnvioBOLETA holds)",
+                                sii::worker::MAX_BOLETAS_PER_ENVELOPE
+                            ),
+                        });
+                    }
+                    size
+                },
             },
             sii_timeout: r.duration("DTE_SII_TIMEOUT", std::time::Duration::from_secs(30))?,
             folios_low: r.parse("DTE_FOLIOS_LOW", 200)?,
@@ -480,7 +498,7 @@ impl DteApp {
             shutdown.clone(),
         ));
         let submission = tokio::spawn(sii::worker::run(
-            pool.clone(),
+            self.issuing.clone(),
             self.sii,
             self.sii_worker,
             shutdown.clone(),

@@ -272,15 +272,15 @@ pub async fn mark_numbered(tx: &mut PgConnection, n: &Numbering<'_>) -> sqlx::Re
     Ok(())
 }
 
-/// Stores a numbered document's signed envelope (`issued`); `false` when another issuer
-/// stored it first.
-pub async fn mark_issued(tx: &mut PgConnection, id: Uuid, envelope: &[u8]) -> sqlx::Result<bool> {
+/// Stores a numbered document's signed `DTE` element (`issued`); `false` when another
+/// issuer stored it first.
+pub async fn mark_issued(tx: &mut PgConnection, id: Uuid, signed_dte: &str) -> sqlx::Result<bool> {
     let done = sqlx::query(
-        "UPDATE documents SET status = 'issued', envelope = $2, issued_at = now(), updated_at = now() \
+        "UPDATE documents SET status = 'issued', signed_dte = $2, issued_at = now(), updated_at = now() \
          WHERE id = $1 AND status = 'numbered'",
     )
     .bind(id)
-    .bind(envelope)
+    .bind(signed_dte)
     .execute(tx)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -348,12 +348,26 @@ pub async fn document(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<DocumentRo
     .await
 }
 
-/// A document's signed envelope, as sent.
-pub async fn envelope(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Vec<u8>>> {
-    sqlx::query_scalar("SELECT envelope FROM documents WHERE id = $1 AND envelope IS NOT NULL")
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+/// A document's signed XML: its own envelope (documents issued before envelopes were
+/// shared), or its signed `DTE` element.
+pub enum SignedXml {
+    Envelope(Vec<u8>),
+    Dte(String),
+}
+
+/// A document's signed XML; `None` until it is issued.
+pub async fn signed_xml(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<SignedXml>> {
+    let row: Option<(Option<Vec<u8>>, Option<String>)> = sqlx::query_as(
+        "SELECT envelope, signed_dte FROM documents WHERE id = $1 AND (envelope IS NOT NULL OR signed_dte IS NOT NULL)",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(|(envelope, dte)| match (envelope, dte) {
+        (Some(envelope), _) => Some(SignedXml::Envelope(envelope)),
+        (None, Some(dte)) => Some(SignedXml::Dte(dte)),
+        (None, None) => None,
+    }))
 }
 
 /// An order's documents, oldest first.

@@ -109,7 +109,7 @@ impl Supplier {
         for _ in 0..10 {
             match sii.status(&track, false).await? {
                 SiiStatus::Pending { .. } => {}
-                SiiStatus::Accepted { .. } => return Ok(()),
+                SiiStatus::Processed(p) if p.rejected == 0 && p.objections == 0 => return Ok(()),
                 other => anyhow::bail!("the SII did not accept the supplier's upload: {other:?}"),
             }
         }

@@ -15,13 +15,13 @@ use dte::{
     domain::{self, Item, Receptor, Sale},
     issuing::Issuing,
     sii::{
-        SiiClient, SiiError, SiiStatus,
+        Processed, SiiClient, SiiError, SiiStatus, Verdict,
         client::{HttpSiiClient, SiiEndpoints},
         sim::SiiSimulator,
-        worker::{self, WorkerSettings},
+        worker::{self, Round, WorkerSettings},
     },
     xml::{
-        document::{self, Stamp},
+        document::{self, SignedDte, Stamp},
         latin1,
         signature::SigningIdentity,
     },
@@ -55,7 +55,8 @@ fn client(endpoints: SiiEndpoints, identity: SigningIdentity, company: &str) -> 
     .unwrap()
 }
 
-fn envelope(identity: &SigningIdentity, receptor: Option<Receptor>, folio: i64) -> (Vec<u8>, bool) {
+/// A signed document of one line, to `receptor` (a factura) or to no one (a boleta).
+fn signed_dte(identity: &SigningIdentity, receptor: Option<Receptor>, folio: i64) -> SignedDte {
     let sale = Sale {
         receptor,
         items: vec![Item {
@@ -75,24 +76,33 @@ fn envelope(identity: &SigningIdentity, receptor: Option<Receptor>, folio: i64) 
             .as_bytes(),
     )
     .unwrap();
-    let now = today.and_hms_opt(10, 0, 0).unwrap();
-    let dte = document::build_dte(
+    document::build_dte(
         &issuer(),
         &content,
         folio,
         today,
-        now,
+        today.and_hms_opt(10, 0, 0).unwrap(),
         &Stamp {
             caf_element: &caf.caf_element,
             caf_key: &caf.private_key,
         },
         identity,
     )
-    .unwrap();
-    (
-        document::build_envelope(&issuer(), &[dte], now, identity).unwrap(),
-        content.tipo.is_boleta(),
-    )
+    .unwrap()
+}
+
+fn sealed(identity: &SigningIdentity, dtes: &[SignedDte]) -> Vec<u8> {
+    let now = NaiveDate::from_ymd_opt(2026, 11, 23)
+        .unwrap()
+        .and_hms_opt(10, 0, 0)
+        .unwrap();
+    document::build_envelope(&issuer(), dtes, now, identity).unwrap()
+}
+
+fn envelope(identity: &SigningIdentity, receptor: Option<Receptor>, folio: i64) -> (Vec<u8>, bool) {
+    let dte = signed_dte(identity, receptor, folio);
+    let boleta = dte.tipo.is_boleta();
+    (sealed(identity, &[dte]), boleta)
 }
 
 fn buyer(giro: &str) -> Receptor {
@@ -117,6 +127,14 @@ async fn final_status(client: &HttpSiiClient, track: &str, boleta: bool) -> SiiS
     client.status(track, boleta).await.unwrap()
 }
 
+/// A processed upload's counts.
+fn processed(status: SiiStatus) -> Processed {
+    match status {
+        SiiStatus::Processed(p) => p,
+        other => panic!("not processed: {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn boletas_and_facturas_are_accepted_and_a_missing_giro_is_an_objection() {
     let (endpoints, _stop) = simulator().await;
@@ -127,26 +145,49 @@ async fn boletas_and_facturas_are_accepted_and_a_missing_giro_is_an_objection() 
     assert!(is_boleta);
     let track = sii.submit(&boleta, true).await.unwrap();
     assert!(track.parse::<u64>().is_ok(), "{track}");
-    assert!(matches!(
-        final_status(&sii, &track, true).await,
-        SiiStatus::Accepted { .. }
-    ));
+    let p = processed(final_status(&sii, &track, true).await);
+    assert_eq!((p.accepted, p.rejected, p.objections), (1, 0, 0), "{p:?}");
+    assert_eq!(p.verdict_of(39, 1).0, Verdict::Accepted);
 
     let (factura, is_boleta) = envelope(&identity, Some(buyer("Comercio")), 2);
     assert!(!is_boleta);
     let track = sii.submit(&factura, false).await.unwrap();
-    assert!(matches!(
-        final_status(&sii, &track, false).await,
-        SiiStatus::Accepted { .. }
-    ));
+    let p = processed(final_status(&sii, &track, false).await);
+    assert_eq!(p.verdict_of(33, 2).0, Verdict::Accepted, "{p:?}");
 
     let (no_giro, _) = envelope(&identity, Some(buyer("")), 3);
     let track = sii.submit(&no_giro, false).await.unwrap();
-    match final_status(&sii, &track, false).await {
-        SiiStatus::AcceptedWithObjections { detail } => {
-            assert!(detail.contains("1 reparos"), "{detail}")
-        }
-        other => panic!("{other:?}"),
+    let p = processed(final_status(&sii, &track, false).await);
+    assert!(p.summary.contains("1 reparos"), "{p:?}");
+    // QueryEstUp answers with counts: they are the verdict of an upload of one.
+    assert_eq!(p.verdict_of(33, 3).0, Verdict::AcceptedWithObjections);
+}
+
+#[tokio::test]
+async fn in_an_envelope_of_many_boletas_each_gets_its_own_verdict() {
+    let (endpoints, _stop) = simulator().await;
+    let identity = identity();
+    let sii = client(endpoints, identity.clone(), "76369187-K");
+    let mut dtes: Vec<SignedDte> = (1..=5)
+        .map(|folio| signed_dte(&identity, None, folio))
+        .collect();
+    // Folio 3's total changed after it was signed (and before the envelope was): its own
+    // signature fails, the envelope's holds.
+    dtes[2].xml = dtes[2]
+        .xml
+        .replace("<MntTotal>2380</MntTotal>", "<MntTotal>2381</MntTotal>");
+    let track = sii.submit(&sealed(&identity, &dtes), true).await.unwrap();
+    let p = processed(final_status(&sii, &track, true).await);
+    assert_eq!((p.accepted, p.rejected, p.objections), (4, 1, 0), "{p:?}");
+    let (verdict, detail) = p.verdict_of(39, 3);
+    assert_eq!(verdict, Verdict::Rejected);
+    assert!(detail.contains("firma"), "{detail}");
+    for folio in [1, 2, 4, 5] {
+        assert_eq!(
+            p.verdict_of(39, folio).0,
+            Verdict::Accepted,
+            "folio {folio}"
+        );
     }
 }
 
@@ -252,22 +293,34 @@ async fn issued_boletas(count: usize) -> Arc<Issuing> {
     issuing
 }
 
-/// One worker round; how many documents it handled.
-async fn round(issuing: &Issuing, sii: &dyn SiiClient, settings: &WorkerSettings) -> usize {
-    worker::step(&issuing.pool, sii, settings).await.unwrap()
+/// One worker round.
+async fn round(issuing: &Issuing, sii: &dyn SiiClient, settings: &WorkerSettings) -> Round {
+    worker::step(issuing, sii, settings).await.unwrap()
 }
 
+/// Envelopes close at once, of up to 500 boletas.
 fn settings() -> WorkerSettings {
     WorkerSettings {
         poll_interval: Duration::ZERO,
         max_backoff: Duration::from_secs(60),
         lease: Duration::ZERO,
+        batch_window: Duration::ZERO,
+        batch_size: worker::MAX_BOLETAS_PER_ENVELOPE,
     }
 }
 
-async fn status_of(issuing: &Issuing) -> (String, String, i32) {
-    sqlx::query_as("SELECT status, track_id, sii_attempts FROM documents")
-        .fetch_one(&issuing.pool)
+async fn documents(issuing: &Issuing) -> Vec<(i64, String, String, String)> {
+    sqlx::query_as(
+        "SELECT folio, status, track_id, sii_status_detail FROM documents ORDER BY folio",
+    )
+    .fetch_all(&issuing.pool)
+    .await
+    .unwrap()
+}
+
+async fn events(issuing: &Issuing) -> Vec<String> {
+    sqlx::query_scalar("SELECT event_type FROM outbox ORDER BY seq")
+        .fetch_all(&issuing.pool)
         .await
         .unwrap()
 }
@@ -277,64 +330,168 @@ async fn the_worker_sends_follows_and_publishes_the_sii_verdict() {
     let issuing = issued_boletas(1).await;
     let (endpoints, _stop) = simulator().await;
     let sii = client(endpoints, issuing.identity.clone(), "76369187-K");
-    round(&issuing, &sii, &settings()).await;
-    let (status, track, _) = status_of(&issuing).await;
-    assert_eq!(status, "submitted");
-    assert!(!track.is_empty());
+    let sent = round(&issuing, &sii, &settings()).await;
+    assert_eq!((sent.packed, sent.handled), (1, 1));
+    let docs = documents(&issuing).await;
+    assert_eq!(docs[0].1, "submitted");
+    assert!(!docs[0].2.is_empty());
     // REC, then the verdict.
     round(&issuing, &sii, &settings()).await;
-    assert_eq!(status_of(&issuing).await.0, "submitted");
+    assert_eq!(documents(&issuing).await[0].1, "submitted");
     round(&issuing, &sii, &settings()).await;
-    assert_eq!(status_of(&issuing).await.0, "accepted");
-    let published: Vec<String> = sqlx::query_scalar("SELECT event_type FROM outbox ORDER BY seq")
-        .fetch_all(&issuing.pool)
-        .await
-        .unwrap();
-    assert_eq!(published, ["dte.issued", "dte.accepted"]);
+    let docs = documents(&issuing).await;
+    assert_eq!(docs[0].1, "accepted");
+    assert!(docs[0].3.contains("1 aceptados"), "{docs:?}");
+    assert_eq!(events(&issuing).await, ["dte.issued", "dte.accepted"]);
     // Nothing more to do.
-    assert_eq!(round(&issuing, &sii, &settings()).await, 0);
+    assert_eq!(round(&issuing, &sii, &settings()).await.handled, 0);
 }
 
 #[tokio::test]
-async fn one_round_sends_every_due_document_and_records_them_together() {
+async fn boletas_go_to_the_sii_together_in_one_signed_envelope() {
     let issuing = issued_boletas(3).await;
     let (endpoints, _stop) = simulator().await;
     let sii = client(endpoints, issuing.identity.clone(), "76369187-K");
-    assert_eq!(round(&issuing, &sii, &settings()).await, 3);
-    let sent: Vec<(String, String)> =
-        sqlx::query_as("SELECT status, track_id FROM documents ORDER BY folio")
-            .fetch_all(&issuing.pool)
-            .await
-            .unwrap();
-    assert!(
-        sent.iter().all(|(status, _)| status == "submitted"),
-        "{sent:?}"
-    );
-    let tracks: std::collections::HashSet<_> = sent.iter().map(|(_, t)| t.clone()).collect();
+    let sent = round(&issuing, &sii, &settings()).await;
     assert_eq!(
-        tracks.len(),
-        3,
-        "each document its own upload and track id: {sent:?}"
+        (sent.packed, sent.handled),
+        (1, 1),
+        "one envelope, one upload"
     );
-    // REC for all three, then all three verdicts, each with its event.
-    for _ in 0..2 {
-        assert_eq!(round(&issuing, &sii, &settings()).await, 3);
-    }
-    let accepted: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE event_type = 'dte.accepted'")
-            .fetch_one(&issuing.pool)
-            .await
-            .unwrap();
-    assert_eq!(accepted, 3);
-    let statuses: Vec<String> = sqlx::query_scalar("SELECT status FROM documents")
-        .fetch_all(&issuing.pool)
+    let docs = documents(&issuing).await;
+    assert!(docs.iter().all(|d| d.1 == "submitted"), "{docs:?}");
+    let tracks: std::collections::HashSet<_> = docs.iter().map(|d| d.2.clone()).collect();
+    assert_eq!(tracks.len(), 1, "one track id for the three: {docs:?}");
+    // What went to the SII: one EnvioBOLETA holding the three, valid.
+    let xml: Vec<u8> = sqlx::query_scalar("SELECT xml FROM sii_envelopes")
+        .fetch_one(&issuing.pool)
         .await
         .unwrap();
-    assert_eq!(statuses, ["accepted"; 3]);
+    let report = dte::verify::verify(&xml).unwrap();
+    assert!(report.valid(), "{}", report.render());
+    assert_eq!(report.kind, "EnvioBOLETA");
+    assert_eq!(
+        report.documents.iter().map(|d| d.folio).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    // REC, then the three verdicts, each with its event, from one status query a round.
+    for _ in 0..2 {
+        assert_eq!(round(&issuing, &sii, &settings()).await.handled, 1);
+    }
+    let docs = documents(&issuing).await;
+    assert!(docs.iter().all(|d| d.1 == "accepted"), "{docs:?}");
+    let accepted = events(&issuing).await;
+    assert_eq!(accepted.iter().filter(|e| *e == "dte.accepted").count(), 3);
 }
 
 #[tokio::test]
-async fn while_the_sii_is_unreachable_the_document_waits_and_backs_off() {
+async fn an_envelope_waits_for_boletas_until_full_or_its_window_has_passed() {
+    let issuing = issued_boletas(3).await;
+    let (endpoints, _stop) = simulator().await;
+    let sii = client(endpoints, issuing.identity.clone(), "76369187-K");
+    let patient = WorkerSettings {
+        batch_window: Duration::from_secs(3600),
+        ..settings()
+    };
+    let quiet = round(&issuing, &sii, &patient).await;
+    assert_eq!((quiet.packed, quiet.handled, quiet.waiting), (0, 0, true));
+    assert!(documents(&issuing).await.iter().all(|d| d.1 == "issued"));
+    // Two make a full envelope: sent now; the third waits for company.
+    let pairs = WorkerSettings {
+        batch_size: 2,
+        ..patient.clone()
+    };
+    let sent = round(&issuing, &sii, &pairs).await;
+    assert_eq!((sent.packed, sent.handled, sent.waiting), (1, 1, true));
+    let mut statuses: Vec<String> = documents(&issuing).await.into_iter().map(|d| d.1).collect();
+    statuses.sort();
+    assert_eq!(statuses, ["issued", "submitted", "submitted"]);
+    // Once the window has passed, it goes alone.
+    sqlx::query("UPDATE documents SET issued_at = issued_at - interval '2 hours'")
+        .execute(&issuing.pool)
+        .await
+        .unwrap();
+    let late = round(&issuing, &sii, &pairs).await;
+    assert_eq!((late.packed, late.waiting), (1, false));
+    let statuses: Vec<String> = documents(&issuing).await.into_iter().map(|d| d.1).collect();
+    assert_eq!(statuses, ["submitted"; 3]);
+}
+
+#[tokio::test]
+async fn a_boleta_the_sii_rejects_does_not_reject_its_neighbours() {
+    let issuing = issued_boletas(3).await;
+    // Folio 2 was altered after it was signed: its signature no longer holds.
+    sqlx::query(
+        "UPDATE documents SET signed_dte = replace(signed_dte, '<MntTotal>1190</MntTotal>', '<MntTotal>1191</MntTotal>') \
+         WHERE folio = 2",
+    )
+    .execute(&issuing.pool)
+    .await
+    .unwrap();
+    let (endpoints, _stop) = simulator().await;
+    let sii = client(endpoints, issuing.identity.clone(), "76369187-K");
+    for _ in 0..3 {
+        round(&issuing, &sii, &settings()).await;
+    }
+    let docs = documents(&issuing).await;
+    let statuses: Vec<&str> = docs.iter().map(|d| d.1.as_str()).collect();
+    assert_eq!(statuses, ["accepted", "rejected", "accepted"], "{docs:?}");
+    assert!(docs[1].3.contains("firma"), "the SII's reason: {docs:?}");
+    let published: Vec<(String, String)> = sqlx::query_as(
+        "SELECT event_type, aggregate_id FROM outbox WHERE event_type <> 'dte.issued' ORDER BY seq",
+    )
+    .fetch_all(&issuing.pool)
+    .await
+    .unwrap();
+    assert_eq!(published.len(), 3, "{published:?}");
+    assert_eq!(
+        published
+            .iter()
+            .filter(|(event, _)| event == "dte.rejected")
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn facturas_go_one_per_envelope() {
+    let issuing = issuing().await;
+    dte::load_development_cafs(&issuing.pool, &issuer())
+        .await
+        .unwrap();
+    for n in 1..=2 {
+        let mut paid = common::paid(n);
+        paid.buyer = Some(proto::events::v1::Buyer {
+            rut: "97975000-5".into(),
+            razon_social: "Compras Ltda.".into(),
+            giro: "Comercio".into(),
+            address: "San Diego 2222".into(),
+            comuna: "Santiago".into(),
+            ..Default::default()
+        });
+        paid.document_type = "factura".into();
+        let mut tx = issuing.pool.begin().await.unwrap();
+        issuing
+            .order_paid(&mut tx, &paid, &format!("event-{n}"))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    assert_eq!(issuing.issue_pending().await.unwrap(), 2);
+    let (endpoints, _stop) = simulator().await;
+    let sii = client(endpoints, issuing.identity.clone(), "76369187-K");
+    let sent = round(&issuing, &sii, &settings()).await;
+    assert_eq!((sent.packed, sent.handled), (2, 2));
+    for _ in 0..2 {
+        round(&issuing, &sii, &settings()).await;
+    }
+    let docs = documents(&issuing).await;
+    assert!(docs.iter().all(|d| d.1 == "accepted"), "{docs:?}");
+    assert_ne!(docs[0].2, docs[1].2, "each its own upload");
+}
+
+#[tokio::test]
+async fn while_the_sii_is_unreachable_the_envelope_waits_and_backs_off() {
     let issuing = issued_boletas(1).await;
     let url = platform::testing::closed_port_url("http")
         .trim_end_matches('/')
@@ -349,14 +506,20 @@ async fn while_the_sii_is_unreachable_the_document_waits_and_backs_off() {
         ..settings()
     };
     round(&issuing, &sii, &backing_off).await;
-    let (status, _, attempts) = status_of(&issuing).await;
-    assert_eq!((status.as_str(), attempts), ("issued", 1));
-    // Not due again before its back-off (2 s).
-    assert_eq!(round(&issuing, &sii, &backing_off).await, 0);
-    let wait: f64 =
-        sqlx::query_scalar("SELECT EXTRACT(EPOCH FROM sii_next_at - now())::float8 FROM documents")
+    let (status, attempts): (String, i32) =
+        sqlx::query_as("SELECT status, sii_attempts FROM sii_envelopes")
             .fetch_one(&issuing.pool)
             .await
             .unwrap();
+    assert_eq!((status.as_str(), attempts), ("built", 1));
+    assert_eq!(documents(&issuing).await[0].1, "issued");
+    // Not due again before its back-off (2 s).
+    assert_eq!(round(&issuing, &sii, &backing_off).await.handled, 0);
+    let wait: f64 = sqlx::query_scalar(
+        "SELECT EXTRACT(EPOCH FROM sii_next_at - now())::float8 FROM sii_envelopes",
+    )
+    .fetch_one(&issuing.pool)
+    .await
+    .unwrap();
     assert!(wait > 1.0 && wait <= 2.0, "{wait}");
 }

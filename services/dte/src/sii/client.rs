@@ -12,7 +12,7 @@ use platform::chile::Rut;
 use reqwest::multipart::{Form, Part};
 
 use super::{
-    SiiClient, SiiError, SiiRegistry, SiiStatus,
+    DocumentVerdict, Processed, SiiClient, SiiError, SiiRegistry, SiiStatus, Verdict,
     protocol::{self, element_text, soap_request, soap_return, split_rut},
     registry,
 };
@@ -330,17 +330,49 @@ fn answer(doc: &str, field: &str) -> Result<String, SiiError> {
     }
 }
 
-/// The final status of a processed upload from its counts.
-fn processed(accepted: u64, rejected: u64, objections: u64, glosa: &str) -> SiiStatus {
-    let detail =
-        format!("{glosa}: {accepted} aceptados, {rejected} rechazados, {objections} reparos");
-    if rejected > 0 {
-        SiiStatus::Rejected { detail }
-    } else if objections > 0 {
-        SiiStatus::AcceptedWithObjections { detail }
-    } else {
-        SiiStatus::Accepted { detail }
+/// A processed upload's counts, and its summary.
+fn processed(accepted: u64, rejected: u64, objections: u64, glosa: &str) -> Processed {
+    Processed {
+        accepted,
+        rejected,
+        objections,
+        summary: format!(
+            "{glosa}: {accepted} aceptados, {rejected} rechazados, {objections} reparos"
+        ),
+        named: Vec::new(),
     }
+}
+
+/// The documents a boleta status answer names (`detalle_rep_rech`): each with its estado
+/// (`RCH` rejected, `RLV` / `RPR` accepted with objections) and its reasons.
+fn named_boletas(json: &serde_json::Value) -> Vec<DocumentVerdict> {
+    let Some(rows) = json["detalle_rep_rech"].as_array() else {
+        return Vec::new();
+    };
+    rows.iter()
+        .filter_map(|row| {
+            let number = |v: &serde_json::Value| {
+                v.as_i64()
+                    .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+            };
+            let reasons: Vec<&str> = row["error"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e["descripcion"].as_str())
+                .collect();
+            Some(DocumentVerdict {
+                tipo: i32::try_from(number(&row["tipo"])?).ok()?,
+                folio: number(&row["folio"])?,
+                verdict: if row["estado"].as_str() == Some("RCH") {
+                    Verdict::Rejected
+                } else {
+                    Verdict::AcceptedWithObjections
+                },
+                detail: reasons.join(", "),
+            })
+        })
+        .collect()
 }
 
 /// Estados of an upload the SII is still working on.
@@ -431,32 +463,14 @@ impl SiiClient for HttpSiiClient {
                         .map(|rows| rows.iter().map(|r| r[field].as_u64().unwrap_or(0)).sum())
                         .unwrap_or(0)
                 };
-                let mut status = processed(
+                let mut processed = processed(
                     count("aceptados"),
                     count("rechazados"),
                     count("reparos"),
                     "Envío procesado",
                 );
-                if let SiiStatus::Rejected { detail } | SiiStatus::AcceptedWithObjections { detail } =
-                    &mut status
-                    && let Some(rows) = json["detalle_rep_rech"].as_array()
-                {
-                    for row in rows {
-                        // Each document's reasons: "folio 7: <descripcion>, <descripcion>".
-                        let reasons: Vec<&str> = row["error"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|e| e["descripcion"].as_str())
-                            .collect();
-                        detail.push_str(&format!(
-                            "; folio {}: {}",
-                            row["folio"],
-                            reasons.join(", ")
-                        ));
-                    }
-                }
-                return Ok(status);
+                processed.named = named_boletas(&json);
+                return Ok(SiiStatus::Processed(processed));
             }
             if IN_PROGRESS.contains(&estado.as_str()) {
                 return Ok(SiiStatus::Pending { estado });
@@ -485,13 +499,18 @@ impl SiiClient for HttpSiiClient {
                 .unwrap_or(0)
         };
         Ok(match estado.as_str() {
-            "EPR" => processed(
+            "EPR" => SiiStatus::Processed(processed(
                 count("ACEPTADOS"),
                 count("RECHAZADOS"),
                 count("REPAROS"),
                 &glosa,
-            ),
-            "RPR" => SiiStatus::AcceptedWithObjections { detail: glosa },
+            )),
+            // Accepted with objections, counts unsaid.
+            "RPR" => SiiStatus::Processed(Processed {
+                objections: 1,
+                summary: glosa,
+                ..Processed::default()
+            }),
             e if IN_PROGRESS.contains(&e) => SiiStatus::Pending { estado },
             "001" | "002" | "-3" => {
                 // The token lapsed: take a new one next time.

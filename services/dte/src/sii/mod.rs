@@ -14,18 +14,80 @@ pub mod worker;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SiiStatus {
     /// Still being processed (`REC`, `SOK`, `CRT`, `FOK`, `PDR`, …).
-    Pending {
-        estado: String,
-    },
-    Accepted {
-        detail: String,
-    },
-    AcceptedWithObjections {
-        detail: String,
-    },
-    Rejected {
-        detail: String,
-    },
+    Pending { estado: String },
+    /// Processed (`EPR`): each document judged on its own.
+    Processed(Processed),
+    /// The whole upload was rejected (schema, signature, carátula): every document in it.
+    Rejected { detail: String },
+}
+
+/// The SII's verdict on a processed upload: its counts, and the documents it named as
+/// rejected or accepted with objections (the rest of the upload was accepted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Processed {
+    pub accepted: u64,
+    pub rejected: u64,
+    pub objections: u64,
+    /// "Envío procesado: 3 aceptados, 0 rechazados, 0 reparos".
+    pub summary: String,
+    /// Per named document; empty when the SII answered with counts only (`QueryEstUp`).
+    pub named: Vec<DocumentVerdict>,
+}
+
+/// One document the SII named in its answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentVerdict {
+    pub tipo: i32,
+    pub folio: i64,
+    pub verdict: Verdict,
+    /// The SII's reasons.
+    pub detail: String,
+}
+
+/// A document's final status with the SII.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Accepted,
+    AcceptedWithObjections,
+    Rejected,
+}
+
+impl Verdict {
+    /// The document status it stores.
+    pub fn status(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::AcceptedWithObjections => "accepted_with_objections",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+impl Processed {
+    /// The verdict on one of the upload's documents (`tipo`, `folio`): as the SII named it;
+    /// else accepted when the SII names documents (it names every one it did not accept);
+    /// else, from counts alone, the upload's worst. Counts tell one document's verdict
+    /// exactly only in an upload of one, so envelopes whose status comes as counts
+    /// (`EnvioDTE`, by `QueryEstUp`) hold one document.
+    pub fn verdict_of(&self, tipo: i32, folio: i64) -> (Verdict, String) {
+        if let Some(named) = self
+            .named
+            .iter()
+            .find(|d| d.tipo == tipo && d.folio == folio)
+        {
+            return (named.verdict, named.detail.clone());
+        }
+        let verdict = if !self.named.is_empty() {
+            Verdict::Accepted
+        } else if self.rejected > 0 {
+            Verdict::Rejected
+        } else if self.objections > 0 {
+            Verdict::AcceptedWithObjections
+        } else {
+            Verdict::Accepted
+        };
+        (verdict, self.summary.clone())
+    }
 }
 
 /// Why a call to the SII failed.
