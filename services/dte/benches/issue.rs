@@ -33,6 +33,13 @@ fn per_second(seconds: u64, mut f: impl FnMut()) -> (f64, Duration) {
     (n as f64 / elapsed.as_secs_f64(), elapsed / n as u32)
 }
 
+/// A development CAF of `tipo` with a million folios.
+fn dev_caf(tipo: TipoDte, issuer: &dte::domain::Issuer, today: NaiveDate) -> anyhow::Result<Caf> {
+    Ok(Caf::parse(
+        caf::fake(tipo, 1, 1_000_000, &issuer.rut, "Orderflow SpA", today)?.as_bytes(),
+    )?)
+}
+
 /// Three lines, as a typical order.
 fn content_items() -> Vec<Item> {
     (1..=3)
@@ -54,17 +61,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(5);
     let issuer = dte::development_issuer();
     let today = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
-    let caf = Caf::parse(
-        caf::fake(
-            TipoDte::Factura,
-            1,
-            1_000_000,
-            &issuer.rut,
-            "Orderflow SpA",
-            today,
-        )?
-        .as_bytes(),
-    )?;
+    let caf = dev_caf(TipoDte::Factura, &issuer, today)?;
     let (key_pem, der) = certificate::self_signed("12345678-5")?;
     let identity = certificate::identity(&key_pem, der)?;
     let content = domain::document_for_sale(Sale {
@@ -107,17 +104,7 @@ fn main() -> anyhow::Result<()> {
     });
     // Boletas as the worker sends them: each signed on its own, then an EnvioBOLETA of the
     // schema's 500 signed once over all of them.
-    let boleta_caf = Caf::parse(
-        caf::fake(
-            TipoDte::Boleta,
-            1,
-            1_000_000,
-            &issuer.rut,
-            "Orderflow SpA",
-            today,
-        )?
-        .as_bytes(),
-    )?;
+    let boleta_caf = dev_caf(TipoDte::Boleta, &issuer, today)?;
     let boleta_content = domain::document_for_sale(Sale {
         receptor: None,
         items: content_items(),

@@ -2,8 +2,8 @@
 //! (`pending_folio`), recorded in the consumer's transaction. Issuers (a task per replica,
 //! woken by the consumer) then number waiting documents in short transactions, the only
 //! time a type's folio counter is locked; build, stamp and sign each outside any lock; and
-//! store the signed `DTE` with `dte.issued` in the outbox, in one transaction (the SII
-//! worker sends it in an envelope with others). A folio is
+//! store the signed `DTE`s, each with its `dte.issued` in the outbox, in one transaction per
+//! batch (the SII worker sends them in envelopes of many). A folio is
 //! taken only in a committed numbering, and a numbered document is always finished (by the
 //! next round if its issuer died), so folios stay gapless. With no folio left a document
 //! simply waits and is numbered when a CAF of its type arrives.
@@ -40,10 +40,10 @@ use crate::{
 /// Documents numbered per transaction.
 const BATCH: i64 = 50;
 
-/// Numbered documents built and stored at once.
+/// Numbered documents built and signed at once.
 const FINISHING_AT_ONCE: usize = 4;
 
-/// Prompt retries of a document whose finishing failed, before the round moves on.
+/// Prompt retries of storing a round's signed documents, before the round moves on.
 const FINISH_RETRIES: u32 = 3;
 
 /// A numbered document not finished within this long is finished by another issuer.
@@ -205,29 +205,25 @@ impl Issuing {
             if work.is_empty() {
                 return Ok(issued);
             }
-            // Signing is CPU work on the blocking pool and storing is a round trip: a few
-            // at once keep both busy. One document that fails (a Postgres blip) does not
-            // hold back the others: they are finished, and it is retried right after.
-            let mut finishing =
-                futures::stream::iter(work.into_iter().map(|doc| self.finish_one(doc)))
-                    .buffer_unordered(FINISHING_AT_ONCE);
-            let mut failed = Vec::new();
-            while let Some((doc, done)) = finishing.next().await {
-                match done {
-                    Ok(true) => issued += 1,
-                    Ok(false) => {}
+            // Signing is CPU work on the blocking pool: a few at once keep the cores busy.
+            // The batch is then stored in one transaction (one commit, not one per
+            // document), retried at once if it fails (a Postgres blip).
+            let signed: Vec<(ToBuild, tracing::Span, anyhow::Result<String>)> =
+                futures::stream::iter(work.into_iter().map(|doc| self.sign(doc)))
+                    .buffer_unordered(FINISHING_AT_ONCE)
+                    .collect()
+                    .await;
+            let mut ready = Vec::with_capacity(signed.len());
+            for (doc, span, xml) in signed {
+                match xml {
+                    Ok(xml) => ready.push((doc, span, xml)),
                     Err(e) => {
-                        tracing::warn!(document = %doc.id, folio = doc.folio, error = format!("{e:#}"), "finishing a document failed; retrying");
-                        failed.push(doc);
+                        metrics::counter!("dte_finish_failures_total").increment(1);
+                        tracing::error!(parent: &span, document = %doc.id, folio = doc.folio, error = format!("{e:#}"), "a numbered document could not be signed; it is tried again once stale");
                     }
                 }
             }
-            drop(finishing);
-            for doc in failed {
-                if self.finish_with_retries(&doc).await {
-                    issued += 1;
-                }
-            }
+            issued += self.store_with_retries(&ready).await;
             if numbered_now < BATCH as usize {
                 return Ok(issued);
             }
@@ -315,10 +311,10 @@ impl Issuing {
         Ok(numbered)
     }
 
-    /// [`Issuing::finish`], with the document it was for.
-    async fn finish_one(&self, doc: ToBuild) -> (ToBuild, anyhow::Result<bool>) {
-        // In the trace of the payment that asked for the document: its `dte.issued` event,
-        // written in here, carries the trace on.
+    /// Builds, stamps and signs a numbered document outside any lock, in the trace of the
+    /// payment that asked for it (returned: storing it, and its `dte.issued` event, go on in
+    /// that trace).
+    async fn sign(&self, doc: ToBuild) -> (ToBuild, tracing::Span, anyhow::Result<String>) {
         let span = tracing::info_span!(
             "dte.issue",
             otel.name = %format!("issue DTE {}", doc.content.tipo.code()),
@@ -327,33 +323,11 @@ impl Issuing {
             dte.folio = doc.folio,
         );
         platform::telemetry::adopt_stored_parent(&span, &doc.trace);
-        let done = self.finish(&doc).instrument(span).await;
-        (doc, done)
+        let xml = self.build_signed(&doc).instrument(span.clone()).await;
+        (doc, span, xml)
     }
 
-    /// Retries a document whose finishing failed, backing off (0.1, 0.4, 1.6 s); `true`
-    /// when it was issued now. Still failing, it is left numbered: the next round (or
-    /// another issuer, once it is stale) finishes it.
-    async fn finish_with_retries(&self, doc: &ToBuild) -> bool {
-        let mut backoff = Duration::from_millis(100);
-        for attempt in 1..=FINISH_RETRIES {
-            tokio::time::sleep(backoff).await;
-            match self.finish(doc).await {
-                Ok(done) => return done,
-                Err(e) => {
-                    metrics::counter!("dte_finish_failures_total").increment(1);
-                    tracing::warn!(document = %doc.id, folio = doc.folio, attempt, error = format!("{e:#}"), "finishing a document failed again");
-                }
-            }
-            backoff *= 4;
-        }
-        tracing::error!(document = %doc.id, folio = doc.folio, "a numbered document could not be finished; the next round retries it");
-        false
-    }
-
-    /// Builds, stamps and signs a numbered document outside any lock, then stores it with
-    /// its `dte.issued` (the SII worker packs it into an envelope with others); `false` when another issuer finished it first.
-    async fn finish(&self, doc: &ToBuild) -> anyhow::Result<bool> {
+    async fn build_signed(&self, doc: &ToBuild) -> anyhow::Result<String> {
         let caf = self.caf(doc.caf_id).await?;
         let now = self.now_in_chile();
         let issuer = self.issuer.clone();
@@ -375,32 +349,85 @@ impl Issuing {
             )
         })
         .await??;
-        let mut tx = self.pool.begin().await?;
-        if !store::mark_issued(&mut tx, doc.id, &signed.xml).await? {
-            return Ok(false);
+        Ok(signed.xml)
+    }
+
+    /// [`Issuing::store`], retried after a failure (0.1, 0.4, 1.6 s); how many were issued
+    /// now. Still failing, they are left numbered: the next round (or another issuer, once
+    /// they are stale) finishes them.
+    async fn store_with_retries(&self, signed: &[(ToBuild, tracing::Span, String)]) -> usize {
+        if signed.is_empty() {
+            return 0;
         }
-        let document_id = doc.id.to_string();
-        outbox::enqueue(
-            &mut tx,
-            NewEvent {
-                event_type: "dte.issued",
-                aggregate_id: &document_id,
-                payload: &DteIssued {
-                    document_id: document_id.clone(),
-                    order_id: doc.order_id.clone(),
-                    tipo_dte: doc.content.tipo.code(),
-                    folio: doc.folio,
-                    refund_id: doc.refund_id.clone().unwrap_or_default(),
-                },
-                correlation_id: Some(&doc.order_id),
-                causation_id: Some(&doc.causation_id),
-            },
-        )
-        .await?;
+        let mut backoff = Duration::from_millis(100);
+        for attempt in 0..=FINISH_RETRIES {
+            if attempt > 0 {
+                tokio::time::sleep(backoff).await;
+                backoff *= 4;
+            }
+            match self.store(signed).await {
+                Ok(issued) => return issued,
+                Err(e) => {
+                    metrics::counter!("dte_finish_failures_total").increment(1);
+                    tracing::warn!(
+                        documents = signed.len(),
+                        attempt,
+                        error = format!("{e:#}"),
+                        "storing signed documents failed; retrying"
+                    );
+                }
+            }
+        }
+        tracing::error!(
+            documents = signed.len(),
+            "signed documents could not be stored; the next round retries them"
+        );
+        0
+    }
+
+    /// Stores signed documents with their `dte.issued` events, in one transaction; how
+    /// many were issued (another issuer may have stored one first).
+    async fn store(&self, signed: &[(ToBuild, tracing::Span, String)]) -> anyhow::Result<usize> {
+        let mut tx = self.pool.begin().await?;
+        let mut stored = Vec::with_capacity(signed.len());
+        for (doc, span, xml) in signed {
+            let fresh = async {
+                if !store::mark_issued(&mut tx, doc.id, xml).await? {
+                    return anyhow::Ok(false);
+                }
+                let document_id = doc.id.to_string();
+                outbox::enqueue(
+                    &mut tx,
+                    NewEvent {
+                        event_type: "dte.issued",
+                        aggregate_id: &document_id,
+                        payload: &DteIssued {
+                            document_id: document_id.clone(),
+                            order_id: doc.order_id.clone(),
+                            tipo_dte: doc.content.tipo.code(),
+                            folio: doc.folio,
+                            refund_id: doc.refund_id.clone().unwrap_or_default(),
+                        },
+                        correlation_id: Some(&doc.order_id),
+                        causation_id: Some(&doc.causation_id),
+                    },
+                )
+                .await?;
+                Ok(true)
+            }
+            .instrument(span.clone())
+            .await?;
+            if fresh {
+                stored.push(doc);
+            }
+        }
         tx.commit().await?;
-        metrics::counter!("dte_issued_total", "tipo" => doc.content.tipo.to_string()).increment(1);
-        tracing::info!(order_id = %doc.order_id, tipo = doc.content.tipo.code(), folio = doc.folio, "document issued");
-        Ok(true)
+        for doc in &stored {
+            metrics::counter!("dte_issued_total", "tipo" => doc.content.tipo.to_string())
+                .increment(1);
+            tracing::info!(order_id = %doc.order_id, tipo = doc.content.tipo.code(), folio = doc.folio, "document issued");
+        }
+        Ok(stored.len())
     }
 
     /// Issues waiting documents whenever woken, and every `interval` in any case (documents
