@@ -30,6 +30,8 @@ struct Received {
     trace_id: String,
     span_id: String,
     parent: String,
+    /// The trace ids it links to.
+    links: Vec<String>,
     attributes: HashMap<String, String>,
     resource: HashMap<String, String>,
 }
@@ -81,6 +83,7 @@ impl TraceService for Collector {
                         trace_id: hex(&span.trace_id),
                         span_id: hex(&span.span_id),
                         parent: hex(&span.parent_span_id),
+                        links: span.links.iter().map(|l| hex(&l.trace_id)).collect(),
                         attributes: attributes(&span.attributes),
                         resource: resource_attributes.clone(),
                     });
@@ -171,6 +174,8 @@ async fn one_checkout_is_one_trace(roles: &[&'static str]) {
     env.insert("LOG_FORMAT".into(), "json".into());
     env.insert("RUST_LOG".into(), "warn,access=info".into());
     env.insert("DEPLOYMENT_ENVIRONMENT".into(), "test".into());
+    // Boletas paid within 5 s of each other share an envelope (checked at the end).
+    env.insert("DTE_SII_BATCH_WINDOW".into(), "5s".into());
     let logs = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("telemetry-{}", uuid::Uuid::new_v4().simple()));
     let cluster = cli::chaos::Cluster::start_roles(
@@ -432,5 +437,43 @@ async fn one_checkout_is_one_trace(roles: &[&'static str]) {
         .unwrap_or_else(|| panic!("no access log line for {request_id} in:\n{log}"));
     assert_eq!(line["trace_id"], trace.as_str(), "{line}");
     assert_eq!(line["span_id"], http_span.span_id.as_str(), "{line}");
+
+    // Two more boletas, paid one after the other, go to the SII in one envelope: its
+    // submission is in one payment's trace and links to the other's.
+    let mut paid = Vec::new();
+    for _ in 0..2 {
+        let (order, _) = post(
+            &http,
+            &format!("{base}/v1/orders"),
+            Some(&ana),
+            json!({"lines": [{"sku": "TRAZA-1", "quantity": 1}]}),
+        )
+        .await;
+        let id = order["id"].as_str().unwrap().to_string();
+        post(
+            &http,
+            &format!("{base}/v1/orders/{id}/payments"),
+            Some(&ana),
+            json!({"card": {"number": "4242424242424242", "expMonth": 12, "expYear": 2030, "cvc": "123", "holder": "Ana Pérez"}}),
+        )
+        .await;
+        let path = format!("/v1/orders/{id}/payments");
+        paid.push(
+            collector
+                .until("the payment", |s| {
+                    s.kind == server && s.attributes.get("url.path") == Some(&path)
+                })
+                .await
+                .trace_id,
+        );
+    }
+    let shared = collector
+        .until("one submission for both boletas", |s| {
+            s.name == "submit DTE 39"
+                && paid.contains(&s.trace_id)
+                && s.links.iter().any(|l| paid.contains(l) && *l != s.trace_id)
+        })
+        .await;
+    assert_eq!(shared.attributes["sii.documents"], "2", "{shared:?}");
     cluster.stop().await;
 }

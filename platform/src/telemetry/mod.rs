@@ -256,11 +256,27 @@ pub fn adopt_stored_parent(
     span: &tracing::Span,
     stored: &std::collections::BTreeMap<String, String>,
 ) {
-    let headers: HeaderMap = stored
+    adopt_remote_parent(span, &stored_headers(stored));
+}
+
+/// Links `span` to a trace context kept as a string map (see [`adopt_stored_parent`]): work
+/// done once for many requests (an envelope of many documents) has one parent, and names
+/// every other request it served by a link.
+pub fn link_stored(span: &tracing::Span, stored: &std::collections::BTreeMap<String, String>) {
+    let headers = stored_headers(stored);
+    let linked =
+        opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(&headers)));
+    let linked = linked.span().span_context().clone();
+    if linked.is_valid() {
+        span.add_link(linked);
+    }
+}
+
+fn stored_headers(stored: &std::collections::BTreeMap<String, String>) -> HeaderMap {
+    stored
         .iter()
         .filter_map(|(k, v)| Some((k.parse().ok()?, v.parse().ok()?)))
-        .collect();
-    adopt_remote_parent(span, &headers);
+        .collect()
 }
 
 /// A tower layer for gRPC servers: one span per call, parented on the caller's

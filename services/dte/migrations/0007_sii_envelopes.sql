@@ -13,8 +13,10 @@ CREATE TABLE sii_envelopes (
     sii_status_detail text NOT NULL DEFAULT '',
     sii_attempts      integer NOT NULL DEFAULT 0,
     sii_next_at       timestamptz NOT NULL DEFAULT now(),
-    -- The trace of the payment of its first document (the upload continues it).
+    -- The trace of the payment of its first document (the upload continues it), and those
+    -- of the others (its spans link to them).
     trace_context     jsonb NOT NULL DEFAULT '{}',
+    trace_links       jsonb NOT NULL DEFAULT '[]',
     created_at        timestamptz NOT NULL DEFAULT now(),
     updated_at        timestamptz NOT NULL DEFAULT now()
 );

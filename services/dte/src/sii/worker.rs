@@ -64,6 +64,8 @@ struct Due {
     sii_attempts: i32,
     /// The trace of the payment of its first document.
     trace_context: sqlx::types::Json<std::collections::BTreeMap<String, String>>,
+    /// The traces of the payments of the others.
+    trace_links: sqlx::types::Json<Vec<std::collections::BTreeMap<String, String>>>,
     /// Its first document's type, naming the span.
     tipo_dte: i32,
 }
@@ -137,7 +139,14 @@ pub async fn step(
     let pool = &issuing.pool;
     // The XML is only read for envelopes still to be sent.
     let due: Vec<Due> = sqlx::query_as(
-        "WITH claimed AS (             UPDATE sii_envelopes SET sii_next_at = now() + $1 WHERE id IN (                 SELECT id FROM sii_envelopes WHERE status IN ('built', 'submitted') AND sii_next_at <= now()                 ORDER BY sii_next_at LIMIT 20 FOR UPDATE SKIP LOCKED)             RETURNING id, boleta, status, track_id, CASE WHEN status = 'built' THEN xml END AS xml,                       documents, sii_attempts, trace_context)          SELECT c.*, COALESCE((SELECT tipo_dte FROM documents d WHERE d.sii_envelope_id = c.id LIMIT 1), 0) AS tipo_dte          FROM claimed c",
+        "WITH claimed AS ( \
+         UPDATE sii_envelopes SET sii_next_at = now() + $1 WHERE id IN ( \
+         SELECT id FROM sii_envelopes WHERE status IN ('built', 'submitted') AND sii_next_at <= now() \
+         ORDER BY sii_next_at LIMIT 20 FOR UPDATE SKIP LOCKED) \
+         RETURNING id, boleta, status, track_id, CASE WHEN status = 'built' THEN xml END AS xml, \
+         documents, sii_attempts, trace_context, trace_links) \
+         SELECT c.*, COALESCE((SELECT tipo_dte FROM documents d WHERE d.sii_envelope_id = c.id LIMIT 1), 0) AS tipo_dte \
+         FROM claimed c",
     )
     .bind(settings.lease)
     .fetch_all(pool)
@@ -162,7 +171,10 @@ pub async fn step(
         match outcome {
             Outcome::Submitted { track_id } => {
                 sqlx::query(
-                    "WITH sent AS (UPDATE sii_envelopes SET status = 'submitted', track_id = $2, sii_attempts = 0,                         sii_next_at = now() + $3, updated_at = now() WHERE id = $1 RETURNING id)                      UPDATE documents SET status = 'submitted', track_id = $2, updated_at = now()                      WHERE sii_envelope_id = (SELECT id FROM sent)",
+                    "WITH sent AS (UPDATE sii_envelopes SET status = 'submitted', track_id = $2, sii_attempts = 0, \
+                     sii_next_at = now() + $3, updated_at = now() WHERE id = $1 RETURNING id) \
+                     UPDATE documents SET status = 'submitted', track_id = $2, updated_at = now() \
+                     WHERE sii_envelope_id = (SELECT id FROM sent)",
                 )
                 .bind(envelope.id)
                 .bind(track_id)
@@ -172,7 +184,8 @@ pub async fn step(
             }
             Outcome::Pending { estado } => {
                 sqlx::query(
-                    "UPDATE sii_envelopes SET sii_status_detail = $2, sii_attempts = 0, sii_next_at = now() + $3,                      updated_at = now() WHERE id = $1",
+                    "UPDATE sii_envelopes SET sii_status_detail = $2, sii_attempts = 0, sii_next_at = now() + $3, \
+                     updated_at = now() WHERE id = $1",
                 )
                 .bind(envelope.id)
                 .bind(estado)
@@ -248,7 +261,10 @@ async fn pack(issuing: &Issuing, settings: &WorkerSettings) -> anyhow::Result<(u
         loop {
             let mut tx = issuing.pool.begin().await?;
             let docs: Vec<Unpacked> = sqlx::query_as(
-                "SELECT id, tipo_dte, folio, signed_dte, trace_context, issued_at <= now() - $3 AS ripe                  FROM documents WHERE status = 'issued' AND sii_envelope_id IS NULL AND signed_dte IS NOT NULL                    AND (tipo_dte IN (39, 41)) = $1                  ORDER BY issued_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                "SELECT id, tipo_dte, folio, signed_dte, trace_context, issued_at <= now() - $3 AS ripe \
+                 FROM documents WHERE status = 'issued' AND sii_envelope_id IS NULL AND signed_dte IS NOT NULL \
+                 AND (tipo_dte IN (39, 41)) = $1 \
+                 ORDER BY issued_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
             )
             .bind(boleta)
             .bind(size as i64)
@@ -301,13 +317,22 @@ async fn seal(
     let id = Uuid::now_v7();
     let ids: Vec<Uuid> = docs.iter().map(|d| d.id).collect();
     sqlx::query(
-        "WITH envelope AS (INSERT INTO sii_envelopes (id, boleta, status, xml, documents, trace_context)             VALUES ($1, $2, 'built', $3, $4, $5) RETURNING id)          UPDATE documents SET sii_envelope_id = (SELECT id FROM envelope) WHERE id = ANY($6)",
+        "WITH envelope AS ( \
+            INSERT INTO sii_envelopes (id, boleta, status, xml, documents, trace_context, trace_links) \
+            VALUES ($1, $2, 'built', $3, $4, $5, $6) RETURNING id) \
+         UPDATE documents SET sii_envelope_id = (SELECT id FROM envelope) WHERE id = ANY($7)",
     )
     .bind(id)
     .bind(boleta)
     .bind(&xml)
     .bind(docs.len() as i32)
     .bind(&docs[0].trace_context)
+    .bind(sqlx::types::Json(
+        docs[1..]
+            .iter()
+            .map(|d| &d.trace_context.0)
+            .collect::<Vec<_>>(),
+    ))
     .bind(&ids)
     .execute(&mut *tx)
     .await?;
@@ -315,8 +340,8 @@ async fn seal(
 }
 
 /// Sends a built envelope, or asks for a submitted one's status, in a CLIENT span of the
-/// trace of the payment of its first document (a checkout's trace ends at the SII's
-/// verdict).
+/// trace of the payment of its first document, linked to the traces of the others' (every
+/// checkout's trace leads to the SII's verdict).
 async fn ask(client: &dyn SiiClient, envelope: &Due) -> Outcome {
     let submitting = envelope.status == "built";
     let span = tracing::info_span!(
@@ -333,6 +358,9 @@ async fn ask(client: &dyn SiiClient, envelope: &Due) -> Outcome {
         sii.track_id = %envelope.track_id,
     );
     platform::telemetry::adopt_stored_parent(&span, &envelope.trace_context.0);
+    for linked in &envelope.trace_links.0 {
+        platform::telemetry::link_stored(&span, linked);
+    }
     ask_sii(client, envelope, submitting).instrument(span).await
 }
 
@@ -400,7 +428,10 @@ async fn settle(
     verdict_of: impl Fn(i32, i64) -> (Verdict, String),
 ) -> anyhow::Result<Vec<(i64, Verdict, String)>> {
     let docs: Vec<Judged> = sqlx::query_as(
-        "WITH done AS (UPDATE sii_envelopes SET status = 'done', sii_status_detail = $2, updated_at = now()             WHERE id = $1 RETURNING id)          SELECT id, order_id, tipo_dte, folio FROM documents WHERE sii_envelope_id = (SELECT id FROM done)          ORDER BY folio",
+        "WITH done AS (UPDATE sii_envelopes SET status = 'done', sii_status_detail = $2, updated_at = now() \
+         WHERE id = $1 RETURNING id) \
+         SELECT id, order_id, tipo_dte, folio FROM documents WHERE sii_envelope_id = (SELECT id FROM done) \
+         ORDER BY folio",
     )
     .bind(envelope.id)
     .bind(summary)
@@ -418,7 +449,8 @@ async fn settle(
     let statuses: Vec<&str> = verdicts.iter().map(|v| v.1.status()).collect();
     let details: Vec<&str> = verdicts.iter().map(|v| v.2.as_str()).collect();
     sqlx::query(
-        "UPDATE documents d SET status = v.status, sii_status_detail = v.detail, updated_at = now()          FROM unnest($1::uuid[], $2::text[], $3::text[]) AS v(id, status, detail) WHERE d.id = v.id",
+        "UPDATE documents d SET status = v.status, sii_status_detail = v.detail, updated_at = now() \
+         FROM unnest($1::uuid[], $2::text[], $3::text[]) AS v(id, status, detail) WHERE d.id = v.id",
     )
     .bind(&ids)
     .bind(&statuses)
