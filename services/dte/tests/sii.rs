@@ -523,3 +523,83 @@ async fn while_the_sii_is_unreachable_the_envelope_waits_and_backs_off() {
     .unwrap();
     assert!(wait > 1.0 && wait <= 2.0, "{wait}");
 }
+
+#[tokio::test]
+async fn documents_with_the_sii_before_envelopes_were_shared_go_on_as_envelopes_of_one() {
+    // A database as the release before left it: migrations up to 0006.
+    let url = platform::testing::fresh_database().await.unwrap();
+    let pool = platform::db::connect(&url, dte::SCHEMA, 2).await.unwrap();
+    let before = std::env::temp_dir().join(format!("dte-0006-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&before).unwrap();
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.as_str() < "0007" {
+            std::fs::copy(&path, before.join(&name)).unwrap();
+        }
+    }
+    sqlx::migrate::Migrator::new(before.as_path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(&before).unwrap();
+    // A factura issued (its own signed envelope, not yet sent), a boleta the SII has, and
+    // a boleta done with.
+    let identity = identity();
+    let (factura, _) = envelope(&identity, Some(buyer("Comercio")), 2);
+    for (tipo, folio, status, envelope, track) in [
+        (33, 2, "issued", factura, ""),
+        (39, 1, "submitted", b"<EnvioBOLETA/>".to_vec(), "77"),
+        (39, 2, "accepted", b"<EnvioBOLETA/>".to_vec(), "78"),
+    ] {
+        sqlx::query(
+            "INSERT INTO documents (id, order_id, customer_id, tipo_dte, folio, status, envelope, track_id) \
+             VALUES ($1, $2, 'c', $3, $4, $5, $6, $7)",
+        )
+        .bind(uuid::Uuid::now_v7())
+        .bind(format!("order-{tipo}-{folio}"))
+        .bind(tipo)
+        .bind(folio)
+        .bind(status)
+        .bind(envelope)
+        .bind(track)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    // This release's migrations: the two still with the SII become envelopes of one.
+    let pool = dte::open_database(&url).await.unwrap();
+    let moved: Vec<(bool, String, String, i32)> = sqlx::query_as(
+        "SELECT e.boleta, e.status, e.track_id, e.documents FROM sii_envelopes e \
+         JOIN documents d ON d.sii_envelope_id = e.id ORDER BY d.tipo_dte",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        moved,
+        [
+            (false, "built".to_string(), String::new(), 1),
+            (true, "submitted".to_string(), "77".to_string(), 1)
+        ]
+    );
+    // The worker sends the factura's own envelope as it was signed, and the SII accepts it.
+    let issuing = Issuing::new(
+        pool.clone(),
+        issuer(),
+        identity.clone(),
+        platform::clock::Clock::system(),
+    );
+    let (endpoints, _stop) = simulator().await;
+    let sii = client(endpoints, identity, "76369187-K");
+    for _ in 0..3 {
+        round(&issuing, &sii, &settings()).await;
+    }
+    let factura: String = sqlx::query_scalar("SELECT status FROM documents WHERE tipo_dte = 33")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(factura, "accepted");
+}
