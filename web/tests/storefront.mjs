@@ -153,7 +153,17 @@ await run(async () => {
     await page.getByText("factura emitida").waitFor();
     await shot(page, "factura");
     await page.getByRole("link", { name: "Mis pedidos" }).click();
-    await page.getByRole("listitem").filter({ hasText: "factura emitida" }).waitFor();
+    // The list reads the orders' projection, which may trail the order by a moment (under
+    // load, while a burst of the SII's verdicts is projected): a shopper reloads.
+    const rendered = () => page.getByRole("link", { name: /Pedido del/ }).first().waitFor();
+    const listed = page.getByRole("listitem").filter({ hasText: "factura emitida" });
+    await rendered();
+    for (let tries = 0; !(await listed.isVisible()); tries++) {
+      expect(tries < 30, "the factura reaches the orders list");
+      await page.waitForTimeout(1_000);
+      await page.reload();
+      await rendered();
+    }
     await axe(page, "mis pedidos (factura)");
   }
 
