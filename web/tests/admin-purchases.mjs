@@ -74,6 +74,8 @@ await run(async () => {
 
   // Filtered by status.
   await page.getByRole("link", { name: "← Compras" }).click();
+  // The list has come (the filters are live) before one is chosen.
+  await page.getByRole("link", { name: "Factura electrónica (33) N° 7" }).waitFor();
   await page.getByLabel("Estado").selectOption("claimed");
   await page.getByRole("button", { name: "Filtrar" }).click();
   await page.waitForURL(/estado=claimed/);
