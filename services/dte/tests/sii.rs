@@ -571,9 +571,9 @@ async fn documents_with_the_sii_before_envelopes_were_shared_go_on_as_envelopes_
     }
     // This release's migrations: the two still with the SII become envelopes of one.
     let pool = dte::open_database(&url).await.unwrap();
-    let moved: Vec<(bool, String, String, i32)> = sqlx::query_as(
-        "SELECT e.boleta, e.status, e.track_id, e.documents FROM sii_envelopes e \
-         JOIN documents d ON d.sii_envelope_id = e.id ORDER BY d.tipo_dte",
+    let moved: Vec<(bool, String, String, i64)> = sqlx::query_as(
+        "SELECT e.boleta, e.status, e.track_id, count(*) FROM sii_envelopes e \
+         JOIN documents d ON d.sii_envelope_id = e.id GROUP BY e.id ORDER BY min(d.tipo_dte)",
     )
     .fetch_all(&pool)
     .await

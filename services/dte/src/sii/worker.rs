@@ -60,14 +60,13 @@ struct Due {
     status: String,
     track_id: String,
     xml: Option<Vec<u8>>,
-    documents: i32,
     sii_attempts: i32,
-    /// The trace of the payment of its first document.
-    trace_context: sqlx::types::Json<std::collections::BTreeMap<String, String>>,
-    /// The traces of the payments of the others.
-    trace_links: sqlx::types::Json<Vec<std::collections::BTreeMap<String, String>>>,
+    /// How many documents it holds.
+    documents: i32,
     /// Its first document's type, naming the span.
     tipo_dte: i32,
+    /// The traces of the payments its documents were issued for, first issued first.
+    traces: sqlx::types::Json<Vec<std::collections::BTreeMap<String, String>>>,
 }
 
 /// Sends and follows envelopes until `shutdown`.
@@ -137,16 +136,18 @@ pub async fn step(
 ) -> anyhow::Result<Round> {
     let (packed, waiting) = pack(issuing, settings).await?;
     let pool = &issuing.pool;
-    // The XML is only read for envelopes still to be sent.
+    // The XML is only read for envelopes still to be sent; what the spans say of the
+    // documents is read from them.
     let due: Vec<Due> = sqlx::query_as(
         "WITH claimed AS ( \
-         UPDATE sii_envelopes SET sii_next_at = now() + $1 WHERE id IN ( \
-         SELECT id FROM sii_envelopes WHERE status IN ('built', 'submitted') AND sii_next_at <= now() \
-         ORDER BY sii_next_at LIMIT 20 FOR UPDATE SKIP LOCKED) \
-         RETURNING id, boleta, status, track_id, CASE WHEN status = 'built' THEN xml END AS xml, \
-         documents, sii_attempts, trace_context, trace_links) \
-         SELECT c.*, COALESCE((SELECT tipo_dte FROM documents d WHERE d.sii_envelope_id = c.id LIMIT 1), 0) AS tipo_dte \
-         FROM claimed c",
+            UPDATE sii_envelopes SET sii_next_at = now() + $1 WHERE id IN ( \
+                SELECT id FROM sii_envelopes WHERE status IN ('built', 'submitted') AND sii_next_at <= now() \
+                ORDER BY sii_next_at LIMIT 20 FOR UPDATE SKIP LOCKED) \
+            RETURNING id, boleta, status, track_id, CASE WHEN status = 'built' THEN xml END AS xml, sii_attempts) \
+         SELECT c.*, d.documents, d.tipo_dte, d.traces FROM claimed c CROSS JOIN LATERAL ( \
+            SELECT count(*)::int AS documents, COALESCE(min(tipo_dte), 0) AS tipo_dte, \
+                   COALESCE(jsonb_agg(trace_context ORDER BY issued_at, id), '[]') AS traces \
+            FROM documents WHERE sii_envelope_id = c.id) d",
     )
     .bind(settings.lease)
     .fetch_all(pool)
@@ -239,7 +240,6 @@ struct Unpacked {
     tipo_dte: i32,
     folio: i64,
     signed_dte: String,
-    trace_context: sqlx::types::Json<std::collections::BTreeMap<String, String>>,
     /// Whether it has waited the batch window.
     ripe: bool,
 }
@@ -261,7 +261,7 @@ async fn pack(issuing: &Issuing, settings: &WorkerSettings) -> anyhow::Result<(u
         loop {
             let mut tx = issuing.pool.begin().await?;
             let docs: Vec<Unpacked> = sqlx::query_as(
-                "SELECT id, tipo_dte, folio, signed_dte, trace_context, issued_at <= now() - $3 AS ripe \
+                "SELECT id, tipo_dte, folio, signed_dte, issued_at <= now() - $3 AS ripe \
                  FROM documents WHERE status = 'issued' AND sii_envelope_id IS NULL AND signed_dte IS NOT NULL \
                  AND (tipo_dte IN (39, 41)) = $1 \
                  ORDER BY issued_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
@@ -318,21 +318,12 @@ async fn seal(
     let ids: Vec<Uuid> = docs.iter().map(|d| d.id).collect();
     sqlx::query(
         "WITH envelope AS ( \
-            INSERT INTO sii_envelopes (id, boleta, status, xml, documents, trace_context, trace_links) \
-            VALUES ($1, $2, 'built', $3, $4, $5, $6) RETURNING id) \
-         UPDATE documents SET sii_envelope_id = (SELECT id FROM envelope) WHERE id = ANY($7)",
+            INSERT INTO sii_envelopes (id, boleta, status, xml) VALUES ($1, $2, 'built', $3) RETURNING id) \
+         UPDATE documents SET sii_envelope_id = (SELECT id FROM envelope) WHERE id = ANY($4)",
     )
     .bind(id)
     .bind(boleta)
     .bind(&xml)
-    .bind(docs.len() as i32)
-    .bind(&docs[0].trace_context)
-    .bind(sqlx::types::Json(
-        docs[1..]
-            .iter()
-            .map(|d| &d.trace_context.0)
-            .collect::<Vec<_>>(),
-    ))
     .bind(&ids)
     .execute(&mut *tx)
     .await?;
@@ -357,9 +348,11 @@ async fn ask(client: &dyn SiiClient, envelope: &Due) -> Outcome {
         sii.documents = envelope.documents,
         sii.track_id = %envelope.track_id,
     );
-    platform::telemetry::adopt_stored_parent(&span, &envelope.trace_context.0);
-    for linked in &envelope.trace_links.0 {
-        platform::telemetry::link_stored(&span, linked);
+    if let Some((first, others)) = envelope.traces.0.split_first() {
+        platform::telemetry::adopt_stored_parent(&span, first);
+        for linked in others {
+            platform::telemetry::link_stored(&span, linked);
+        }
     }
     ask_sii(client, envelope, submitting).instrument(span).await
 }
