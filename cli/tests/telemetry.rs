@@ -124,6 +124,31 @@ impl Collector {
     }
 }
 
+/// Places an order for one TRAZA-1 and pays it by card: its id, and the placement's
+/// response headers.
+async fn buy(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+) -> (String, reqwest::header::HeaderMap) {
+    let (order, placed) = post(
+        http,
+        &format!("{base}/v1/orders"),
+        Some(token),
+        json!({"lines": [{"sku": "TRAZA-1", "quantity": 1}]}),
+    )
+    .await;
+    let id = order["id"].as_str().unwrap().to_string();
+    post(
+        http,
+        &format!("{base}/v1/orders/{id}/payments"),
+        Some(token),
+        json!({"card": {"number": "4242424242424242", "expMonth": 12, "expYear": 2030, "cvc": "123", "holder": "Ana Pérez"}}),
+    )
+    .await;
+    (id, placed)
+}
+
 async fn post(
     http: &reqwest::Client,
     url: &str,
@@ -221,22 +246,8 @@ async fn one_checkout_is_one_trace(roles: &[&'static str]) {
     )
     .await;
     let ana = login["accessToken"].as_str().unwrap().to_string();
-    let (order, placed) = post(
-        &http,
-        &format!("{base}/v1/orders"),
-        Some(&ana),
-        json!({"lines": [{"sku": "TRAZA-1", "quantity": 1}]}),
-    )
-    .await;
-    let id = order["id"].as_str().unwrap().to_string();
+    let (id, placed) = buy(&http, &base, &ana).await;
     let request_id = placed["x-request-id"].to_str().unwrap().to_string();
-    post(
-        &http,
-        &format!("{base}/v1/orders/{id}/payments"),
-        Some(&ana),
-        json!({"card": {"number": "4242424242424242", "expMonth": 12, "expYear": 2030, "cvc": "123", "holder": "Ana Pérez"}}),
-    )
-    .await;
 
     let server = SpanKind::Server as i32;
     let client = SpanKind::Client as i32;
@@ -442,21 +453,7 @@ async fn one_checkout_is_one_trace(roles: &[&'static str]) {
     // submission is in one payment's trace and links to the other's.
     let mut paid = Vec::new();
     for _ in 0..2 {
-        let (order, _) = post(
-            &http,
-            &format!("{base}/v1/orders"),
-            Some(&ana),
-            json!({"lines": [{"sku": "TRAZA-1", "quantity": 1}]}),
-        )
-        .await;
-        let id = order["id"].as_str().unwrap().to_string();
-        post(
-            &http,
-            &format!("{base}/v1/orders/{id}/payments"),
-            Some(&ana),
-            json!({"card": {"number": "4242424242424242", "expMonth": 12, "expYear": 2030, "cvc": "123", "holder": "Ana Pérez"}}),
-        )
-        .await;
+        let (id, _) = buy(&http, &base, &ana).await;
         let path = format!("/v1/orders/{id}/payments");
         paid.push(
             collector
