@@ -79,7 +79,8 @@ await run(async () => {
   await page.getByLabel("Estado").selectOption("claimed");
   await page.getByRole("button", { name: "Filtrar" }).click();
   await page.waitForURL(/estado=claimed/);
-  // The unfiltered list goes first, then the filtered one comes.
+  // The unfiltered list goes (it is never shown in the filtered page), then the filtered
+  // one comes.
   await page.getByRole("link", { name: "Factura electrónica (33) N° 7" }).waitFor({ state: "detached" });
   await page.getByRole("row", { name: /N° 8 .*Reclamado/ }).waitFor();
   expect((await page.locator("#compras tbody tr").count()) === 1, "only the claimed one");

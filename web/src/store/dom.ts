@@ -20,10 +20,15 @@ export function h(tag: string, attrs: Attrs = {}, ...children: Child[]): HTMLEle
   return el;
 }
 
-/** Replaces the page's content and moves focus to it (for keyboard and screen readers). */
+/**
+ * Replaces the page's content. Each page gets a fresh `<main>` (the old one is detached),
+ * so what an earlier page appends when its request answers late lands nowhere, instead of
+ * in the page the user has moved on to.
+ */
 export function render(title: string, ...children: Child[]): HTMLElement {
-  const main = document.getElementById("main") as HTMLElement;
-  main.replaceChildren();
+  const old = document.getElementById("main") as HTMLElement;
+  const main = old.cloneNode(false) as HTMLElement;
+  old.replaceWith(main);
   for (const child of children) {
     if (child) main.append(typeof child === "string" ? document.createTextNode(child) : child);
   }
