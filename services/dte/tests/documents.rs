@@ -651,6 +651,23 @@ fn certificate_settings_are_checked_at_start() {
         settings(&[("DTE_SII_URL", "maullin")]).unwrap_err().key,
         "DTE_SII_URL"
     );
+    // An EnvioBOLETA holds 1 to 500 boletas.
+    for size in ["0", "501"] {
+        assert_eq!(
+            settings(&[("DTE_SII_BATCH_SIZE", size)]).unwrap_err().key,
+            "DTE_SII_BATCH_SIZE"
+        );
+    }
+    let worker = settings(&[
+        ("DTE_SII_BATCH_SIZE", "100"),
+        ("DTE_SII_BATCH_WINDOW", "5s"),
+    ])
+    .unwrap()
+    .sii_worker;
+    assert_eq!(
+        (worker.batch_size, worker.batch_window),
+        (100, std::time::Duration::from_secs(5))
+    );
     let production = settings(&[
         ("DTE_SII_ENVIRONMENT", "production"),
         ("DTE_CERT_PKCS12", "/etc/orderflow/company.p12"),
